@@ -1,0 +1,125 @@
+"""What a worker process runs for one chunk of ``map()`` items.
+
+Mechanism layer, imported inside workers, so it stays small and imports nothing heavy.
+The parent pickles ``fn`` and the chunk itself (cloudpickle, so lambdas and closures work and
+an unpicklable item is found with its index); the worker reports its results pickled, the
+index where ``fn`` first raised (with the exception made safe to send back), and the seconds
+it spent computing: the runtime feedback the parent sizes later chunks from.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+
+
+@dataclass(frozen=True)
+class ChunkPayload:
+    """One chunk as sent to a worker: both parts already pickled by the parent."""
+
+    fn_bytes: bytes
+    items_bytes: bytes
+
+
+@dataclass(frozen=True)
+class ChunkFailure:
+    """Why the chunk stopped early: the exception of the item at ``offset`` in the chunk."""
+
+    offset: int
+    error: BaseException
+    tb_text: str
+    kind: str
+    """``"raised"`` (fn raised), ``"result"`` (result not picklable), or
+    ``"exception"`` (fn raised something that cannot be pickled back)."""
+    type_name: str
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """A worker's answer for one chunk."""
+
+    results_bytes: bytes
+    n_results: int
+    compute_s: float
+    """Wall seconds spent in ``fn`` for this chunk."""
+    cpu_s: float
+    """CPU seconds the worker process used meanwhile (threads of ``fn`` included)."""
+    items_bytes: int
+    """Pickled size of the chunk's items, as received."""
+    failure: ChunkFailure | None
+
+
+def run_chunk(payload: ChunkPayload) -> ChunkResult:
+    """Run ``fn(*args)`` for each item of the chunk, stopping at the first exception."""
+    import time
+
+    fn = cloudpickle.loads(payload.fn_bytes)
+    items: list[tuple[Any, ...]] = cloudpickle.loads(payload.items_bytes)
+    results: list[Any] = []
+    failure: ChunkFailure | None = None
+    start_s, start_cpu_s = time.perf_counter(), time.process_time()
+    for args in items:
+        try:
+            results.append(fn(*args))
+        except Exception as exc:
+            failure = _failure_from(len(results), exc, "raised")
+            break
+    compute_s = time.perf_counter() - start_s
+    cpu_s = time.process_time() - start_cpu_s
+    try:
+        results_bytes = cloudpickle.dumps(results)
+    except Exception:
+        # Find the first result that cannot travel; send the ones before it.
+        offset = next(i for i, r in enumerate(results) if not _picklable(r))
+        bad = results[offset]
+        try:
+            cloudpickle.dumps(bad)
+        except Exception as exc:
+            failure = ChunkFailure(
+                offset,
+                _safe_exception(exc),
+                traceback.format_exc(),
+                "result",
+                type(bad).__qualname__,
+            )
+        results = results[:offset]
+        results_bytes = cloudpickle.dumps(results)
+    return ChunkResult(
+        results_bytes, len(results), compute_s, cpu_s, len(payload.items_bytes), failure
+    )
+
+
+def _picklable(obj: object) -> bool:
+    try:
+        cloudpickle.dumps(obj)
+    except Exception:
+        return False
+    return True
+
+
+def _round_trips(exc: BaseException) -> bool:
+    """Whether the exception survives pickling *and* unpickling: an exception class whose
+    ``__init__`` needs more arguments than it passes to ``Exception`` pickles fine but fails
+    to load in the parent."""
+    try:
+        cloudpickle.loads(cloudpickle.dumps(exc))
+    except Exception:
+        return False
+    return True
+
+
+def _failure_from(offset: int, exc: BaseException, kind: str) -> ChunkFailure:
+    tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if _round_trips(exc):
+        # The traceback is carried as text; the frames would hold references to locals.
+        exc.__traceback__ = None
+        return ChunkFailure(offset, exc, tb_text, kind, type(exc).__qualname__)
+    return ChunkFailure(offset, _safe_exception(exc), tb_text, "exception", type(exc).__qualname__)
+
+
+def _safe_exception(exc: BaseException) -> BaseException:
+    """A picklable stand-in keeping the type's name and the message."""
+    return RuntimeError(f"{type(exc).__qualname__}: {exc}")

@@ -1,0 +1,72 @@
+"""Exceptions of our own. Each subclasses the stdlib exception a user would already catch
+for the same failure, so existing ``except`` clauses keep working.
+
+Data layer: no logic beyond building messages.
+"""
+
+from __future__ import annotations
+
+import pickle
+from concurrent.futures.process import BrokenProcessPool
+
+
+class RemoteTraceback(Exception):
+    """Carries the traceback text of an exception raised in a worker; set as ``__cause__``
+    of the re-raised exception, as the stdlib does, so both tracebacks are printed."""
+
+    def __init__(self, tb_text: str) -> None:
+        super().__init__(tb_text)
+        self.tb_text = tb_text
+
+    def __str__(self) -> str:
+        return self.tb_text
+
+
+class UnpicklableItemError(pickle.PicklingError):
+    """An input item could not be pickled to send it to a worker."""
+
+    def __init__(self, index: int, type_name: str, detail: str) -> None:
+        super().__init__(
+            f"input item {index} (of type {type_name}) cannot be pickled to send it to a "
+            f"worker process: {detail}. Pass picklable arguments (module-level classes, no open "
+            f"files, locks or sockets), or build the object inside fn."
+        )
+        self.index = index
+
+
+class UnpicklableResultError(pickle.PicklingError):
+    """A result of ``fn`` could not be pickled to send it back from a worker."""
+
+    def __init__(self, index: int, type_name: str, detail: str) -> None:
+        super().__init__(
+            f"the result of item {index} (of type {type_name}) cannot be pickled to send it "
+            f"back from the worker process: {detail}. Return plain data from fn."
+        )
+        self.index = index
+
+
+class UnpicklableExceptionError(Exception):
+    """``fn`` raised an exception in a worker that could not be pickled back; this stands in
+    for it with its type, message and traceback."""
+
+    def __init__(self, index: int, type_name: str, message: str) -> None:
+        super().__init__(
+            f"item {index}: fn raised {type_name}({message}), which cannot be pickled back "
+            f"from the worker process (its traceback is attached as __cause__)"
+        )
+        self.index = index
+        self.type_name = type_name
+
+
+class WorkerCrashedError(BrokenProcessPool):
+    """A worker died while running ``map()`` items (a crash, ``os._exit``, a signal, or the
+    OS killing it for memory). ``except BrokenProcessPool`` catches it."""
+
+    def __init__(self, first_index: int, last_index: int, detail: str) -> None:
+        super().__init__(
+            f"a worker process died while running items {first_index}..{last_index} "
+            f"({detail}). The executor replaces its pool on the next call; if this repeats, "
+            f"look for a crash or excessive memory use in fn for those items."
+        )
+        self.first_index = first_index
+        self.last_index = last_index

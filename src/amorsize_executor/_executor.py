@@ -1,0 +1,351 @@
+"""The public facade: ``AdaptiveProcessPoolExecutor``, a drop-in ``ProcessPoolExecutor``.
+
+Facade layer. It validates arguments with the stdlib's exception types and messages, owns
+the backend (the pool) and the live ``map()`` runs, and hands each ``map()`` call to
+``_map_run.MapRun``, the one place where input, probe, cost model and backend meet.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import os
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future
+from multiprocessing.context import BaseContext
+from typing import Any, TypeVar
+
+import psutil
+
+from . import _cost_model, _start_cost_cache, _system_facts
+from ._input import Source
+from ._map_run import MapOptions, MapRun
+from ._pool_backend import Backend, PoolBackend
+from ._records import Plan, SystemFacts
+
+logger = logging.getLogger("amorsize_executor")
+
+T = TypeVar("T")
+
+ProgressOption = bool | Callable[[int], None]
+
+FACTS_MAX_AGE_S = 1.0
+"""Machine facts (free memory above all) are re-read when older than this: fresh enough for
+memory that changes over seconds, and it keeps a burst of small ``map()`` calls from paying
+about 0.4 ms each to read cgroup files."""
+
+
+def _check_positive_int(name: str, value: object, *, message: str | None = None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"{name} must be a positive int or None, got {value!r} ({type(value).__qualname__})"
+        )
+    if value < 1:
+        raise ValueError(message or f"{name} must be a positive int, got {value}")
+
+
+class AdaptiveProcessPoolExecutor(Executor):
+    """A ``concurrent.futures.ProcessPoolExecutor`` that decides, by measuring, whether and
+    how to parallelize each ``map()`` call.
+
+    ``map()`` runs ``fn`` on the first items in the calling process, measures them, and
+    either finishes serially in the caller or dispatches to a right-sized loky pool with a
+    computed chunk size, resizing chunks from the times later chunks report. ``submit()``
+    goes straight to the pool. The latest decision is ``last_plan``.
+
+    Args:
+        max_workers: the most worker processes to use; the executor may use fewer.
+            ``None`` (the default) means as many as the machine's usable cores.
+        mp_context: a ``multiprocessing`` context for the workers; default: loky's
+            (a fresh interpreter per worker, safe with threads in the parent).
+        initializer: called in each worker as it starts. When given, ``fn`` never runs
+            in the calling process (there the initializer has not run).
+        initargs: arguments for ``initializer``.
+        max_tasks_per_child: replace a worker after this many tasks (chunks). Uses the
+            stdlib pool, which implements it (Python 3.11+).
+        isolate: never run ``fn`` in the calling process, not even to probe: a crash or
+            hang in ``fn`` can then not take the caller down, at the cost of always
+            starting a pool (no serial plan).
+        progress: ``True`` for a tqdm progress bar on every ``map()`` (needs the
+            ``progress`` extra), or a callable that receives the count of items
+            finished each time results are delivered.
+        system_facts: use these machine facts instead of reading them (what-if planning,
+            tests).
+        backend: the object that runs work in workers; default: a loky pool owned by this
+            executor.
+
+    Raises:
+        ValueError: ``max_workers`` or ``max_tasks_per_child`` below 1, or
+            ``max_tasks_per_child`` with a ``fork`` context.
+        TypeError: an argument of the wrong type.
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        mp_context: BaseContext | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        *,
+        max_tasks_per_child: int | None = None,
+        isolate: bool = False,
+        progress: ProgressOption = False,
+        system_facts: SystemFacts | None = None,
+        backend: Backend | None = None,
+    ) -> None:
+        _check_positive_int(
+            "max_workers", max_workers, message="max_workers must be greater than 0"
+        )
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        if not isinstance(initargs, tuple):
+            raise TypeError(f"initargs must be a tuple, got {type(initargs).__qualname__}")
+        if max_tasks_per_child is not None:
+            if isinstance(max_tasks_per_child, bool) or not isinstance(max_tasks_per_child, int):
+                raise TypeError("max_tasks_per_child must be an integer")
+            if max_tasks_per_child <= 0:
+                raise ValueError("max_tasks_per_child must be >= 1")
+            if mp_context is not None and mp_context.get_start_method() == "fork":
+                raise ValueError(
+                    "max_tasks_per_child is incompatible with the 'fork' multiprocessing "
+                    "start method; supply a different mp_context."
+                )
+        if mp_context is not None and not hasattr(mp_context, "get_start_method"):
+            raise TypeError(
+                "mp_context must be a multiprocessing context such as "
+                "multiprocessing.get_context('spawn'), got "
+                f"{type(mp_context).__qualname__}"
+            )
+        if not isinstance(isolate, bool):
+            raise TypeError(f"isolate must be True or False, got {isolate!r}")
+        _check_progress(progress)
+        self._max_workers = max_workers
+        self._initializer = initializer
+        self._isolate = isolate
+        self._progress = progress
+        self._system_facts = system_facts
+        self._backend: Backend = backend or PoolBackend(
+            max_workers=max_workers,
+            mp_context=mp_context,
+            initializer=initializer,
+            initargs=initargs,
+            max_tasks_per_child=max_tasks_per_child,
+            default_workers=self._default_workers(),
+            choose_context=None if max_tasks_per_child is not None else _choose_context,
+            record_start_s=_start_cost_cache.store_worker_start_s,
+        )
+        self._runs: weakref.WeakSet[MapRun] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._shutdown = False
+        self._pid = os.getpid()
+        self._last_plan: Plan | None = None
+        self._facts_cache: tuple[float, SystemFacts] | None = None
+
+    # -- facts and plans -------------------------------------------------------------------
+
+    def _default_workers(self) -> int:
+        facts = self._system_facts or _system_facts.read_system_facts("loky")
+        n_cores, _ = _cost_model.choose_usable_cores(facts, cpu_bound=False)
+        return min(n_cores, self._max_workers or n_cores)
+
+    def _read_facts(self, backend: Backend) -> SystemFacts:
+        """Machine facts for a plan, re-read at most every ``FACTS_MAX_AGE_S``."""
+        if self._system_facts is not None:
+            return self._system_facts
+        method = backend.start_method
+        n_warm = backend.n_warm_workers
+        now_s = time.monotonic()
+        cached = self._facts_cache
+        if cached is not None and now_s - cached[0] < FACTS_MAX_AGE_S:
+            facts = cached[1]
+            if facts.start_method == method and facts.n_warm_workers == n_warm:
+                return facts
+        measured_s = _start_cost_cache.load_worker_start_s(method)
+        facts = _system_facts.read_system_facts(
+            method,
+            n_warm_workers=n_warm,
+            worker_start_s=measured_s,
+            worker_start_source="measured" if measured_s is not None else "estimate",
+        )
+        self._facts_cache = (now_s, facts)
+        return facts
+
+    def _publish_plan(self, plan: Plan) -> None:
+        with self._lock:
+            self._last_plan = plan
+
+    @property
+    def last_plan(self) -> Plan | None:
+        """The plan of the latest ``map()`` call (with what happened, once it finished)."""
+        return self._last_plan
+
+    # -- the Executor API ----------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if os.getpid() != self._pid:
+            raise RuntimeError(
+                f"this executor was created in process {self._pid} and cannot be used in "
+                f"the forked child {os.getpid()}: create a new executor in the child"
+            )
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """As ``ProcessPoolExecutor.submit``: the call goes straight to the pool."""
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__qualname__!r}")
+        with self._lock:
+            self._check_usable()
+        return self._backend.submit(fn, *args, **kwargs)
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int | None = None,
+        buffersize: int | None = None,
+        progress: ProgressOption | None = None,
+    ) -> Iterator[T]:
+        """As ``ProcessPoolExecutor.map``, but measured and planned.
+
+        Differences from the stdlib: ``chunksize=None`` (the default) means automatic; the
+        input is read lazily with a bounded window of items in flight (``buffersize``
+        items, or a window the plan sizes); small jobs may run in the calling process
+        (never when ``timeout`` is given, an ``initializer`` is set or ``isolate=True``).
+
+        Args:
+            progress: overrides the executor's ``progress`` option for this call.
+
+        Raises:
+            ValueError: ``chunksize`` or ``buffersize`` below 1, or a negative ``timeout``.
+            TypeError: ``fn`` not callable, or an argument that is not iterable.
+            RuntimeError: the executor was shut down.
+        """
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__qualname__!r}")
+        if chunksize is not None:
+            if isinstance(chunksize, bool) or not isinstance(chunksize, int):
+                raise TypeError(f"chunksize must be an int or None, got {chunksize!r}")
+            if chunksize < 1:
+                raise ValueError("chunksize must be >= 1.")
+        if buffersize is not None:
+            if isinstance(buffersize, bool) or not isinstance(buffersize, int):
+                raise TypeError("buffersize must be an integer or None")
+            if buffersize < 1:
+                raise ValueError("buffersize must be None or > 0")
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise TypeError(f"timeout must be a number or None, got {timeout!r}")
+            if timeout < 0 or math.isnan(timeout):
+                raise ValueError(f"timeout must be None or >= 0, got {timeout}")
+        if progress is not None:
+            _check_progress(progress)
+        with self._lock:
+            self._check_usable()
+        source = Source(iterables)
+        deadline_s = None if timeout is None else time.monotonic() + timeout
+        on_progress, close_progress = _make_progress(
+            self._progress if progress is None else progress, source.n_total
+        )
+        run = MapRun(
+            fn,
+            source,
+            backend=self._backend,
+            read_facts=self._read_facts,
+            options=MapOptions(
+                max_workers=self._max_workers,
+                chunksize=chunksize,
+                buffersize=buffersize,
+                deadline_s=deadline_s,
+                serial_allowed=not (
+                    self._isolate or self._initializer is not None or timeout is not None
+                ),
+                drain_on_shutdown=source.has_len and buffersize is None,
+                on_progress=on_progress,
+                on_finish=close_progress,
+            ),
+            publish_plan=self._publish_plan,
+        )
+        try:
+            run.start()
+        except BaseException:
+            close_progress()
+            raise
+        with self._lock:
+            self._runs.add(run)
+        return run.results()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """As ``ProcessPoolExecutor.shutdown``; no worker process is left behind.
+
+        A ``map()`` over a list that is still being read when the executor shuts down has
+        its remaining items submitted first, so its results stay readable after the
+        ``with`` block, as with the stdlib. A ``map()`` over an input of unknown length
+        (a generator) raises ``RuntimeError`` where it would have needed to submit more.
+        """
+        with self._lock:
+            self._shutdown = True
+            runs = list(self._runs)
+        for run in runs:
+            run.on_shutdown(wait=wait, cancel_futures=cancel_futures)
+        self._backend.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+    def terminate_workers(self) -> None:
+        """Kill every worker now, even one stuck inside ``fn``; their pending results raise
+        ``BrokenProcessPool``. The executor stays usable: the next call starts a new pool.
+        (The stdlib gained ``terminate_workers``/``kill_workers`` in Python 3.14.)"""
+        self._backend.terminate_workers()
+
+    kill_workers = terminate_workers
+
+
+def _choose_context() -> BaseContext | None:
+    """The multiprocessing context for a new pool when the user gave none (``None``: loky's)."""
+    try:
+        n_threads = psutil.Process().num_threads()
+    except psutil.Error:
+        n_threads = threading.active_count() + 1  # unknown: never pick fork
+    method, reason = _cost_model.choose_start_method(
+        platform=sys.platform,
+        n_os_threads=n_threads,
+        available_methods=tuple(multiprocessing.get_all_start_methods()),
+    )
+    logger.debug("start method for a new pool: %s", reason)
+    return None if method == "loky" else multiprocessing.get_context(method)
+
+
+def _check_progress(progress: object) -> None:
+    if not isinstance(progress, bool) and not callable(progress):
+        raise TypeError(
+            f"progress must be True, False or a callable taking an item count, got {progress!r}"
+        )
+
+
+def _make_progress(
+    progress: ProgressOption, n_total: int | None
+) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
+    """A callback counting finished items, and what closes it (a tqdm bar, if asked for)."""
+    if progress is False:
+        return None, lambda: None
+    if progress is True:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            raise ImportError(
+                "progress=True needs the 'tqdm' package: pip install 'amorsize-executor[progress]'"
+            ) from None
+        bar = tqdm(total=n_total, unit="item", file=sys.stderr)
+
+        def advance(n_items: int) -> None:
+            bar.update(n_items)
+
+        return advance, bar.close
+    return progress, lambda: None

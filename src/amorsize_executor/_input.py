@@ -1,0 +1,147 @@
+"""The input layer: the user's iterables as one lazy stream of argument tuples.
+
+Mechanism layer. It zips the iterables (``zip`` semantics, as the builtin ``map``), knows
+the length when it can be known without consuming anything, counts what it has handed out,
+and turns an exception raised by the user's iterator into a value the caller delivers at its
+position. It never materialises the input and never hands out an item twice.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable, Iterator
+from itertools import count, islice
+from operator import itemgetter
+from typing import Any
+
+
+def known_length(iterables: tuple[Iterable[Any], ...]) -> tuple[int | None, bool]:
+    """The number of items ``zip(*iterables)`` will produce, without consuming anything.
+
+    Returns ``(length, exact)``: exact when every iterable has ``len()``; otherwise a
+    ``__length_hint__`` may still give an estimate (``exact`` False), and with none
+    the length is ``None``.
+    """
+    lengths: list[int] = []
+    exact = True
+    for iterable in iterables:
+        try:
+            lengths.append(len(iterable))  # type: ignore[arg-type]
+            continue
+        except TypeError:
+            exact = False
+        hint = operator.length_hint(iterable, -1)
+        if hint < 0:
+            return None, False
+        lengths.append(hint)
+    return (min(lengths) if lengths else 0), exact
+
+
+class Source:
+    """Hands out the argument tuples of a ``map()`` call, one pull at a time, and counts them."""
+
+    def __init__(self, iterables: tuple[Iterable[Any], ...]) -> None:
+        if not iterables:
+            raise TypeError("map() must have at least one iterable")
+        self.n_total, self.has_len = known_length(iterables)
+        iterators = []
+        for position, iterable in enumerate(iterables):
+            try:
+                iterators.append(iter(iterable))
+            except TypeError:
+                raise TypeError(
+                    f"map() argument {position + 2} must be iterable, got "
+                    f"{type(iterable).__qualname__!r}: pass a list, a generator or any "
+                    f"other iterable"
+                ) from None
+        self._iterator: Iterator[tuple[Any, ...]] | None = zip(*iterators)  # noqa: B905 - map() stops at the shortest
+        self.n_pulled = 0
+        self.exhausted = False
+        self.input_error: BaseException | None = None
+        self._batch_counter = count()
+
+    @property
+    def n_remaining(self) -> int | None:
+        """Items still to come, if the length is known (exactly or by hint)."""
+        if self.exhausted:
+            return 0
+        if self.n_total is None:
+            return None
+        return max(0, self.n_total - self.n_pulled)
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return self
+
+    def __next__(self) -> tuple[Any, ...]:
+        """The next item; errors of the user's iterator propagate (the probe catches them)."""
+        if self._iterator is None:
+            raise StopIteration
+        try:
+            args = next(self._iterator)
+        except StopIteration:
+            self.close()
+            raise
+        except BaseException:
+            self.close()
+            raise
+        self.n_pulled += 1
+        return args
+
+    def take(self, n_items: int) -> tuple[list[tuple[Any, ...]], BaseException | None]:
+        """Up to ``n_items`` items, and the exception the input raised after them, if any."""
+        if self._iterator is None:
+            return [], None
+        items: list[tuple[Any, ...]] = []
+        try:
+            items.extend(islice(self._iterator, n_items))
+        except Exception as exc:
+            self.n_pulled += len(items)
+            self.input_error = exc
+            self.close()
+            return items, exc
+        self.n_pulled += len(items)
+        if len(items) < n_items:
+            self.close()
+        return items, None
+
+    def iter_up_to(self, n_items: int) -> Iterator[tuple[Any, ...]]:
+        """Yield up to ``n_items`` items; an input error is stored in ``input_error``."""
+        iterator = self._iterator
+        if iterator is None:
+            return
+        for _ in range(n_items):
+            try:
+                args = next(iterator)
+            except StopIteration:
+                self.close()
+                return
+            except Exception as exc:
+                self.input_error = exc
+                self.close()
+                return
+            self.n_pulled += 1
+            yield args
+
+    def batch(self, n_items: int) -> Iterator[tuple[Any, ...]]:
+        """Up to ``n_items`` items as a C-level iterator (no Python code per item).
+
+        Errors of the user's iterator propagate from it. Call ``settle_batch`` once it is
+        exhausted to bring the counts up to date.
+        """
+        if self._iterator is None:
+            return iter(())
+        self._batch_counter = count()
+        return map(itemgetter(0), zip(islice(self._iterator, n_items), self._batch_counter))  # noqa: B905
+
+    def settle_batch(self, n_requested: int) -> int:
+        """Count what the last ``batch`` produced; returns that number."""
+        n_done = next(self._batch_counter)
+        self.n_pulled += n_done
+        if n_done < n_requested:
+            self.close()
+        return n_done
+
+    def close(self) -> None:
+        """Stop reading: nothing more is pulled from the user's iterables."""
+        self._iterator = None
+        self.exhausted = True

@@ -1,0 +1,632 @@
+"""One ``map()`` call, wired end to end. This is the only module that connects the input
+layer, the probe, the cost model and a backend.
+
+    iterables ──zip──► _input.Source (counts pulls; an input error waits for its position)
+        │
+        ├──► probe: in the caller (_probe.probe)  or  in a worker (first small chunks)
+        │               │ measurements
+        │               ▼
+        │    system facts ──► _cost_model.plan_map ──► Plan (serial | n workers, chunksize)
+        ▼                                                  │
+    serial: fn(*args) in the caller; revisited at doubling item counts, may switch
+    parallel: chunks ──► backend.submit_chunk ──► window of futures ──► results in order
+                  ▲                                         │
+                  └──── _cost_model.revise_chunksize ◄──────┘ chunk compute times
+
+Results leave in input order through one generator: probe results, then serial results or
+chunk results, then the error that ended the stream (from ``fn``, the input, or pickling) at
+its position. The generator's ``finally`` cancels whatever is still pending, as the stdlib's
+result iterator does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import TimeoutError as FuturesTimeoutError
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, replace
+from itertools import chain, starmap
+from typing import Any
+
+import cloudpickle
+
+from . import _cost_model, _probe
+from ._chunk_worker import ChunkPayload, ChunkResult
+from ._errors import (
+    RemoteTraceback,
+    UnpicklableExceptionError,
+    UnpicklableItemError,
+    UnpicklableResultError,
+    WorkerCrashedError,
+)
+from ._input import Source
+from ._pool_backend import Backend
+from ._records import Plan, RunOutcome, SystemFacts, WorkMeasurements
+
+logger = logging.getLogger("amorsize_executor")
+
+FEEDBACK_WEIGHT = 0.5
+"""Weight of the newest chunk in the running per-item estimate (an exponential average):
+high enough to follow a workload that changes, low enough that one odd chunk does not swing
+the chunk size."""
+
+SERIAL_TIMED_CALLS = 8
+"""While running serially, this many calls per batch are timed one by one for the re-plan;
+the rest run untimed at C speed (two clock reads cost about 1 µs with process time, which
+would tax the tiniest functions several-fold)."""
+
+PROGRESS_INTERVAL_S = 0.1
+"""With a progress callback, serial work reports at least this often (in predicted time)."""
+
+WORKER_PROBE_FIRST_ITEMS = 1
+"""Items in the first chunk of a probe run in a worker; each further probe chunk is four
+times larger until the measured compute time is long enough to trust."""
+
+
+@dataclass(frozen=True)
+class MapOptions:
+    """The per-call settings a ``map()`` run needs, already validated by the facade."""
+
+    max_workers: int | None
+    chunksize: int | None
+    buffersize: int | None
+    deadline_s: float | None
+    """``time.monotonic()`` value after which results raise ``TimeoutError``."""
+    serial_allowed: bool
+    drain_on_shutdown: bool
+    """Whether ``shutdown()`` must submit the rest of the input (a known, finite length)."""
+    on_progress: Callable[[int], None] | None = None
+    """Called with the number of items just delivered to the consumer."""
+    on_finish: Callable[[], None] | None = None
+    """Called once when the result stream ends, however it ends (closes a progress bar)."""
+
+
+@dataclass
+class _Chunk:
+    first_index: int
+    n_items: int
+    future: Future[ChunkResult]
+
+
+class MapRun:
+    """The state of one ``map()`` call: probe results, the plan, chunks in flight."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        source: Source,
+        *,
+        backend: Backend,
+        read_facts: Callable[[Backend], SystemFacts],
+        options: MapOptions,
+        publish_plan: Callable[[Plan], None],
+    ) -> None:
+        self._fn = fn
+        self._source = source
+        self._backend = backend
+        self._read_facts = read_facts
+        self._options = options
+        self._publish_plan = publish_plan
+        self._ready: deque[Any] = deque()
+        self._pending: deque[_Chunk] = deque()
+        self._error: BaseException | None = None
+        self._error_index = -1
+        self._in_flight_items = 0
+        self._n_delivered = 0
+        self._fn_bytes: bytes | None = None
+        self._plan: Plan | None = None
+        self._chunksize = 1
+        self._window = 1
+        self._observed_s_per_item = 0.0
+        self._chunksizes: list[int] = []
+        self._busy_s = 0.0
+        self._started_s = time.perf_counter()
+        self._switched = False
+        self._shutdown = False
+        self._closed = False
+
+    # -- start: probe and plan --------------------------------------------------------
+
+    def start(self) -> None:
+        """Probe, plan, and put the first window of work in flight (runs inside ``map()``)."""
+        if self._options.serial_allowed:
+            self._probe_in_caller()
+        else:
+            self._probe_in_worker()
+
+    def _probe_in_caller(self) -> None:
+        outcome = _probe.probe(self._fn, self._source)
+        self._ready.extend(outcome.results)
+        if outcome.error is not None:
+            # fn raised, or the input itself raised while producing the next item.
+            self._set_error(outcome.error, len(outcome.results))
+        self._busy_s += outcome.measurements.wall_s_per_item * len(outcome.results)
+        self._make_plan(outcome.measurements, exhausted=outcome.exhausted)
+
+    def _probe_in_worker(self) -> None:
+        """Measure by running small first chunks on a worker: ``fn`` must not run here."""
+        m = self._options
+        facts = self._read_facts(self._backend)
+        n_cores, _ = _cost_model.choose_usable_cores(facts, cpu_bound=True)
+        self._backend.prepare(min(n_cores, m.max_workers or n_cores))
+        n_items = compute_s = cpu_s = 0.0
+        item_bytes = result_bytes = 0.0
+        size = WORKER_PROBE_FIRST_ITEMS
+        probe_started_s = time.perf_counter()
+        while self._error is None and not self._source.exhausted:
+            chunk = self._submit_next(size)
+            if chunk is None:
+                break
+            self._pending.popleft()
+            self._in_flight_items -= chunk.n_items
+            try:
+                result = self._wait(chunk)
+            except FuturesTimeoutError:
+                # The deadline passed while probing: the iterator raises it in place.
+                self._pending.appendleft(chunk)
+                self._in_flight_items += chunk.n_items
+                break
+            if result is None:
+                break
+            self._ready.extend(result.results)
+            n_items += result.n_results
+            compute_s += result.compute_s
+            cpu_s += result.cpu_s
+            item_bytes += result.items_bytes
+            result_bytes += len(result.results_bytes)
+            elapsed_s = time.perf_counter() - probe_started_s
+            if (
+                compute_s >= _probe.PROBE_MIN_S
+                or elapsed_s >= _probe.PROBE_BUDGET_S
+                or n_items >= _probe.PROBE_MAX_ITEMS
+            ):
+                break
+            size *= 4
+        per = max(1.0, n_items)
+        measurements = WorkMeasurements(
+            n_probed=int(n_items),
+            wall_s_per_item=compute_s / per,
+            cpu_s_per_item=cpu_s / per,
+            item_bytes=item_bytes / per,
+            result_bytes=result_bytes / per,
+            pickle_s_per_item=0.0,
+            memory_bytes_per_call=0,
+            measured_in_worker=True,
+        )
+        self._make_plan(measurements, exhausted=self._source.exhausted)
+
+    def _make_plan(self, measurements: WorkMeasurements, *, exhausted: bool) -> None:
+        m = self._options
+        remaining = 0 if exhausted or self._error is not None else self._source.n_remaining
+        plan = _cost_model.plan_map(
+            self._read_facts(self._backend),
+            measurements,
+            n_items=remaining,
+            n_items_lower_bound=max(1, self._source.n_pulled),
+            max_workers=m.max_workers,
+            chunksize=m.chunksize,
+            buffersize=m.buffersize,
+            serial_allowed=m.serial_allowed,
+        )
+        if plan.mode == "parallel" and self._error is None and not exhausted:
+            try:
+                self._fn_bytes = cloudpickle.dumps(self._fn)
+            except Exception as exc:
+                if m.serial_allowed:
+                    plan = replace(
+                        plan,
+                        mode="serial",
+                        n_workers=1,
+                        chunksize=1,
+                        window_items=0,
+                        reasons=(
+                            *plan.reasons,
+                            f"fn cannot be pickled ({exc}): it runs in the calling process",
+                        ),
+                    )
+                else:
+                    raise
+        self._set_plan(plan)
+        logger.debug("map() plan:\n%s", plan.explain())
+        if plan.mode == "parallel":
+            self._backend.prepare(plan.n_workers)
+            self._fill()
+
+    def _set_plan(self, plan: Plan) -> None:
+        self._plan = plan
+        self._chunksize = plan.chunksize
+        self._window = plan.window_items
+        if self._options.buffersize is not None and self._options.chunksize is None:
+            self._chunksize = max(1, min(self._chunksize, self._options.buffersize))
+        self._publish_plan(plan)
+
+    # -- parallel: submit, collect, feed back --------------------------------------------
+
+    def _submit_next(self, size: int) -> _Chunk | None:
+        """Pull up to ``size`` items and submit them as one chunk; ``None`` if nothing was
+        pulled. An input or pickling error is recorded at its position."""
+        first_index = self._source.n_pulled
+        items, input_error = self._source.take(size)
+        chunk: _Chunk | None = None
+        if items:
+            if self._fn_bytes is None:
+                self._fn_bytes = cloudpickle.dumps(self._fn)
+            try:
+                items_bytes = cloudpickle.dumps(items)
+            except Exception:
+                offset, exc = _first_unpicklable(items)
+                self._set_error(
+                    UnpicklableItemError(
+                        first_index + offset, _type_names(items[offset]), str(exc)
+                    ),
+                    first_index + offset,
+                )
+                items = items[:offset]
+                items_bytes = cloudpickle.dumps(items)
+            if items:
+                payload = ChunkPayload(self._fn_bytes, items_bytes)
+                try:
+                    future = self._backend.submit_chunk(payload)
+                except RuntimeError as exc:
+                    # A replacement pool could not be had (shut down): report it in place.
+                    self._set_error(exc, first_index)
+                    return None
+                chunk = _Chunk(first_index, len(items), future)
+                self._pending.append(chunk)
+                self._in_flight_items += len(items)
+                self._chunksizes.append(len(items))
+        if input_error is not None:
+            self._set_error(input_error, self._source.n_pulled)
+        return chunk
+
+    def _fill(self) -> None:
+        """Keep the window full: submit chunks until ``window`` items are in flight."""
+        if self._shutdown and not self._options.drain_on_shutdown:
+            return
+        while (
+            self._error is None
+            and not self._source.exhausted
+            and self._in_flight_items < self._window
+        ):
+            if self._submit_next(self._chunksize) is None:
+                break
+
+    def _wait(self, chunk: _Chunk) -> _ChunkOutcome | None:
+        """The chunk's results, or ``None`` after recording its error at its position."""
+        timeout_s = None
+        if self._options.deadline_s is not None:
+            timeout_s = max(0.0, self._options.deadline_s - time.monotonic())
+        try:
+            result = chunk.future.result(timeout=timeout_s)
+        except FuturesTimeoutError:
+            raise
+        except CancelledError:
+            raise
+        except BrokenProcessPool as exc:
+            self._backend.mark_broken()
+            error = WorkerCrashedError(
+                chunk.first_index, chunk.first_index + chunk.n_items - 1, str(exc)
+            )
+            error.__cause__ = exc
+            self._set_error(error, chunk.first_index)
+            return None
+        except Exception as exc:  # the chunk could not run at all (e.g. unpickling)
+            self._set_error(exc, chunk.first_index)
+            return None
+        try:
+            results: list[Any] = cloudpickle.loads(result.results_bytes)
+        except Exception as exc:
+            self._set_error(
+                UnpicklableResultError(chunk.first_index, "result", f"cannot be loaded: {exc}"),
+                chunk.first_index,
+            )
+            return None
+        outcome = _ChunkOutcome(
+            results=results,
+            n_results=result.n_results,
+            compute_s=result.compute_s,
+            cpu_s=result.cpu_s,
+            items_bytes=result.items_bytes,
+            results_bytes=result.results_bytes,
+        )
+        if result.failure is not None:
+            self._set_error(
+                _failure_exception(result, chunk.first_index),
+                chunk.first_index + result.failure.offset,
+            )
+        self._busy_s += result.compute_s
+        return outcome
+
+    def _learn(self, outcome: _ChunkOutcome) -> None:
+        if outcome.n_results == 0 or self._plan is None:
+            return
+        per_item_s = outcome.compute_s / outcome.n_results
+        if self._observed_s_per_item == 0.0:
+            self._observed_s_per_item = per_item_s
+        else:
+            self._observed_s_per_item += FEEDBACK_WEIGHT * (per_item_s - self._observed_s_per_item)
+        if self._options.chunksize is not None:
+            return
+        plan = self._plan
+        n_remaining = self._source.n_remaining
+        n_left = None if n_remaining is None else n_remaining + self._in_flight_items
+        self._chunksize = _cost_model.revise_chunksize(
+            chunksize=self._chunksize,
+            observed_s_per_item=self._observed_s_per_item,
+            n_items_left=n_left,
+            n_workers=plan.n_workers,
+            task_roundtrip_s=plan.facts.task_roundtrip_s,
+        )
+        if self._options.buffersize is None:
+            self._window = max(
+                self._window,
+                _cost_model.choose_window_items(
+                    plan.measurements, plan.n_workers, self._chunksize, None
+                ),
+            )
+        else:
+            self._chunksize = min(self._chunksize, self._options.buffersize)
+
+    # -- serial ------------------------------------------------------------------------
+
+    def _serial_segments(self) -> Iterator[Iterable[Any]]:
+        """Run the rest in the caller as segments, re-planning whenever the count doubles.
+
+        This is the hot path of small jobs: each batch runs its first few calls one by one,
+        timed, for the re-plan; the rest is handed out as a ``starmap`` over the input, which
+        the consumer drains at C speed, so the caller pays next to nothing per item over a
+        plain ``map``. An exception from ``fn`` or the input propagates at its position.
+        """
+        fn = self._fn
+        source = self._source
+        checkpoint = max(2 * source.n_pulled, 16)
+        perf, cpu = time.perf_counter, time.process_time
+        progress = self._options.on_progress
+        while not source.exhausted and self._error is None:
+            n_batch = checkpoint - source.n_pulled
+            if progress is not None:
+                n_batch = min(n_batch, self._progress_batch_items())
+            timed: list[Any] = []
+            timed_s = timed_cpu_s = 0.0
+            for args in source.iter_up_to(min(SERIAL_TIMED_CALLS, n_batch)):
+                t0, c0 = perf(), cpu()
+                try:
+                    timed.append(fn(*args))
+                except Exception:
+                    if timed:
+                        yield timed
+                    raise
+                timed_s += perf() - t0
+                timed_cpu_s += cpu() - c0
+            if timed:
+                yield timed
+                self._delivered(len(timed))
+            if source.input_error is not None:
+                raise source.input_error
+            n_rest = n_batch - len(timed)
+            if n_rest > 0 and not source.exhausted:
+                yield starmap(fn, source.batch(n_rest))
+                self._delivered(source.settle_batch(n_rest))
+            if source.n_pulled >= checkpoint:
+                checkpoint *= 2
+                if not (self._shutdown or source.exhausted or not timed):
+                    self._busy_s += timed_s / len(timed) * n_batch
+                    if self._revisit(timed_s / len(timed), timed_cpu_s / len(timed)):
+                        return
+
+    def _progress_batch_items(self) -> int:
+        """Serial items per progress update: about ``PROGRESS_INTERVAL_S`` of work."""
+        per_item_s = self._plan.measurements.wall_s_per_item if self._plan else 0.0
+        if per_item_s <= 0:
+            return 1024
+        return max(1, int(PROGRESS_INTERVAL_S / per_item_s))
+
+    def _revisit(self, wall_s_per_item: float, cpu_s_per_item: float) -> bool:
+        """Re-plan with what serial execution has measured; switch if a pool now wins."""
+        assert self._plan is not None
+        measurements = replace(
+            self._plan.measurements,
+            wall_s_per_item=wall_s_per_item,
+            cpu_s_per_item=cpu_s_per_item,
+        )
+        remaining = self._source.n_remaining if self._source.n_total is not None else None
+        plan = _cost_model.plan_map(
+            self._read_facts(self._backend),
+            measurements,
+            n_items=remaining,
+            n_items_lower_bound=self._source.n_pulled,
+            max_workers=self._options.max_workers,
+            chunksize=self._options.chunksize,
+            buffersize=self._options.buffersize,
+            serial_allowed=True,
+        )
+        if plan.mode != "parallel":
+            return False
+        try:
+            self._fn_bytes = cloudpickle.dumps(self._fn)
+        except Exception:
+            return False
+        plan = replace(
+            plan,
+            reasons=(
+                *plan.reasons,
+                "switched from serial: the running measurements show a pool now wins",
+            ),
+        )
+        self._switched = True
+        self._set_plan(plan)
+        logger.debug("map() switched to parallel:\n%s", plan.explain())
+        self._backend.prepare(plan.n_workers)
+        self._fill()
+        return True
+
+    # -- the result stream ---------------------------------------------------------------
+
+    def results(self) -> Iterator[Any]:
+        """The results in input order (see the module docstring).
+
+        The stream is a chain of segments (lists of results, serial ``starmap`` batches)
+        that the consumer drains at C speed; Python code runs once per segment, not per item.
+        """
+        return chain.from_iterable(self._segments())
+
+    def _segments(self) -> Iterator[Iterable[Any]]:
+        interrupted = False
+        try:
+            while True:
+                if self._ready:
+                    batch = list(self._ready)
+                    self._ready.clear()
+                    yield batch
+                    self._delivered(len(batch))
+                    continue
+                if self._pending:
+                    chunk = self._pending.popleft()
+                    self._in_flight_items -= chunk.n_items
+                    outcome = self._wait(chunk)
+                    if outcome is not None:
+                        self._learn(outcome)
+                        if self._error is None or self._error_index > chunk.first_index:
+                            self._fill()
+                        self._ready.extend(outcome.results)
+                    continue
+                if self._error is not None:
+                    self._cancel_pending()
+                    raise self._error
+                if self._source.exhausted:
+                    return
+                if self._plan is not None and self._plan.mode == "serial":
+                    yield from self._serial_segments()
+                    continue
+                if self._shutdown and not self._options.drain_on_shutdown:
+                    raise RuntimeError(
+                        "cannot schedule new futures after shutdown: the executor was shut "
+                        "down while this map() still had input of unknown length to read. "
+                        "Consume the results before leaving the 'with' block, or pass a list."
+                    )
+                self._fill()
+        except BaseException as exc:
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            raise
+        finally:
+            self._close(interrupted)
+
+    def _delivered(self, n_items: int) -> None:
+        self._n_delivered += n_items
+        if self._options.on_progress is not None and n_items:
+            self._options.on_progress(n_items)
+
+    def _close(self, interrupted: bool) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._cancel_pending()
+        if self._options.on_finish is not None:
+            self._options.on_finish()
+        if interrupted:
+            self._backend.terminate_workers()
+        if self._plan is not None:
+            wall_s = time.perf_counter() - self._started_s
+            self._publish_plan(
+                self._plan.with_outcome(
+                    RunOutcome(
+                        wall_s=wall_s,
+                        n_items=self._n_delivered,
+                        n_chunks=len(self._chunksizes),
+                        chunksizes=tuple(self._chunksizes),
+                        worker_busy_s=self._busy_s,
+                        n_workers=self._plan.n_workers,
+                        switched_to_parallel=self._switched,
+                    )
+                )
+            )
+
+    def _cancel_pending(self) -> None:
+        for chunk in self._pending:
+            chunk.future.cancel()
+        self._pending.clear()
+        self._in_flight_items = 0
+
+    def _set_error(self, error: BaseException, index: int) -> None:
+        """Record the error that ends the stream; an earlier position wins."""
+        if self._error is None or index < self._error_index:
+            self._error, self._error_index = error, index
+            # Nothing after the error's position may run.
+            for chunk in list(self._pending):
+                if chunk.first_index > index:
+                    chunk.future.cancel()
+                    self._pending.remove(chunk)
+                    self._in_flight_items -= chunk.n_items
+            self._source.close()
+
+    # -- called by the executor ----------------------------------------------------------
+
+    def on_shutdown(self, *, wait: bool, cancel_futures: bool) -> None:
+        """``shutdown()`` was called while this run is alive.
+
+        With ``cancel_futures``, pending chunks are cancelled (the iterator then raises
+        ``CancelledError`` where they stood, as the stdlib's does). Otherwise, a parallel
+        run over an input of known length submits the rest now, so the results can still
+        be read after the ``with`` block, exactly as with the stdlib's eager ``map``.
+        """
+        self._shutdown = True
+        if cancel_futures:
+            for chunk in self._pending:
+                chunk.future.cancel()
+            return
+        if (
+            self._options.drain_on_shutdown
+            and self._plan is not None
+            and self._plan.mode == "parallel"
+        ):
+            while self._error is None and not self._source.exhausted:
+                if self._submit_next(self._chunksize) is None:
+                    break
+        if wait:
+            for chunk in list(self._pending):
+                with contextlib.suppress(CancelledError):
+                    chunk.future.exception()
+
+
+@dataclass(frozen=True)
+class _ChunkOutcome:
+    results: list[Any]
+    n_results: int
+    compute_s: float
+    cpu_s: float
+    items_bytes: int
+    results_bytes: bytes
+
+
+def _failure_exception(result: ChunkResult, first_index: int) -> BaseException:
+    failure = result.failure
+    assert failure is not None
+    index = first_index + failure.offset
+    error: BaseException
+    if failure.kind == "result":
+        error = UnpicklableResultError(index, failure.type_name, str(failure.error))
+    elif failure.kind == "exception":
+        error = UnpicklableExceptionError(index, failure.type_name, str(failure.error))
+    else:
+        error = failure.error
+    error.__cause__ = RemoteTraceback(failure.tb_text)
+    return error
+
+
+def _first_unpicklable(items: list[tuple[Any, ...]]) -> tuple[int, Exception]:
+    for offset, args in enumerate(items):
+        try:
+            cloudpickle.dumps(args)
+        except Exception as exc:
+            return offset, exc
+    raise AssertionError("a chunk failed to pickle but each item pickles alone")
+
+
+def _type_names(args: tuple[Any, ...]) -> str:
+    names = [type(a).__qualname__ for a in args]
+    return names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"

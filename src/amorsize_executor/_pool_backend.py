@@ -1,0 +1,281 @@
+"""Process pools behind the executor: a loky pool by default, the stdlib pool when the user
+asks for ``max_tasks_per_child`` (loky has no such option).
+
+Mechanism layer. A backend starts, grows, replaces and stops one pool and submits work to
+it; it sees chunks, never the cost model. It reports what the model needs to know about it:
+how many workers are warm, how they are started, and (once per new pool) how long the first
+worker took to answer, which the facade caches on disk as the machine's measured start cost.
+Which start method to use is the facade's decision, passed in as ``choose_context``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from concurrent.futures import Future
+from multiprocessing.context import BaseContext
+from typing import Any, Protocol
+
+import loky
+import psutil
+
+from ._chunk_worker import ChunkPayload, ChunkResult, run_chunk
+
+logger = logging.getLogger("amorsize_executor")
+
+
+class Backend(Protocol):
+    """What the executor needs from a pool of workers."""
+
+    @property
+    def n_warm_workers(self) -> int:
+        """Workers alive now: starting that many costs nothing."""
+        ...
+
+    @property
+    def start_method(self) -> str: ...
+
+    def prepare(self, n_workers: int) -> None:
+        """Make at least ``n_workers`` workers available (never more than the user's cap)."""
+        ...
+
+    def submit_chunk(self, payload: ChunkPayload) -> Future[ChunkResult]: ...
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]: ...
+
+    def mark_broken(self) -> None:
+        """A worker died: the next ``prepare`` replaces the pool."""
+        ...
+
+    def terminate_workers(self) -> None:
+        """Kill every worker now (stuck or interrupted work); the pool is replaced on next use."""
+        ...
+
+    def worker_pids(self) -> list[int]: ...
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None: ...
+
+
+def _start_method_of(mp_context: BaseContext | None) -> str:
+    if mp_context is None:
+        return "loky"
+    return str(mp_context.get_start_method())
+
+
+def _no_record(start_method: str, seconds: float) -> None:
+    """Default for ``record_start_s``: measurements are not kept."""
+
+
+class PoolBackend:
+    """One pool, created on first use, grown by replacement when idle, rebuilt when broken.
+
+    A pool that must grow while work is still in flight is kept as it is (a replacement
+    would have to wait for that work); the plan then runs on the workers there are.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_workers: int | None,
+        mp_context: BaseContext | None,
+        initializer: Callable[..., object] | None,
+        initargs: tuple[Any, ...],
+        max_tasks_per_child: int | None,
+        default_workers: int,
+        choose_context: Callable[[], BaseContext | None] | None = None,
+        record_start_s: Callable[[str, float], None] = _no_record,
+    ) -> None:
+        self._max_workers = max_workers
+        self._mp_context = mp_context
+        self._choose_context = choose_context
+        self._record_start_s = record_start_s
+        self._pool_context: BaseContext | None = None
+        self._initializer = initializer
+        self._initargs = initargs
+        self._max_tasks_per_child = max_tasks_per_child
+        self._default_workers = default_workers
+        self._pool: concurrent.futures.Executor | None = None
+        self._pool_size = 0
+        self._broken = False
+        self._lock = threading.RLock()
+        self._n_in_flight = 0
+
+    @property
+    def n_warm_workers(self) -> int:
+        return 0 if self._pool is None or self._broken else self._pool_size
+
+    @property
+    def start_method(self) -> str:
+        """The start method of the live pool, or of the next one if none is alive."""
+        if self._pool is not None and not self._broken:
+            context = self._pool_context
+        else:
+            context = self._next_context()
+        if self._max_tasks_per_child is not None and context is None:
+            return "spawn"
+        return _start_method_of(context)
+
+    def _next_context(self) -> BaseContext | None:
+        if self._mp_context is not None or self._choose_context is None:
+            return self._mp_context
+        return self._choose_context()
+
+    @property
+    def pool_size(self) -> int:
+        return self._pool_size
+
+    def prepare(self, n_workers: int) -> None:
+        if self._max_workers is not None:
+            n_workers = min(n_workers, self._max_workers)
+        n_workers = max(1, n_workers)
+        with self._lock:
+            if self._pool is not None and not self._broken:
+                if n_workers <= self._pool_size:
+                    return
+                if self._n_in_flight:
+                    logger.debug(
+                        "pool of %d kept although %d workers were planned: work is in flight",
+                        self._pool_size,
+                        n_workers,
+                    )
+                    return
+            self._replace_pool(n_workers)
+
+    def _replace_pool(self, n_workers: int) -> None:
+        old = self._pool
+        if old is not None:
+            if self._broken:
+                self._kill(old)
+            old.shutdown(wait=True)
+        started_s = time.perf_counter()
+        context = self._next_context()
+        self._pool = self._make_pool(n_workers, context)
+        self._pool_context = context
+        self._pool_size = n_workers
+        self._broken = False
+        method = self.start_method
+        logger.debug("started a %s pool of %d worker(s)", method, n_workers)
+        # The first no-op answered tells how long a worker takes to start on this machine.
+        first_answer = self._pool.submit(int)
+        record = self._record_start_s
+
+        def on_answer(future: Future[Any]) -> None:
+            if not future.cancelled() and future.exception() is None:
+                record(method, time.perf_counter() - started_s)
+
+        first_answer.add_done_callback(on_answer)
+
+    def _make_pool(
+        self, n_workers: int, context: BaseContext | None
+    ) -> concurrent.futures.Executor:
+        if self._max_tasks_per_child is not None:
+            if sys.version_info < (3, 11):
+                raise TypeError(
+                    "max_tasks_per_child needs Python 3.11 or newer (the stdlib pool that "
+                    "implements it gained the option in 3.11)"
+                )
+            return concurrent.futures.ProcessPoolExecutor(
+                n_workers,
+                mp_context=context,
+                initializer=self._initializer,
+                initargs=self._initargs,
+                max_tasks_per_child=self._max_tasks_per_child,
+            )
+        with warnings.catch_warnings():
+            # loky warns that "fork" breaks POSIX rules; the user chose it explicitly.
+            warnings.simplefilter("ignore", UserWarning)
+            pool: concurrent.futures.Executor = loky.ProcessPoolExecutor(
+                n_workers,
+                context=context,
+                initializer=self._initializer,
+                initargs=self._initargs,
+            )
+        return pool
+
+    def _track(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._n_in_flight += 1
+
+        def done(_: Future[Any]) -> None:
+            with self._lock:
+                self._n_in_flight -= 1
+
+        future.add_done_callback(done)
+
+    def _current_pool(self) -> concurrent.futures.Executor:
+        if self._pool is None or self._broken:
+            self.prepare(self._pool_size or self._default_workers)
+        assert self._pool is not None
+        return self._pool
+
+    def submit_chunk(self, payload: ChunkPayload) -> Future[ChunkResult]:
+        with self._lock:
+            future: Future[ChunkResult] = self._current_pool().submit(run_chunk, payload)
+            self._track(future)
+        return future
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        with self._lock:
+            future = self._current_pool().submit(fn, *args, **kwargs)
+            self._track(future)
+        return future
+
+    def mark_broken(self) -> None:
+        with self._lock:
+            self._broken = True
+
+    def worker_pids(self) -> list[int]:
+        pool = self._pool
+        processes: dict[int, Any] = dict(getattr(pool, "_processes", None) or {})
+        return [p.pid for p in processes.values() if p.pid is not None]
+
+    def _kill(self, pool: concurrent.futures.Executor) -> None:
+        processes: dict[int, Any] = dict(getattr(pool, "_processes", None) or {})
+        for process in processes.values():
+            try:
+                # Kill the worker's own children first: a worker's subprocesses must not
+                # outlive it.
+                for child in psutil.Process(process.pid).children(recursive=True):
+                    child.kill()
+                process.kill()
+            except (psutil.Error, OSError, AttributeError):
+                pass
+
+    def terminate_workers(self) -> None:
+        with self._lock:
+            pool = self._pool
+            if pool is None:
+                return
+            self._kill(pool)
+            self._broken = True
+            if isinstance(pool, loky.ProcessPoolExecutor):
+                pool.shutdown(wait=True, kill_workers=True)
+            else:
+                pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+            self._pool_size = 0
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+            self._pool_size = 0
+        if pool is None:
+            return
+        if isinstance(pool, loky.ProcessPoolExecutor):
+            if cancel_futures:
+                _cancel_pending(pool)
+            pool.shutdown(wait=wait)
+        else:
+            pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+def _cancel_pending(pool: loky.ProcessPoolExecutor) -> None:
+    """loky's ``shutdown`` has no ``cancel_futures``: cancel the futures not yet running."""
+    pending: dict[Any, Any] = dict(getattr(pool, "_pending_work_items", None) or {})
+    for work_item in pending.values():
+        work_item.future.cancel()

@@ -1,0 +1,190 @@
+"""The probe: run ``fn`` on the first items in the calling process and measure them.
+
+Mechanism layer. It measures and keeps every result (and the exception, if one is raised,
+at its position); it decides nothing about serial or parallel. Clocks, the serializer and
+the memory meter are arguments, so tests script them and assert exact figures.
+
+How long it runs is its own small rule: stop when the input ends, when ``fn`` raises, when
+the time budget is spent (slow items), at the count cap (very fast items), or once the mean
+is stable enough to plan on.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import cloudpickle
+
+from ._records import WorkMeasurements
+
+PROBE_BUDGET_S = 0.03
+"""Wall-clock budget of the probe. Its results are kept, so this is not wasted work; it only
+postpones the moment a pool could start. 30 ms is 2-6% of the shortest jobs a pool can win on
+this machine (about 0.5 s), and two slow items fit in it."""
+
+PROBE_MAX_ITEMS = 256
+"""Count cap for very fast items: enough for a stable mean, and at a few µs per item still
+well under a millisecond."""
+
+PROBE_MIN_ITEMS = 4
+"""Items measured at least (when the budget allows) before the estimate can be called stable."""
+
+PROBE_MIN_S = 0.002
+"""Wall time measured at least before the estimate can be called stable: below this the
+clock's resolution and one-off effects (a first import, a cold cache) dominate."""
+
+PICKLE_SAMPLE_FIRST = 8
+PICKLE_SAMPLE_STRIDE = 16
+"""Items and results are pickled (to measure their size and pickling time) for the first
+``PICKLE_SAMPLE_FIRST`` items, then one in ``PICKLE_SAMPLE_STRIDE``: pickling costs about as
+much as a trivial call, so pickling every probed item would double a tiny job's probe."""
+
+STABLE_RELATIVE_ERROR = 0.10
+"""The probe may stop once the standard error of the mean per-item time is this share of the
+mean."""
+
+
+@dataclass
+class ProbeOutcome:
+    """What the probe ran: results in input order, then possibly the exception of the next
+    item, and the figures measured."""
+
+    results: list[Any]
+    error: BaseException | None
+    """Raised by ``fn`` for the item after the last result, or by the input producing it."""
+    measurements: WorkMeasurements
+    exhausted: bool
+    """True when the input ended during the probe: nothing is left to plan for."""
+    n_pulled: int = field(default=0)
+    """Items taken from the input (results plus the failing one, if any)."""
+
+
+def _pickled_size(obj: object, dumps: Callable[[object], bytes]) -> float:
+    try:
+        return float(len(dumps(obj)))
+    except Exception:
+        return math.inf
+
+
+def probe(
+    fn: Callable[..., Any],
+    source: Iterator[tuple[Any, ...]],
+    *,
+    wall_clock: Callable[[], float] = time.perf_counter,
+    cpu_clock: Callable[[], float] = time.process_time,
+    dumps: Callable[[object], bytes] = cloudpickle.dumps,
+    budget_s: float = PROBE_BUDGET_S,
+    max_items: int = PROBE_MAX_ITEMS,
+    measure_memory: Callable[[Callable[[], Any]], tuple[Any, int]] | None = None,
+) -> ProbeOutcome:
+    """Run ``fn(*args)`` for the first items of ``source`` and measure them.
+
+    The second call runs under ``measure_memory`` (tracemalloc by default) to learn how much
+    memory a call needs; its timing is left out of the means because tracing slows
+    allocation-heavy code many times over. A slow first call still leaves room for that
+    second one (up to twice the budget) so that memory is known whenever there is more input.
+
+    Exceptions raised by ``fn``, or by ``source`` while producing an item, are caught and
+    returned, not raised: the caller delivers them at their position.
+    """
+    meter = measure_memory if measure_memory is not None else measure_peak_memory
+    results: list[Any] = []
+    wall_samples: list[float] = []
+    cpu_total_s = 0.0
+    item_bytes_total = result_bytes_total = 0.0
+    pickle_total_s = 0.0
+    memory_bytes = 0
+    traced = False
+    n_pickled = 0
+    error: BaseException | None = None
+    exhausted = False
+    n_pulled = 0
+    start_s = wall_clock()
+    while len(results) < max_items:
+        try:
+            args = next(source)
+        except StopIteration:
+            exhausted = True
+            break
+        except Exception as exc:  # the input raised: delivered at its position too
+            error = exc
+            break
+        n_pulled += 1
+        # The second call runs under the memory meter (the first is timed: if it is slow,
+        # it may be the only one); a traced call's time is left out of the means.
+        tracing = len(results) == 1 and not traced
+        wall0, cpu0 = wall_clock(), cpu_clock()
+        try:
+            if tracing:
+                result, memory_bytes = meter(lambda: fn(*args))  # noqa: B023 - called now
+                traced = True
+            else:
+                result = fn(*args)
+        except Exception as exc:
+            error = exc
+            break
+        wall1, cpu1 = wall_clock(), cpu_clock()
+        if not tracing:
+            wall_samples.append(wall1 - wall0)
+            cpu_total_s += cpu1 - cpu0
+        results.append(result)
+        if len(results) <= PICKLE_SAMPLE_FIRST or len(results) % PICKLE_SAMPLE_STRIDE == 0:
+            item_bytes_total += _pickled_size(args, dumps)
+            result_bytes_total += _pickled_size(result, dumps)
+            pickle_total_s += wall_clock() - wall1
+            n_pickled += 1
+        elapsed_s = wall_clock() - start_s
+        if elapsed_s >= budget_s and not (len(results) == 1 and elapsed_s < 2 * budget_s):
+            break
+        if _is_stable(wall_samples, elapsed_s):
+            break
+
+    n_done = len(results)
+    if wall_samples:
+        wall_s = sum(wall_samples) / len(wall_samples)
+        cpu_s = cpu_total_s / len(wall_samples)
+    else:
+        wall_s = cpu_s = 0.0
+    measurements = WorkMeasurements(
+        n_probed=n_done,
+        wall_s_per_item=max(0.0, wall_s),
+        cpu_s_per_item=max(0.0, cpu_s),
+        item_bytes=item_bytes_total / n_pickled if n_pickled else 0.0,
+        result_bytes=result_bytes_total / n_pickled if n_pickled else 0.0,
+        pickle_s_per_item=pickle_total_s / n_pickled if n_pickled else 0.0,
+        memory_bytes_per_call=memory_bytes,
+    )
+    return ProbeOutcome(results, error, measurements, exhausted, n_pulled)
+
+
+def _is_stable(samples: list[float], elapsed_s: float) -> bool:
+    n = len(samples)
+    if n < PROBE_MIN_ITEMS or elapsed_s < PROBE_MIN_S:
+        return False
+    mean = sum(samples) / n
+    if mean <= 0:
+        return True
+    variance = sum((s - mean) ** 2 for s in samples) / (n - 1)
+    return math.sqrt(variance / n) <= STABLE_RELATIVE_ERROR * mean
+
+
+def measure_peak_memory(call: Callable[[], Any]) -> tuple[Any, int]:
+    """Run ``call`` once and return its result and the peak bytes Python allocated during it.
+
+    Uses tracemalloc for this one call only. If the user is already tracing, their session
+    is left alone and the peak is reported as 0 (unknown).
+    """
+    if tracemalloc.is_tracing():
+        return call(), 0
+    tracemalloc.start()
+    try:
+        result = call()
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return result, int(peak_bytes)

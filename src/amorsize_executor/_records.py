@@ -1,0 +1,247 @@
+"""Plain records passed between layers: what the machine offers, what the probe measured,
+what the cost model decided and what actually happened.
+
+Data layer: these classes hold values and format them for people; they make no decision,
+read no clock and import nothing else of ours.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+Mode = Literal["serial", "parallel"]
+
+
+@dataclass(frozen=True)
+class SystemFacts:
+    """What this machine offers to a process pool, as read or measured by mechanism code.
+
+    Every limit that could not be read is ``None`` and simply takes no part in the ``min()``.
+    """
+
+    n_logical_cores: int
+    """``os.cpu_count()``: hardware threads the OS reports."""
+    n_physical_cores: int | None
+    """Physical cores (``psutil.cpu_count(logical=False)``); ``None`` when unknown."""
+    n_affinity_cores: int | None
+    """CPUs this process may run on (``sched_getaffinity``); ``None`` where unsupported."""
+    cpu_quota_cores: float | None
+    """cgroup CPU quota in cores (``quota / period``); ``None`` when unlimited."""
+    available_memory_bytes: int
+    """Memory a new worker may use: the smaller of the OS's and the cgroup's headroom."""
+    start_method: str
+    """How workers are started: ``"loky"``, ``"spawn"``, ``"fork"``, ``"forkserver"``."""
+    worker_start_s: float
+    """Seconds from asking for one more worker to it running a task."""
+    worker_start_source: str = "estimate"
+    """Where ``worker_start_s`` came from: ``"estimate"`` or ``"measured"`` (cached on disk)."""
+    task_roundtrip_s: float = 2e-4
+    """Fixed parent-side cost of sending one task to a worker and receiving its result."""
+    ipc_bytes_per_s: float = 5e8
+    """Throughput of moving pickled bytes between processes."""
+    n_warm_workers: int = 0
+    """Workers already alive in this executor's pool: they cost nothing to start."""
+    env_core_limit: int | None = None
+    """``AMORSIZE_MAX_WORKERS`` from the environment, an operator's cap; ``None`` if unset."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class WorkMeasurements:
+    """Per-item figures the probe measured by running ``fn`` on the first items."""
+
+    n_probed: int
+    """Items the figures are averaged over."""
+    wall_s_per_item: float
+    """Mean wall-clock seconds of one call of ``fn``."""
+    cpu_s_per_item: float
+    """Mean CPU seconds of one call: far below the wall time means the call mostly waits."""
+    item_bytes: float
+    """Mean pickled size of one item's arguments."""
+    result_bytes: float
+    """Mean pickled size of one result."""
+    pickle_s_per_item: float
+    """Mean seconds to pickle one item's arguments and its result (the parent pays about this
+    again to unpickle, so the model counts it on both sides)."""
+    memory_bytes_per_call: int
+    """Peak extra memory one call needed; a worker needs about this much besides its base."""
+    measured_in_worker: bool = False
+    """True when the figures came from a worker (isolation): no serial plan is possible."""
+
+    @property
+    def cpu_share(self) -> float:
+        """CPU time over wall time, in ``[0, 1]``: near 1 is CPU-bound, near 0 is waiting."""
+        if self.wall_s_per_item <= 0:
+            return 1.0
+        return max(0.0, min(1.0, self.cpu_s_per_item / self.wall_s_per_item))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["cpu_share"] = self.cpu_share
+        return data
+
+
+@dataclass(frozen=True)
+class ChunkReport:
+    """What one completed chunk reported back: the runtime feedback."""
+
+    n_items: int
+    compute_s: float
+    """Seconds the worker spent inside ``fn`` for the chunk's items."""
+    result_bytes: int
+    """Pickled size of the chunk's results."""
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What actually happened when a plan ran, to compare with what was predicted."""
+
+    wall_s: float
+    n_items: int
+    n_chunks: int
+    chunksizes: tuple[int, ...]
+    """Chunk sizes in submission order (runs of equal sizes are kept as they are)."""
+    worker_busy_s: float
+    """Sum of the compute seconds the workers (or the caller, when serial) reported."""
+    n_workers: int
+    switched_to_parallel: bool = False
+
+    @property
+    def utilisation(self) -> float:
+        """Share of ``n_workers × wall_s`` the workers spent computing, in ``[0, 1]``."""
+        capacity = self.n_workers * self.wall_s
+        return 0.0 if capacity <= 0 else min(1.0, self.worker_busy_s / capacity)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["chunksizes"] = list(self.chunksizes)
+        data["utilisation"] = self.utilisation
+        return data
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The cost model's decision for the rest of one ``map()`` call, with its grounds."""
+
+    mode: Mode
+    n_workers: int
+    """Workers to use; 1 with ``mode == "serial"`` means the calling process."""
+    chunksize: int
+    """Items per task sent to a worker (the first size; feedback may change later ones)."""
+    predicted_serial_s: float | None
+    """Predicted seconds to run the remaining items in the caller; ``None`` if not allowed."""
+    predicted_parallel_s: float | None
+    """Predicted seconds with ``n_workers`` workers, start-up included; ``None`` if no pool
+    could be considered (for example, a cap of zero extra memory)."""
+    n_items: int | None
+    """Remaining items the prediction is for; ``None`` when the length is unknown."""
+    n_items_assumed: int
+    """Item count the prediction used (a lower bound when the length is unknown)."""
+    n_usable_cores: int
+    core_limit: str
+    """Which constraint set ``n_usable_cores``: ``"logical"``, ``"physical"``, ``"affinity"``,
+    ``"cgroup quota"``, ``"environment"`` or ``"max_workers"``."""
+    window_items: int
+    """Items allowed in flight at once (submitted, results not yet consumed)."""
+    reasons: tuple[str, ...]
+    facts: SystemFacts
+    measurements: WorkMeasurements
+    outcome: RunOutcome | None = field(default=None)
+
+    @property
+    def predicted_speedup(self) -> float | None:
+        """Serial over parallel prediction; ``None`` if either is unknown."""
+        if not self.predicted_serial_s or not self.predicted_parallel_s:
+            return None
+        return self.predicted_serial_s / self.predicted_parallel_s
+
+    def with_outcome(self, outcome: RunOutcome) -> Plan:
+        return replace(self, outcome=outcome)
+
+    def explain(self) -> str:
+        """A short report a person can read: the decision, the figures and the reasons."""
+        m, f = self.measurements, self.facts
+        if self.mode == "serial":
+            head = "serial: the remaining items run in the calling process"
+        else:
+            head = (
+                f"parallel: {self.n_workers} worker{'s' if self.n_workers != 1 else ''}, "
+                f"chunks of {self.chunksize}"
+            )
+        items = (
+            f"{self.n_items} items left"
+            if self.n_items is not None
+            else f"unknown length (planned for at least {self.n_items_assumed})"
+        )
+        lines = [
+            f"plan: {head}",
+            f"  work: {items}; {_fmt_s(m.wall_s_per_item)} per item "
+            f"({m.cpu_share:.0%} CPU), measured on {m.n_probed} item(s)"
+            f"{' in a worker' if m.measured_in_worker else ''}",
+            f"  data: {_fmt_bytes(m.item_bytes)} in, {_fmt_bytes(m.result_bytes)} out per item; "
+            f"{_fmt_bytes(m.memory_bytes_per_call)} memory per call",
+            f"  machine: {self.n_usable_cores} usable core(s), limited by {self.core_limit}; "
+            f"worker start {_fmt_s(f.worker_start_s)} ({f.worker_start_source}, "
+            f"{f.start_method}); {f.n_warm_workers} warm worker(s); "
+            f"{_fmt_bytes(f.available_memory_bytes)} memory available",
+            f"  predicted: serial {_fmt_opt_s(self.predicted_serial_s)}, "
+            f"parallel {_fmt_opt_s(self.predicted_parallel_s)}",
+        ]
+        lines.extend(f"  - {reason}" for reason in self.reasons)
+        if self.outcome is not None:
+            o = self.outcome
+            lines.append(
+                f"  actual: {_fmt_s(o.wall_s)} for {o.n_items} items in {o.n_chunks} chunk(s)"
+                f"{' after switching to parallel' if o.switched_to_parallel else ''}; "
+                f"utilisation {o.utilisation:.0%}"
+            )
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe data: numbers, strings, lists and nested dicts only."""
+        return {
+            "mode": self.mode,
+            "n_workers": self.n_workers,
+            "chunksize": self.chunksize,
+            "predicted_serial_s": _finite_or_none(self.predicted_serial_s),
+            "predicted_parallel_s": _finite_or_none(self.predicted_parallel_s),
+            "predicted_speedup": _finite_or_none(self.predicted_speedup),
+            "n_items": self.n_items,
+            "n_items_assumed": self.n_items_assumed,
+            "window_items": self.window_items,
+            "n_usable_cores": self.n_usable_cores,
+            "core_limit": self.core_limit,
+            "reasons": list(self.reasons),
+            "facts": self.facts.to_dict(),
+            "measurements": self.measurements.to_dict(),
+            "outcome": None if self.outcome is None else self.outcome.to_dict(),
+        }
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _fmt_opt_s(seconds: float | None) -> str:
+    return "n/a" if seconds is None or not math.isfinite(seconds) else _fmt_s(seconds)
+
+
+def _fmt_s(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.1f} µs"
+
+
+def _fmt_bytes(n_bytes: float) -> str:
+    value = float(n_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")

@@ -1,0 +1,81 @@
+"""A fake backend: runs chunks in this process, synchronously, and records what it was
+asked to do, so dispatch decisions are tested without starting processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import cloudpickle
+
+from amorsize_executor._chunk_worker import ChunkPayload, ChunkResult, run_chunk
+
+
+@dataclass
+class FakeBackend:
+    """Records ``prepare`` sizes and every chunk's items; runs them on submit."""
+
+    prepared: list[int] = field(default_factory=list)
+    chunks: list[list[tuple[Any, ...]]] = field(default_factory=list)
+    submitted: list[tuple[Callable[..., Any], tuple[Any, ...]]] = field(default_factory=list)
+    shutdowns: list[tuple[bool, bool]] = field(default_factory=list)
+    terminated: int = 0
+    broken: int = 0
+    warm: int = 0
+    hold: bool = False
+    """When True, chunk futures stay pending until ``release()``."""
+    held: list[tuple[Future[ChunkResult], ChunkPayload]] = field(default_factory=list)
+
+    @property
+    def n_warm_workers(self) -> int:
+        return self.warm
+
+    @property
+    def start_method(self) -> str:
+        return "fake"
+
+    def prepare(self, n_workers: int) -> None:
+        self.prepared.append(n_workers)
+        self.warm = max(self.warm, n_workers)
+
+    def submit_chunk(self, payload: ChunkPayload) -> Future[ChunkResult]:
+        self.chunks.append(cloudpickle.loads(payload.items_bytes))
+        future: Future[ChunkResult] = Future()
+        if self.hold:
+            self.held.append((future, payload))
+        else:
+            future.set_result(run_chunk(payload))
+        return future
+
+    def release(self) -> None:
+        for future, payload in self.held:
+            if future.set_running_or_notify_cancel():
+                future.set_result(run_chunk(payload))
+        self.held.clear()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.submitted.append((fn, args))
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+    def mark_broken(self) -> None:
+        self.broken += 1
+
+    def terminate_workers(self) -> None:
+        self.terminated += 1
+
+    def worker_pids(self) -> list[int]:
+        return []
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.shutdowns.append((wait, cancel_futures))
+
+    @property
+    def items_dispatched(self) -> list[Any]:
+        return [args for chunk in self.chunks for args in chunk]
