@@ -10,15 +10,15 @@ import time
 # Before the package is imported anywhere: never touch the user's real cache.
 os.environ.setdefault("AMORSIZE_CACHE_DIR", tempfile.mkdtemp(prefix="amorsize-test-cache-"))
 
-from collections.abc import Callable, Iterator  # noqa: E402
-from typing import Any  # noqa: E402
+from collections.abc import Callable, Iterator
+from typing import Any
 
-import psutil  # noqa: E402
-import pytest  # noqa: E402
+import psutil
+import pytest
 
-from amorsize_executor import SystemFacts, WorkMeasurements  # noqa: E402
+from amorsize_executor import SystemFacts, WorkMeasurements
 
-from .fakes import FakeBackend  # noqa: E402
+from .fakes import FakeBackend
 
 
 def make_facts(**overrides: Any) -> SystemFacts:

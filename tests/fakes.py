@@ -12,6 +12,18 @@ import cloudpickle
 
 from amorsize_executor._chunk_worker import ChunkPayload, ChunkResult, run_chunk
 
+IN_FAKE_WORKER = False
+"""True while the fake backend runs a chunk: lets tests tell worker calls from caller calls."""
+
+
+def _run_as_worker(payload: ChunkPayload) -> ChunkResult:
+    global IN_FAKE_WORKER
+    IN_FAKE_WORKER = True
+    try:
+        return run_chunk(payload)
+    finally:
+        IN_FAKE_WORKER = False
+
 
 @dataclass
 class FakeBackend:
@@ -46,13 +58,13 @@ class FakeBackend:
         if self.hold:
             self.held.append((future, payload))
         else:
-            future.set_result(run_chunk(payload))
+            future.set_result(_run_as_worker(payload))
         return future
 
     def release(self) -> None:
         for future, payload in self.held:
             if future.set_running_or_notify_cancel():
-                future.set_result(run_chunk(payload))
+                future.set_result(_run_as_worker(payload))
         self.held.clear()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:

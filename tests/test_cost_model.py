@@ -68,26 +68,30 @@ def test_start_cost_for_a_pool_that_must_grow_is_a_full_start() -> None:
 
 
 def test_usable_cores_take_the_tightest_constraint_and_name_it() -> None:
-    facts = make_facts(n_logical_cores=16, n_physical_cores=8, n_affinity_cores=12,
-                       cpu_quota_cores=2.5)
+    facts = make_facts(
+        n_logical_cores=16, n_physical_cores=8, n_affinity_cores=12, cpu_quota_cores=2.5
+    )
     assert cm.choose_usable_cores(facts, cpu_bound=True) == (3, "cgroup quota")
     facts = make_facts(n_logical_cores=16, n_physical_cores=8, n_affinity_cores=12)
     assert cm.choose_usable_cores(facts, cpu_bound=True) == (8, "physical")
     # Waiting-bound work may use hyperthreads.
     assert cm.choose_usable_cores(facts, cpu_bound=False) == (12, "affinity")
-    facts = make_facts(n_logical_cores=16, n_physical_cores=None, n_affinity_cores=None,
-                       env_core_limit=5)
+    facts = make_facts(
+        n_logical_cores=16, n_physical_cores=None, n_affinity_cores=None, env_core_limit=5
+    )
     assert cm.choose_usable_cores(facts, cpu_bound=True) == (5, "environment")
 
 
 def test_plan_names_the_core_limit_and_max_workers_caps_it() -> None:
-    facts = make_facts(n_logical_cores=8, n_physical_cores=8, n_affinity_cores=8,
-                       cpu_quota_cores=2.0)
+    facts = make_facts(
+        n_logical_cores=8, n_physical_cores=8, n_affinity_cores=8, cpu_quota_cores=2.0
+    )
     plan = cm.plan_map(facts, make_measurements(), n_items=10_000, n_items_lower_bound=0)
     assert (plan.n_usable_cores, plan.core_limit) == (2, "cgroup quota")
     assert plan.n_workers == 2
-    capped = cm.plan_map(make_facts(), make_measurements(), n_items=10_000,
-                         n_items_lower_bound=0, max_workers=3)
+    capped = cm.plan_map(
+        make_facts(), make_measurements(), n_items=10_000, n_items_lower_bound=0, max_workers=3
+    )
     assert capped.n_workers == 3
     assert capped.core_limit == "max_workers"
 
@@ -127,8 +131,9 @@ def test_isolation_chooses_the_best_pool_even_when_serial_would_win() -> None:
 
 
 def test_explicit_chunksize_is_respected() -> None:
-    plan = cm.plan_map(make_facts(), make_measurements(), n_items=1000, n_items_lower_bound=0,
-                       chunksize=7)
+    plan = cm.plan_map(
+        make_facts(), make_measurements(), n_items=1000, n_items_lower_bound=0, chunksize=7
+    )
     assert plan.chunksize == 7
     assert "chunksize=7 as given" in plan.reasons
 
@@ -143,8 +148,9 @@ def test_waiting_bound_work_gets_more_workers_than_cores() -> None:
 
 
 def test_unknown_length_plans_for_the_lower_bound() -> None:
-    plan = cm.plan_map(make_facts(worker_start_s=0.1), make_measurements(), n_items=None,
-                       n_items_lower_bound=10)
+    plan = cm.plan_map(
+        make_facts(worker_start_s=0.1), make_measurements(), n_items=None, n_items_lower_bound=10
+    )
     assert plan.n_items is None
     assert plan.n_items_assumed == 10
     assert plan.mode == "serial"
@@ -159,8 +165,9 @@ def test_nothing_left_is_serial() -> None:
 
 def test_chunks_never_exceed_the_duration_cap() -> None:
     work = make_measurements(wall_s_per_item=0.1, cpu_s_per_item=0.1)
-    plan = cm.plan_map(make_facts(task_roundtrip_s=10.0), work, n_items=1000,
-                       n_items_lower_bound=0)
+    plan = cm.plan_map(
+        make_facts(task_roundtrip_s=10.0), work, n_items=1000, n_items_lower_bound=0
+    )
     assert plan.chunksize * 0.1 <= cm.MAX_CHUNK_S
 
 
@@ -175,29 +182,61 @@ def test_window_is_two_rounds_of_chunks_or_the_buffersize() -> None:
 
 def test_revise_chunksize_moves_toward_the_target_at_most_twofold() -> None:
     # 0.1 ms per item: 200 items would hit 20 ms; from 10 it may only double.
-    assert cm.revise_chunksize(chunksize=10, observed_s_per_item=1e-4, n_items_left=None,
-                               n_workers=2, task_roundtrip_s=1e-4) == 20
+    assert (
+        cm.revise_chunksize(
+            chunksize=10,
+            observed_s_per_item=1e-4,
+            n_items_left=None,
+            n_workers=2,
+            task_roundtrip_s=1e-4,
+        )
+        == 20
+    )
     # 10 ms per item: 2 items hit 20 ms; from 16 it may only halve.
-    assert cm.revise_chunksize(chunksize=16, observed_s_per_item=1e-2, n_items_left=None,
-                               n_workers=2, task_roundtrip_s=1e-4) == 8
+    assert (
+        cm.revise_chunksize(
+            chunksize=16,
+            observed_s_per_item=1e-2,
+            n_items_left=None,
+            n_workers=2,
+            task_roundtrip_s=1e-4,
+        )
+        == 8
+    )
 
 
 def test_revise_chunksize_shrinks_near_the_end() -> None:
     # 12 items left over 3 workers: at most ceil(12 / 6) = 2 per chunk.
-    assert cm.revise_chunksize(chunksize=64, observed_s_per_item=1e-4, n_items_left=12,
-                               n_workers=3, task_roundtrip_s=1e-4) == 2
+    assert (
+        cm.revise_chunksize(
+            chunksize=64,
+            observed_s_per_item=1e-4,
+            n_items_left=12,
+            n_workers=3,
+            task_roundtrip_s=1e-4,
+        )
+        == 2
+    )
 
 
 def test_start_method_is_fork_only_when_single_threaded_on_linux() -> None:
     methods = ("fork", "spawn", "forkserver")
-    assert cm.choose_start_method(platform="linux", n_os_threads=1,
-                                  available_methods=methods)[0] == "fork"
-    assert cm.choose_start_method(platform="linux", n_os_threads=5,
-                                  available_methods=methods)[0] == "forkserver"
-    assert cm.choose_start_method(platform="darwin", n_os_threads=1,
-                                  available_methods=methods)[0] == "loky"
-    assert cm.choose_start_method(platform="win32", n_os_threads=1,
-                                  available_methods=("spawn",))[0] == "loky"
+    assert (
+        cm.choose_start_method(platform="linux", n_os_threads=1, available_methods=methods)[0]
+        == "fork"
+    )
+    assert (
+        cm.choose_start_method(platform="linux", n_os_threads=5, available_methods=methods)[0]
+        == "forkserver"
+    )
+    assert (
+        cm.choose_start_method(platform="darwin", n_os_threads=1, available_methods=methods)[0]
+        == "loky"
+    )
+    assert (
+        cm.choose_start_method(platform="win32", n_os_threads=1, available_methods=("spawn",))[0]
+        == "loky"
+    )
 
 
 # -- invariants -------------------------------------------------------------------------
@@ -225,8 +264,9 @@ work_strategy = st.builds(
 @settings(max_examples=150, deadline=None)
 @given(facts_strategy, work_strategy, st.integers(0, 10**6), st.none() | st.integers(1, 16))
 def test_plans_stay_within_bounds(facts, work, n_items, max_workers) -> None:  # type: ignore[no-untyped-def]
-    plan = cm.plan_map(facts, work, n_items=n_items, n_items_lower_bound=0,
-                       max_workers=max_workers)
+    plan = cm.plan_map(
+        facts, work, n_items=n_items, n_items_lower_bound=0, max_workers=max_workers
+    )
     assert plan.mode in ("serial", "parallel")
     assert plan.chunksize >= 1
     assert plan.n_workers >= 1
@@ -264,8 +304,9 @@ def test_more_work_per_item_never_turns_parallel_into_serial(facts, work, n_item
 @given(st.integers(1, 64), st.integers(100, 10**6))
 def test_zero_overheads_and_many_items_give_parallel(n_cores, n_items) -> None:  # type: ignore[no-untyped-def]
     facts = make_facts(n_logical_cores=n_cores, n_physical_cores=n_cores, n_affinity_cores=n_cores)
-    plan = cm.plan_map(facts, make_measurements(pickle_s_per_item=0.0), n_items=n_items,
-                       n_items_lower_bound=0)
+    plan = cm.plan_map(
+        facts, make_measurements(pickle_s_per_item=0.0), n_items=n_items, n_items_lower_bound=0
+    )
     if n_cores > 1:
         assert plan.mode == "parallel"
         assert plan.n_workers >= 2
@@ -276,8 +317,13 @@ def test_zero_overheads_and_many_items_give_parallel(n_cores, n_items) -> None: 
 @settings(max_examples=100, deadline=None)
 @given(st.integers(1, 10**4), seconds, st.none() | st.integers(0, 10**6), st.integers(1, 64))
 def test_revised_chunks_stay_within_bounds(chunksize, per_item_s, n_left, n_workers) -> None:  # type: ignore[no-untyped-def]
-    size = cm.revise_chunksize(chunksize=chunksize, observed_s_per_item=per_item_s,
-                               n_items_left=n_left, n_workers=n_workers, task_roundtrip_s=1e-4)
+    size = cm.revise_chunksize(
+        chunksize=chunksize,
+        observed_s_per_item=per_item_s,
+        n_items_left=n_left,
+        n_workers=n_workers,
+        task_roundtrip_s=1e-4,
+    )
     assert size >= 1
     assert size <= 2 * chunksize
     if n_left is not None:

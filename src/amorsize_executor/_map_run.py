@@ -25,7 +25,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from concurrent.futures.process import BrokenProcessPool
@@ -473,9 +473,12 @@ class MapRun:
         The stream is a chain of segments (lists of results, serial ``starmap`` batches)
         that the consumer drains at C speed; Python code runs once per segment, not per item.
         """
-        return chain.from_iterable(self._segments())
+        segments = self._segments()
+        results: ResultIterator = ResultIterator.from_iterable(segments)  # type: ignore[assignment]
+        results.segments = segments
+        return results
 
-    def _segments(self) -> Iterator[Iterable[Any]]:
+    def _segments(self) -> Generator[Iterable[Any], None, None]:
         interrupted = False
         try:
             while True:
@@ -591,6 +594,17 @@ class MapRun:
             for chunk in list(self._pending):
                 with contextlib.suppress(CancelledError):
                     chunk.future.exception()
+
+
+class ResultIterator(chain):  # type: ignore[type-arg]
+    """The iterator ``map()`` returns: a chain of result segments (C speed per item) that,
+    like the stdlib's generator, can be closed to stop the work early."""
+
+    segments: Generator[Iterable[Any], None, None]
+
+    def close(self) -> None:
+        """Stop: cancel what is pending and read no more input."""
+        self.segments.close()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,209 @@
+"""What map() asks of its backend, tested with a fake backend that runs chunks in-process
+and records them: no processes, no timing."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from amorsize_executor import (
+    AdaptiveProcessPoolExecutor,
+    RemoteTraceback,
+    UnpicklableItemError,
+)
+
+from . import fakes
+from .conftest import make_facts
+from .fakes import FakeBackend
+
+pytestmark = pytest.mark.timeout(30)
+
+PARALLEL = make_facts()  # free, instant workers: any measurable work goes parallel
+SERIAL = make_facts(worker_start_s=1000.0)  # a pool can never pay off
+
+
+def slow_double(x: int) -> int:
+    time.sleep(0.002)
+    return 2 * x
+
+
+class Pulls:
+    """A generator wrapper that counts the items pulled from it."""
+
+    def __init__(self, n: int | None = None) -> None:
+        self.pulled = 0
+        self.n = n
+
+    def __iter__(self) -> Iterator[int]:
+        for i in itertools.count() if self.n is None else range(self.n):
+            self.pulled += 1
+            yield i
+
+
+def executor(
+    backend: FakeBackend, facts: Any = PARALLEL, **kwargs: Any
+) -> AdaptiveProcessPoolExecutor:
+    return AdaptiveProcessPoolExecutor(backend=backend, system_facts=facts, **kwargs)
+
+
+def test_parallel_plan_dispatches_every_item_once_in_order(fake_backend: FakeBackend) -> None:
+    with executor(fake_backend) as ex:
+        results = list(ex.map(slow_double, range(200)))
+        plan = ex.last_plan
+    assert results == [2 * x for x in range(200)]
+    assert plan is not None and plan.mode == "parallel"
+    probed = plan.measurements.n_probed
+    dispatched = [args[0] for args in fake_backend.items_dispatched]
+    # The probe ran the first items in the caller; the backend got each later item once.
+    assert dispatched == list(range(probed, 200))
+    assert fake_backend.prepared[0] == plan.n_workers
+    assert plan.outcome is not None and plan.outcome.n_items == 200
+
+
+def test_serial_plan_never_touches_the_backend(fake_backend: FakeBackend) -> None:
+    with executor(fake_backend, SERIAL) as ex:
+        assert list(ex.map(slow_double, range(50))) == [2 * x for x in range(50)]
+        assert ex.last_plan is not None and ex.last_plan.mode == "serial"
+    assert fake_backend.chunks == []
+    assert fake_backend.prepared == []
+
+
+def test_explicit_chunksize_is_used_for_every_chunk(fake_backend: FakeBackend) -> None:
+    with executor(fake_backend) as ex:
+        assert list(ex.map(slow_double, range(100), chunksize=7)) == [2 * x for x in range(100)]
+    sizes = [len(chunk) for chunk in fake_backend.chunks]
+    assert sizes[:-1] == [7] * (len(sizes) - 1)
+    assert 1 <= sizes[-1] <= 7
+
+
+def test_window_bounds_what_is_pulled_ahead_of_the_consumer(fake_backend: FakeBackend) -> None:
+    fake_backend.hold = True
+    source = Pulls()
+    with executor(fake_backend) as ex:
+        results = ex.map(slow_double, source, chunksize=4, buffersize=12)
+        # Nothing consumed yet: the probe's items plus at most one window are pulled.
+        probed = ex.last_plan.measurements.n_probed  # type: ignore[union-attr]
+        assert source.pulled <= probed + 12
+        fake_backend.hold = False
+        fake_backend.release()
+        first = list(itertools.islice(results, probed + 20))
+        assert first == [2 * x for x in range(probed + 20)]
+        assert source.pulled <= probed + 20 + 12 + 4
+        results.close()  # type: ignore[attr-defined]
+
+
+def test_islice_over_count_returns(fake_backend: FakeBackend) -> None:
+    with executor(fake_backend) as ex:
+        assert list(itertools.islice(ex.map(slow_double, itertools.count()), 10)) == [
+            2 * x for x in range(10)
+        ]
+
+
+def test_fn_exception_in_a_chunk_arrives_at_its_position(fake_backend: FakeBackend) -> None:
+    def fail_at_150(x: int) -> int:
+        if x == 150:
+            raise ValueError("item 150")
+        return slow_double(x)
+
+    with executor(fake_backend) as ex:
+        results = ex.map(fail_at_150, range(300))
+        got = []
+        with pytest.raises(ValueError, match="item 150") as info:
+            for r in results:
+                got.append(r)
+    assert got == [2 * x for x in range(150)]
+    assert isinstance(info.value.__cause__, RemoteTraceback)
+    assert "fail_at_150" in str(info.value.__cause__)
+    # Nothing after the failing item was dispatched once the error was known.
+    assert max(args[0] for args in fake_backend.items_dispatched) < 300
+
+
+def test_unpicklable_item_is_named_at_its_position(fake_backend: FakeBackend) -> None:
+    lock = threading.Lock()
+    items: list[Any] = list(range(100))
+    items[60] = lock
+    with executor(fake_backend) as ex:
+        got = []
+        with pytest.raises(UnpicklableItemError, match="input item 60 \\(of type lock\\)"):
+            for r in ex.map(lambda x: (time.sleep(0.002), x)[1], items):
+                got.append(r)
+    assert got == list(range(60))
+
+
+def test_input_error_midway_arrives_after_the_results_before_it(fake_backend: FakeBackend) -> None:
+    def gen() -> Iterator[int]:
+        yield from range(80)
+        raise OSError("input broke")
+
+    with executor(fake_backend) as ex:
+        got = []
+        with pytest.raises(OSError, match="input broke"):
+            for r in ex.map(slow_double, gen()):
+                got.append(r)
+    assert got == [2 * x for x in range(80)]
+
+
+def test_unknown_length_switches_from_serial_to_parallel(fake_backend: FakeBackend) -> None:
+    # A pool costs 50 ms to start: not worth it for the few items the probe has seen, worth it
+    # once the generator has shown it keeps coming.
+    facts = make_facts(worker_start_s=0.05)
+    with executor(fake_backend, facts) as ex:
+        results = list(ex.map(slow_double, iter(Pulls(600))))
+        plan = ex.last_plan
+    assert results == [2 * x for x in range(600)]
+    assert plan is not None and plan.outcome is not None
+    assert plan.outcome.switched_to_parallel
+    assert any("switched from serial" in r for r in plan.reasons)
+    dispatched = [args[0] for args in fake_backend.items_dispatched]
+    # The serial part and the dispatched part tile the input: nothing lost, nothing twice.
+    assert dispatched == list(range(600 - len(dispatched), 600))
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"isolate": True}, {"initializer": print, "initargs": ("",)}, {"timeout": 30}]
+)
+def test_fn_never_runs_in_the_caller_when_it_must_not(
+    fake_backend: FakeBackend, kwargs: dict[str, Any]
+) -> None:
+    in_caller: list[int] = []
+
+    def record(x: int) -> int:
+        if not fakes.IN_FAKE_WORKER:
+            in_caller.append(x)
+        return x
+
+    map_kwargs = {"timeout": kwargs.pop("timeout")} if "timeout" in kwargs else {}
+    with executor(fake_backend, SERIAL, **kwargs) as ex:
+        assert list(ex.map(record, range(40), **map_kwargs)) == list(range(40))
+        assert ex.last_plan is not None and ex.last_plan.mode == "parallel"
+        assert ex.last_plan.measurements.measured_in_worker
+    assert in_caller == []
+
+
+def test_max_workers_caps_the_plan(fake_backend: FakeBackend) -> None:
+    with executor(fake_backend, max_workers=2) as ex:
+        list(ex.map(slow_double, range(100)))
+        assert ex.last_plan is not None and ex.last_plan.n_workers <= 2
+
+
+def test_progress_callback_counts_items(fake_backend: FakeBackend) -> None:
+    for facts in (PARALLEL, SERIAL):
+        counted: list[int] = []
+        with executor(fake_backend, facts) as ex:
+            assert len(list(ex.map(slow_double, range(97), progress=counted.append))) == 97
+        assert sum(counted) == 97
+
+
+def test_plan_outcome_records_chunks(fake_backend: FakeBackend) -> None:
+    with executor(fake_backend) as ex:
+        list(ex.map(slow_double, range(120), chunksize=10))
+        plan = ex.last_plan
+    assert plan is not None and plan.outcome is not None
+    assert plan.outcome.n_chunks == len(fake_backend.chunks)
+    assert sum(plan.outcome.chunksizes) == 120 - plan.measurements.n_probed
+    assert "actual:" in plan.explain()

@@ -1,0 +1,146 @@
+"""The probe with a scripted clock: exact figures, no timing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from amorsize_executor import _probe
+
+
+class ScriptedClock:
+    """Each call of ``fn`` advances the clock by its scripted duration; reads cost nothing."""
+
+    def __init__(self) -> None:
+        self.now_s = 0.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def timed_fn(
+    clock: ScriptedClock,
+    durations: Callable[[int], float],
+    cpu_share: float = 1.0,
+    cpu: ScriptedClock | None = None,
+) -> Callable[[int], int]:
+    def fn(x: int) -> int:
+        clock.now_s += durations(x)
+        if cpu is not None:
+            cpu.now_s += durations(x) * cpu_share
+        return x * 2
+
+    return fn
+
+
+def items(n: int | None) -> Iterator[tuple[Any, ...]]:
+    i = 0
+    while n is None or i < n:
+        yield (i,)
+        i += 1
+
+
+def no_memory(call: Callable[[], Any]) -> tuple[Any, int]:
+    return call(), 4096
+
+
+def run(
+    fn: Callable[..., Any],
+    source: Iterator[tuple[Any, ...]],
+    clock: ScriptedClock,
+    cpu: ScriptedClock | None = None,
+    **kwargs: Any,
+) -> _probe.ProbeOutcome:
+    return _probe.probe(
+        fn,
+        source,
+        wall_clock=clock,
+        cpu_clock=cpu or ScriptedClock(),
+        dumps=lambda obj: b"x" * 10,
+        measure_memory=no_memory,
+        **kwargs,
+    )
+
+
+def test_exact_figures_from_a_scripted_clock() -> None:
+    clock, cpu = ScriptedClock(), ScriptedClock()
+    fn = timed_fn(clock, lambda x: 0.004, cpu_share=0.25, cpu=cpu)
+    outcome = run(fn, items(100), clock, cpu)
+    m = outcome.measurements
+    # The first call is timed, the second traced (left out of the means); identical
+    # samples are stable once PROBE_MIN_ITEMS (4) are in: 5 calls, 20 ms of the 30 ms budget.
+    assert outcome.results == [x * 2 for x in range(5)]
+    assert m.n_probed == 5
+    assert m.wall_s_per_item == pytest.approx(0.004)
+    assert m.cpu_s_per_item == pytest.approx(0.001)
+    assert m.cpu_share == pytest.approx(0.25)
+    assert m.item_bytes == m.result_bytes == 10
+    assert m.memory_bytes_per_call == 4096
+    assert not outcome.exhausted
+
+
+def test_slow_items_stop_the_probe_early() -> None:
+    clock = ScriptedClock()
+    outcome = run(timed_fn(clock, lambda x: 1.0), items(100), clock)
+    # A 1 s first call spends the budget; no second call is made for memory either,
+    # because it would pass twice the budget.
+    assert outcome.measurements.n_probed == 1
+    assert outcome.measurements.wall_s_per_item == pytest.approx(1.0)
+
+
+def test_fast_uniform_items_stop_once_stable() -> None:
+    clock = ScriptedClock()
+    outcome = run(timed_fn(clock, lambda x: 1e-4), items(10_000), clock)
+    # Stable (zero variance) once PROBE_MIN_S has passed: 2 ms / 0.1 ms = 20 calls, the
+    # traced one included (it advances the clock too).
+    assert outcome.measurements.n_probed == 20
+
+
+def test_fast_noisy_items_run_to_the_count_cap() -> None:
+    clock = ScriptedClock()
+    outcome = run(timed_fn(clock, lambda x: 1e-6 if x % 2 else 1e-5), items(10_000), clock)
+    assert outcome.measurements.n_probed == _probe.PROBE_MAX_ITEMS
+
+
+def test_short_input_is_exhausted() -> None:
+    clock = ScriptedClock()
+    outcome = run(timed_fn(clock, lambda x: 1e-6), items(3), clock)
+    assert outcome.exhausted
+    assert outcome.results == [0, 2, 4]
+
+
+def test_exception_stops_the_probe_at_its_position() -> None:
+    def fn(x: int) -> int:
+        if x == 3:
+            raise KeyError(x)
+        return x
+
+    outcome = _probe.probe(fn, items(100))
+    assert outcome.results == [0, 1, 2]
+    assert isinstance(outcome.error, KeyError)
+    assert outcome.n_pulled == 4
+
+
+def test_input_error_is_returned_at_its_position() -> None:
+    def source() -> Iterator[tuple[Any, ...]]:
+        yield (1,)
+        yield (2,)
+        raise OSError("disk gone")
+
+    outcome = _probe.probe(lambda x: x, source())
+    assert outcome.results == [1, 2]
+    assert isinstance(outcome.error, OSError)
+
+
+def test_unpicklable_results_measure_as_infinite() -> None:
+    import threading
+
+    outcome = _probe.probe(lambda x: threading.Lock(), items(3))
+    assert outcome.measurements.result_bytes == float("inf")
+
+
+def test_memory_of_a_call_is_measured_with_tracemalloc() -> None:
+    outcome = _probe.probe(lambda x: len(bytearray(8 * 2**20)), items(2))
+    assert outcome.measurements.memory_bytes_per_call >= 8 * 2**20
