@@ -399,13 +399,14 @@ class MapRun:
                     timed.append(fn(*args))
                 except Exception:
                     if timed:
+                        self._delivered(len(timed))
                         yield timed
                     raise
                 timed_s += perf() - t0
                 timed_cpu_s += cpu() - c0
             if timed:
-                yield timed
                 self._delivered(len(timed))
+                yield timed
             if source.input_error is not None:
                 raise source.input_error
             n_rest = n_batch - len(timed)
@@ -485,8 +486,8 @@ class MapRun:
                 if self._ready:
                     batch = list(self._ready)
                     self._ready.clear()
-                    yield batch
                     self._delivered(len(batch))
+                    yield batch
                     continue
                 if self._pending:
                     chunk = self._pending.popleft()
@@ -520,6 +521,7 @@ class MapRun:
             self._close(interrupted)
 
     def _delivered(self, n_items: int) -> None:
+        """Count results handed to the consumer's iterator (and report them as progress)."""
         self._n_delivered += n_items
         if self._options.on_progress is not None and n_items:
             self._options.on_progress(n_items)
