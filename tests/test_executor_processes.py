@@ -191,3 +191,31 @@ def test_explain_is_readable(capsys: Any) -> None:
     assert text.startswith("plan: parallel: ")
     assert "usable core(s), limited by" in text
     assert "actual:" in text
+
+
+def thread_vars(_: int) -> tuple[str | None, str | None]:
+    busy(0)
+    return os.environ.get("OPENBLAS_NUM_THREADS"), os.environ.get("OMP_NUM_THREADS")
+
+
+def test_workers_get_their_share_of_native_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "BLIS_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    four = make_facts(n_logical_cores=4, n_physical_cores=4, n_affinity_cores=4)
+    with AdaptiveProcessPoolExecutor(max_workers=2, system_facts=four, isolate=True) as ex:
+        # 4 cores over 2 workers: 2 threads each.
+        assert set(ex.map(thread_vars, range(20))) == {("2", "2")}
+
+
+def test_a_thread_variable_set_by_the_user_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    with AdaptiveProcessPoolExecutor(max_workers=2, system_facts=PARALLEL, isolate=True) as ex:
+        assert set(ex.map(thread_vars, range(20))) == {(None, "3")}

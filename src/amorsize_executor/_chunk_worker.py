@@ -9,11 +9,53 @@ it spent computing: the runtime feedback the parent sizes later chunks from.
 
 from __future__ import annotations
 
+import os
+import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
+
+THREAD_ENV_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+"""The variables through which OpenMP and the BLAS libraries read their thread counts (the
+same set joblib and dask set in their workers)."""
+
+_NATIVE_POOL_MODULES = ("numpy", "scipy", "torch", "sklearn", "numexpr")
+
+
+def init_worker(
+    n_threads: int | None,
+    initializer: Callable[..., object] | None,
+    initargs: tuple[Any, ...],
+) -> None:
+    """Prepare a new worker: cap its native thread pools, then run the user's initializer.
+
+    With ``n_workers`` workers each running BLAS with all cores' threads, a machine runs
+    ``n_workers x cores`` threads and slows down; so each worker gets its share. The variables
+    act on libraries loaded later; a library already loaded (a fork or a forkserver that
+    preloaded ``__main__``) is capped through threadpoolctl, when installed.
+    """
+    if n_threads is not None:
+        for name in THREAD_ENV_VARS:
+            os.environ[name] = str(n_threads)
+        if any(module in sys.modules for module in _NATIVE_POOL_MODULES):
+            try:
+                from threadpoolctl import threadpool_limits
+            except ImportError:
+                pass
+            else:
+                threadpool_limits(limits=n_threads)
+    if initializer is not None:
+        initializer(*initargs)
 
 
 @dataclass(frozen=True)

@@ -396,3 +396,9 @@ def choose_start_method(
                 f"forkserver: {n_os_threads} threads are running, so fork would be unsafe"
             )
     return "loky", "loky: a fresh interpreter per worker, safe on every platform"
+
+
+def choose_threads_per_worker(n_usable_cores: int, n_workers: int) -> int:
+    """Native threads (BLAS, OpenMP) each worker may run so that workers x threads stays
+    within the usable cores: oversubscribed cores thrash caches and lose time switching."""
+    return max(1, n_usable_cores // max(1, n_workers))

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import psutil
 
 from . import _cost_model, _start_cost_cache, _system_facts
+from ._chunk_worker import THREAD_ENV_VARS
 from ._input import Source
 from ._map_run import MapOptions, MapRun
 from ._pool_backend import Backend, PoolBackend
@@ -140,6 +141,7 @@ class AdaptiveProcessPoolExecutor(Executor):
             default_workers=self._default_workers(),
             choose_context=None if max_tasks_per_child is not None else _choose_context,
             record_start_s=_start_cost_cache.store_worker_start_s,
+            worker_threads=self._worker_threads,
         )
         self._runs: weakref.WeakSet[MapRun] = weakref.WeakSet()
         self._lock = threading.Lock()
@@ -154,6 +156,15 @@ class AdaptiveProcessPoolExecutor(Executor):
         facts = self._system_facts or _system_facts.read_system_facts("loky")
         n_cores, _ = _cost_model.choose_usable_cores(facts, cpu_bound=False)
         return min(n_cores, self._max_workers or n_cores)
+
+    def _worker_threads(self, n_workers: int) -> int | None:
+        """Native threads per worker, or ``None`` when the user set a thread variable (their
+        choice is left alone)."""
+        if any(name in os.environ for name in THREAD_ENV_VARS):
+            return None
+        facts = self._system_facts or _system_facts.read_system_facts("loky")
+        n_cores, _ = _cost_model.choose_usable_cores(facts, cpu_bound=True)
+        return _cost_model.choose_threads_per_worker(n_cores, n_workers)
 
     def _read_facts(self, backend: Backend) -> SystemFacts:
         """Machine facts for a plan, re-read at most every ``FACTS_MAX_AGE_S``."""

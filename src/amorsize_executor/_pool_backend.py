@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import loky
 import psutil
 
-from ._chunk_worker import ChunkPayload, ChunkResult, run_chunk
+from ._chunk_worker import ChunkPayload, ChunkResult, init_worker, run_chunk
 
 logger = logging.getLogger("amorsize_executor")
 
@@ -89,7 +89,9 @@ class PoolBackend:
         default_workers: int,
         choose_context: Callable[[], BaseContext | None] | None = None,
         record_start_s: Callable[[str, float], None] = _no_record,
+        worker_threads: Callable[[int], int | None] | None = None,
     ) -> None:
+        self._worker_threads = worker_threads
         self._max_workers = max_workers
         self._mp_context = mp_context
         self._choose_context = choose_context
@@ -173,6 +175,8 @@ class PoolBackend:
     def _make_pool(
         self, n_workers: int, context: BaseContext | None
     ) -> concurrent.futures.Executor:
+        n_threads = None if self._worker_threads is None else self._worker_threads(n_workers)
+        initargs = (n_threads, self._initializer, self._initargs)
         if self._max_tasks_per_child is not None:
             if sys.version_info < (3, 11):
                 raise TypeError(
@@ -182,8 +186,8 @@ class PoolBackend:
             return concurrent.futures.ProcessPoolExecutor(
                 n_workers,
                 mp_context=context,
-                initializer=self._initializer,
-                initargs=self._initargs,
+                initializer=init_worker,
+                initargs=initargs,
                 max_tasks_per_child=self._max_tasks_per_child,
             )
         with warnings.catch_warnings():
@@ -192,8 +196,8 @@ class PoolBackend:
             pool: concurrent.futures.Executor = loky.ProcessPoolExecutor(
                 n_workers,
                 context=context,
-                initializer=self._initializer,
-                initargs=self._initargs,
+                initializer=init_worker,
+                initargs=initargs,
             )
         return pool
 
