@@ -80,7 +80,10 @@ class WorkMeasurements:
         return max(0.0, min(1.0, self.cpu_s_per_item / self.wall_s_per_item))
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        """JSON-safe: a size that could not be measured (unpicklable) becomes ``None``."""
+        data = {
+            k: _finite_or_none(v) if isinstance(v, float) else v for k, v in asdict(self).items()
+        }
         data["cpu_share"] = self.cpu_share
         return data
 
@@ -194,11 +197,21 @@ class Plan:
         lines.extend(f"  - {reason}" for reason in self.reasons)
         if self.outcome is not None:
             o = self.outcome
+            sizes = ""
+            if o.chunksizes:
+                first, low, high = o.chunksizes[0], min(o.chunksizes), max(o.chunksizes)
+                sizes = f" (sizes {first} first, {low}..{high})" if low != high else ""
             lines.append(
                 f"  actual: {_fmt_s(o.wall_s)} for {o.n_items} items in {o.n_chunks} chunk(s)"
-                f"{' after switching to parallel' if o.switched_to_parallel else ''}; "
+                f"{sizes}{' after switching to parallel' if o.switched_to_parallel else ''}; "
                 f"utilisation {o.utilisation:.0%}"
             )
+            serial_equivalent_s = m.wall_s_per_item * o.n_items
+            if self.mode == "parallel" and o.wall_s > serial_equivalent_s > 0:
+                lines.append(
+                    f"  note: this run took longer than running it serially would have "
+                    f"(about {_fmt_s(serial_equivalent_s)} at the probed speed)"
+                )
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,78 @@
+"""Plans read well for people (explain) and serialise for machines (to_dict)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from amorsize_executor import RunOutcome
+from amorsize_executor import _cost_model as cm
+
+from .conftest import make_facts, make_measurements
+
+
+def plan_for(n_items: int = 1000, **facts: object):  # type: ignore[no-untyped-def]
+    return cm.plan_map(
+        make_facts(**facts), make_measurements(), n_items=n_items, n_items_lower_bound=0
+    )
+
+
+def test_to_dict_is_json_safe_and_complete() -> None:
+    plan = plan_for().with_outcome(
+        RunOutcome(
+            wall_s=0.3,
+            n_items=1000,
+            n_chunks=16,
+            chunksizes=(63,) * 16,
+            worker_busy_s=1.0,
+            n_workers=4,
+        )
+    )
+    data = json.loads(json.dumps(plan.to_dict(), allow_nan=False))
+    assert data["mode"] == "parallel"
+    assert data["n_workers"] == 4
+    assert data["measurements"]["cpu_share"] == 1.0
+    assert data["facts"]["n_logical_cores"] == 4
+    assert data["outcome"]["chunksizes"] == [63] * 16
+    assert math.isclose(data["outcome"]["utilisation"], 1.0 / (4 * 0.3))
+
+
+def test_infinite_predictions_become_null() -> None:
+    plan = cm.plan_map(
+        make_facts(), make_measurements(item_bytes=math.inf), n_items=10, n_items_lower_bound=0
+    )
+    assert json.loads(json.dumps(plan.to_dict(), allow_nan=False))["predicted_parallel_s"] is None
+
+
+def test_explain_names_decision_figures_and_reasons() -> None:
+    text = plan_for().explain()
+    assert text.splitlines()[0] == "plan: parallel: 4 workers, chunks of 63"
+    assert "1000 items left; 1.0 ms per item (100% CPU), measured on 8 item(s)" in text
+    assert "4 usable core(s), limited by logical" in text
+    assert "predicted: serial 1.00 s, parallel 252.3 ms" in text
+    assert "- 4 worker(s) are predicted 4.0x faster than serial" in text
+
+
+def test_explain_reports_chunk_growth_and_a_run_slower_than_serial() -> None:
+    plan = plan_for().with_outcome(
+        RunOutcome(
+            wall_s=2.0,
+            n_items=1000,
+            n_chunks=3,
+            chunksizes=(10, 20, 40),
+            worker_busy_s=1.0,
+            n_workers=4,
+        )
+    )
+    text = plan.explain()
+    assert "actual: 2.00 s for 1000 items in 3 chunk(s) (sizes 10 first, 10..40)" in text
+    assert "took longer than running it serially would have (about 1.00 s" in text
+
+
+def test_serial_explain_with_unknown_length() -> None:
+    plan = cm.plan_map(
+        make_facts(worker_start_s=10.0), make_measurements(), n_items=None, n_items_lower_bound=5
+    )
+    text = plan.explain()
+    assert text.startswith("plan: serial: the remaining items run in the calling process")
+    assert "unknown length (planned for at least 5)" in text
