@@ -207,3 +207,30 @@ def test_plan_outcome_records_chunks(fake_backend: FakeBackend) -> None:
     assert plan.outcome.n_chunks == len(fake_backend.chunks)
     assert sum(plan.outcome.chunksizes) == 120 - plan.measurements.n_probed
     assert "actual:" in plan.explain()
+
+
+def test_progress_bar_counts_items_with_and_without_a_length(
+    fake_backend: FakeBackend, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("tqdm")
+    with executor(fake_backend) as ex:
+        assert len(list(ex.map(slow_double, range(97), progress=True, chunksize=10))) == 97
+    assert "97/97" in capsys.readouterr().err
+    with executor(fake_backend) as ex:
+        assert len(list(ex.map(slow_double, (x for x in range(55)), progress=True))) == 55
+    err = capsys.readouterr().err
+    assert "55item" in err.replace(" ", "") and "/55" not in err
+
+
+def test_progress_without_tqdm_says_how_to_install(
+    fake_backend: FakeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    with (
+        executor(fake_backend) as ex,
+        pytest.raises(ImportError, match=r"amorsize-executor\[progress\]"),
+    ):
+        ex.map(slow_double, range(5), progress=True)
