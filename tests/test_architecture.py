@@ -60,7 +60,10 @@ def our_imports(path: Path) -> tuple[set[str], set[str]]:
                 if node.module:
                     ours.add(node.module.split(".")[0])
                 else:
-                    ours.update(alias.name for alias in node.names)
+                    # ``from . import x``: only names that are modules of ours count.
+                    ours.update(
+                        a.name for a in node.names if (path.parent / f"{a.name}.py").exists()
+                    )
             elif node.module:
                 target = ours if node.module.startswith("amorsize_executor") else others
                 target.add(

@@ -332,3 +332,16 @@ def test_revised_chunks_stay_within_bounds(chunksize, per_item_s, n_left, n_work
         # Moves at most twofold per step, toward the duration cap.
         assert size >= chunksize // 2
         assert size * per_item_s <= cm.MAX_CHUNK_S or size <= chunksize
+
+
+def test_preempted_but_never_waiting_work_counts_as_cpu_bound() -> None:
+    # Wall time twice the CPU time: on a busy machine, not because the call waits.
+    facts = make_facts(n_logical_cores=2, n_physical_cores=2, n_affinity_cores=2)
+    preempted = make_measurements(cpu_s_per_item=0.5e-3, voluntary_switches_per_item=0.0)
+    waiting = make_measurements(cpu_s_per_item=0.5e-3 * 0.1, voluntary_switches_per_item=3.0)
+    assert cm.effective_cpu_share(preempted) == 1.0
+    assert cm.effective_cpu_share(waiting) == pytest.approx(0.05)
+    plan = cm.plan_map(facts, preempted, n_items=10_000, n_items_lower_bound=0)
+    assert plan.n_workers == 2
+    plan = cm.plan_map(facts, waiting, n_items=10_000, n_items_lower_bound=0)
+    assert plan.n_workers > 2

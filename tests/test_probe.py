@@ -144,3 +144,32 @@ def test_unpicklable_results_measure_as_infinite() -> None:
 def test_memory_of_a_call_is_measured_with_tracemalloc() -> None:
     outcome = _probe.probe(lambda x: len(bytearray(8 * 2**20)), items(2))
     assert outcome.measurements.memory_bytes_per_call >= 8 * 2**20
+
+
+def test_voluntary_switches_are_averaged_over_timed_calls() -> None:
+    clock = ScriptedClock()
+    counter = iter(range(0, 1000, 3))  # every read 3 higher: 3 switches per timed call
+    outcome = _probe.probe(
+        timed_fn(clock, lambda x: 0.004),
+        items(100),
+        wall_clock=clock,
+        cpu_clock=ScriptedClock(),
+        dumps=lambda obj: b"",
+        measure_memory=no_memory,
+        voluntary_switches=lambda: next(counter),
+    )
+    assert outcome.measurements.voluntary_switches_per_item == pytest.approx(3.0)
+
+
+def test_switches_unknown_where_the_os_does_not_report_them() -> None:
+    clock = ScriptedClock()
+    outcome = _probe.probe(
+        timed_fn(clock, lambda x: 0.004),
+        items(100),
+        wall_clock=clock,
+        cpu_clock=ScriptedClock(),
+        dumps=lambda obj: b"",
+        measure_memory=no_memory,
+        voluntary_switches=lambda: None,
+    )
+    assert outcome.measurements.voluntary_switches_per_item is None

@@ -52,9 +52,9 @@ import psutil
 import amorsize_executor
 
 from . import _cost_model, _probe, _start_cost_cache, _system_facts
-from ._executor import AdaptiveProcessPoolExecutor
+from ._executor import AdaptiveProcessPoolExecutor, start_method_now
 from ._input import Source
-from ._records import Plan, SystemFacts, _fmt_bytes, _fmt_s
+from ._records import Plan, SystemFacts, format_bytes, format_seconds
 
 __version__ = amorsize_executor.__version__
 
@@ -336,15 +336,11 @@ _StartChoice = tuple[str, str, int]
 def _start_method_now() -> _StartChoice:
     """The start method a pool created now would use, why, and this process's thread count,
     decided as ``_executor._choose_context`` decides it."""
+    method, reason = start_method_now()
     try:
         n_threads = psutil.Process().num_threads()
     except psutil.Error:
-        n_threads = threading.active_count() + 1  # unknown: never pick fork
-    method, reason = _cost_model.choose_start_method(
-        platform=sys.platform,
-        n_os_threads=n_threads,
-        available_methods=tuple(multiprocessing.get_all_start_methods()),
-    )
+        n_threads = threading.active_count() + 1
     return method, reason, n_threads
 
 
@@ -583,13 +579,13 @@ def _or_unknown(value: object) -> str:
 
 def _seconds_text(value: object) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return _fmt_s(float(value))
+        return format_seconds(float(value))
     return "unknown"
 
 
 def _bytes_text(value: object) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return _fmt_bytes(float(value))
+        return format_bytes(float(value))
     return "unknown"
 
 
@@ -920,29 +916,29 @@ def _predicted_vs_actual(plan: Plan) -> str | None:
     per_item = ""
     if outcome.n_items and outcome.worker_busy_s > 0:
         per_item = (
-            f"; per item {_fmt_s(m.wall_s_per_item)} probed, "
-            f"{_fmt_s(outcome.worker_busy_s / outcome.n_items)} in the run"
+            f"; per item {format_seconds(m.wall_s_per_item)} probed, "
+            f"{format_seconds(outcome.worker_busy_s / outcome.n_items)} in the run"
         )
     if plan.n_items == 0:
         return (
             f"predicted vs actual: the probe ran every item, so nothing was left to "
-            f"predict; actual {_fmt_s(outcome.wall_s)}{per_item}"
+            f"predict; actual {format_seconds(outcome.wall_s)}{per_item}"
         )
     if predicted_s is None or not math.isfinite(predicted_s):
         return f"predicted vs actual: no prediction for the {plan.mode} plan{per_item}"
     if outcome.switched_to_parallel:
         return (
             f"predicted vs actual: the run switched to parallel part-way, so the prediction "
-            f"({_fmt_s(predicted_s)}) covers only the items left then; actual "
-            f"{_fmt_s(outcome.wall_s)} for all {outcome.n_items}{per_item}"
+            f"({format_seconds(predicted_s)}) covers only the items left then; actual "
+            f"{format_seconds(outcome.wall_s)} for all {outcome.n_items}{per_item}"
         )
     probe_s = 0.0 if m.measured_in_worker else m.n_probed * m.wall_s_per_item
     total_s = predicted_s + probe_s
     ratio = f" ({outcome.wall_s / total_s:.2f}x the prediction)" if total_s > 0 else ""
     return (
-        f"predicted vs actual: {_fmt_s(total_s)} predicted ({plan.mode} "
-        f"{_fmt_s(predicted_s)} + probe {_fmt_s(probe_s)}), {_fmt_s(outcome.wall_s)} "
-        f"actual{ratio}{per_item}"
+        f"predicted vs actual: {format_seconds(total_s)} predicted ({plan.mode} "
+        f"{format_seconds(predicted_s)} + probe {format_seconds(probe_s)}), "
+        f"{format_seconds(outcome.wall_s)} actual{ratio}{per_item}"
     )
 
 

@@ -30,6 +30,11 @@ PARALLEL_MARGIN = 0.10
 per-item figures carry noise of this order on a shared machine, and a wrong parallel choice
 costs more (start-up, memory) than a wrong serial one."""
 
+VOLUNTARY_SWITCHES_TO_WAIT = 0.5
+"""A call that gives up the CPU voluntarily (sleep, I/O, a lock) at least this often on
+average is waiting; one whose wall time exceeds its CPU time without such switches was
+only preempted by other processes on a busy machine, and is CPU-bound all the same."""
+
 CPU_BOUND_SHARE = 0.5
 """Work whose CPU time is at least this share of its wall time counts as CPU-bound: it gets
 physical cores only, and no more workers than usable cores."""
@@ -63,6 +68,15 @@ for the parent between chunks."""
 
 WINDOW_MAX_BYTES = 256 * 1024 * 1024
 """Default cap on the pickled bytes (items and results) held in flight by one ``map()``."""
+
+
+def effective_cpu_share(measurements: WorkMeasurements) -> float:
+    """The CPU share to plan with: the measured one, unless the calls never waited
+    voluntarily, in which case the missing CPU time was stolen by other processes."""
+    switches = measurements.voluntary_switches_per_item
+    if switches is not None and switches < VOLUNTARY_SWITCHES_TO_WAIT:
+        return 1.0
+    return measurements.cpu_share
 
 
 def choose_usable_cores(facts: SystemFacts, *, cpu_bound: bool) -> tuple[int, str]:
@@ -122,7 +136,7 @@ def predict_parallel_s(
     rounds = math.ceil(n_chunks / n_workers)
     per_item_worker_s = m.wall_s_per_item + m.pickle_s_per_item
     rounds_s = rounds * min(chunksize, n_items) * per_item_worker_s
-    cpu_ceiling_s = n_items * (m.wall_s_per_item * m.cpu_share + m.pickle_s_per_item)
+    cpu_ceiling_s = n_items * (m.wall_s_per_item * effective_cpu_share(m) + m.pickle_s_per_item)
     worker_s = max(rounds_s, cpu_ceiling_s / n_usable_cores)
     return predict_start_s(facts, n_workers) + facts.task_roundtrip_s + max(parent_s, worker_s)
 
@@ -160,7 +174,7 @@ def choose_window_items(
         return buffersize
     window = WINDOW_MIN_ROUNDS * n_workers * chunksize
     bytes_per_item = measurements.item_bytes + measurements.result_bytes
-    if bytes_per_item > 0:
+    if bytes_per_item >= 1:
         window = min(window, max(n_workers * chunksize, int(WINDOW_MAX_BYTES / bytes_per_item)))
     return max(1, window)
 
@@ -173,15 +187,16 @@ def choose_worker_cap(
 ) -> tuple[int, list[str]]:
     """The most workers worth considering, with the reasons any limit bit."""
     reasons: list[str] = []
-    if measurements.cpu_share >= CPU_BOUND_SHARE:
+    cpu_share = effective_cpu_share(measurements)
+    if cpu_share >= CPU_BOUND_SHARE:
         cap = n_usable_cores
     else:
         # Waiting-bound: k workers keep k calls waiting at once; a core is full once the
         # CPU parts of 1/cpu_share calls overlap.
-        share = max(measurements.cpu_share, 1 / MAX_OVERSUBSCRIPTION)
+        share = max(cpu_share, 1 / MAX_OVERSUBSCRIPTION)
         cap = max(n_usable_cores, math.ceil(n_usable_cores / share))
         reasons.append(
-            f"calls spend {1 - measurements.cpu_share:.0%} of their time waiting, so up to "
+            f"calls spend {1 - cpu_share:.0%} of their time waiting, so up to "
             f"{cap} workers on {n_usable_cores} core(s) were considered"
         )
     per_worker_bytes = WORKER_BASE_BYTES + measurements.memory_bytes_per_call
@@ -225,7 +240,7 @@ def plan_map(
             an initializer, a timeout): the best pool is chosen even if serial would win.
     """
     n_assumed = n_items if n_items is not None else max(0, n_items_lower_bound)
-    cpu_bound = measurements.cpu_share >= CPU_BOUND_SHARE
+    cpu_bound = effective_cpu_share(measurements) >= CPU_BOUND_SHARE
     n_cores, core_limit = choose_usable_cores(facts, cpu_bound=cpu_bound)
     if max_workers is not None and max_workers < n_cores:
         n_cores, core_limit = max_workers, "max_workers"

@@ -318,17 +318,23 @@ class AdaptiveProcessPoolExecutor(Executor):
     kill_workers = terminate_workers
 
 
-def _choose_context() -> BaseContext | None:
-    """The multiprocessing context for a new pool when the user gave none (``None``: loky's)."""
+def start_method_now() -> tuple[str, str]:
+    """The start method a new pool would get now, when the user gave no ``mp_context``,
+    and why. It depends on how many OS threads this process runs at this moment."""
     try:
         n_threads = psutil.Process().num_threads()
     except psutil.Error:
         n_threads = threading.active_count() + 1  # unknown: never pick fork
-    method, reason = _cost_model.choose_start_method(
+    return _cost_model.choose_start_method(
         platform=sys.platform,
         n_os_threads=n_threads,
         available_methods=tuple(multiprocessing.get_all_start_methods()),
     )
+
+
+def _choose_context() -> BaseContext | None:
+    """The multiprocessing context for a new pool when the user gave none (``None``: loky's)."""
+    method, reason = start_method_now()
     logger.debug("start method for a new pool: %s", reason)
     return None if method == "loky" else multiprocessing.get_context(method)
 
@@ -353,10 +359,18 @@ def _make_progress(
             raise ImportError(
                 "progress=True needs the 'tqdm' package: pip install 'amorsize-executor[progress]'"
             ) from None
-        bar = tqdm(total=n_total, unit="item", file=sys.stderr)
+        bars: list[Any] = []
 
         def advance(n_items: int) -> None:
-            bar.update(n_items)
+            # Opened on the first results, not before: a bar starts a monitor thread, and a
+            # pool started while it runs could not use the fast fork start.
+            if not bars:
+                bars.append(tqdm(total=n_total, unit="item", file=sys.stderr))
+            bars[0].update(n_items)
 
-        return advance, bar.close
+        def close() -> None:
+            if bars:
+                bars[0].close()
+
+        return advance, close
     return progress, lambda: None

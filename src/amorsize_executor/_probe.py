@@ -13,6 +13,13 @@ from __future__ import annotations
 
 import math
 import time
+
+try:
+    import resource
+
+    _RUSAGE_THREAD: int | None = getattr(resource, "RUSAGE_THREAD", None)
+except ImportError:  # Windows
+    _RUSAGE_THREAD = None
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -81,6 +88,7 @@ def probe(
     budget_s: float = PROBE_BUDGET_S,
     max_items: int = PROBE_MAX_ITEMS,
     measure_memory: Callable[[Callable[[], Any]], tuple[Any, int]] | None = None,
+    voluntary_switches: Callable[[], int | None] | None = None,
 ) -> ProbeOutcome:
     """Run ``fn(*args)`` for the first items of ``source`` and measure them.
 
@@ -93,6 +101,8 @@ def probe(
     returned, not raised: the caller delivers them at their position.
     """
     meter = measure_memory if measure_memory is not None else measure_peak_memory
+    switches = voluntary_switches if voluntary_switches is not None else count_voluntary_switches
+    switches_total = 0
     results: list[Any] = []
     wall_samples: list[float] = []
     cpu_total_s = 0.0
@@ -118,6 +128,7 @@ def probe(
         # The second call runs under the memory meter (the first is timed: if it is slow,
         # it may be the only one); a traced call's time is left out of the means.
         tracing = len(results) == 1 and not traced
+        switches0 = switches() if not tracing else None
         wall0, cpu0 = wall_clock(), cpu_clock()
         try:
             if tracing:
@@ -132,6 +143,11 @@ def probe(
         if not tracing:
             wall_samples.append(wall1 - wall0)
             cpu_total_s += cpu1 - cpu0
+            switches1 = switches()
+            if switches0 is not None and switches1 is not None and switches_total >= 0:
+                switches_total += switches1 - switches0
+            else:
+                switches_total = -1
         results.append(result)
         if len(results) <= PICKLE_SAMPLE_FIRST or len(results) % PICKLE_SAMPLE_STRIDE == 0:
             item_bytes_total += _pickled_size(args, dumps)
@@ -158,6 +174,9 @@ def probe(
         result_bytes=result_bytes_total / n_pickled if n_pickled else 0.0,
         pickle_s_per_item=pickle_total_s / n_pickled if n_pickled else 0.0,
         memory_bytes_per_call=memory_bytes,
+        voluntary_switches_per_item=(
+            switches_total / len(wall_samples) if wall_samples and switches_total >= 0 else None
+        ),
     )
     return ProbeOutcome(results, error, measurements, exhausted, n_pulled)
 
@@ -171,6 +190,13 @@ def _is_stable(samples: list[float], elapsed_s: float) -> bool:
         return True
     variance = sum((s - mean) ** 2 for s in samples) / (n - 1)
     return math.sqrt(variance / n) <= STABLE_RELATIVE_ERROR * mean
+
+
+def count_voluntary_switches() -> int | None:
+    """Voluntary context switches of the calling thread so far (Linux), else ``None``."""
+    if _RUSAGE_THREAD is None:
+        return None
+    return int(resource.getrusage(_RUSAGE_THREAD).ru_nvcsw)
 
 
 def measure_peak_memory(call: Callable[[], Any]) -> tuple[Any, int]:

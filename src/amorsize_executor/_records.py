@@ -71,6 +71,9 @@ class WorkMeasurements:
     """Peak extra memory one call needed; a worker needs about this much besides its base."""
     measured_in_worker: bool = False
     """True when the figures came from a worker (isolation): no serial plan is possible."""
+    voluntary_switches_per_item: float | None = None
+    """Times a call gave up the CPU by itself (sleep, I/O, locks), on average; tells waiting
+    from being preempted on a busy machine. ``None`` where the OS does not report it."""
 
     @property
     def cpu_share(self) -> float:
@@ -182,15 +185,16 @@ class Plan:
         )
         lines = [
             f"plan: {head}",
-            f"  work: {items}; {_fmt_s(m.wall_s_per_item)} per item "
+            f"  work: {items}; {format_seconds(m.wall_s_per_item)} per item "
             f"({m.cpu_share:.0%} CPU), measured on {m.n_probed} item(s)"
             f"{' in a worker' if m.measured_in_worker else ''}",
-            f"  data: {_fmt_bytes(m.item_bytes)} in, {_fmt_bytes(m.result_bytes)} out per item; "
-            f"{_fmt_bytes(m.memory_bytes_per_call)} memory per call",
+            f"  data: {format_bytes(m.item_bytes)} in, "
+            f"{format_bytes(m.result_bytes)} out per item; "
+            f"{format_bytes(m.memory_bytes_per_call)} memory per call",
             f"  machine: {self.n_usable_cores} usable core(s), limited by {self.core_limit}; "
-            f"worker start {_fmt_s(f.worker_start_s)} ({f.worker_start_source}, "
+            f"worker start {format_seconds(f.worker_start_s)} ({f.worker_start_source}, "
             f"{f.start_method}); {f.n_warm_workers} warm worker(s); "
-            f"{_fmt_bytes(f.available_memory_bytes)} memory available",
+            f"{format_bytes(f.available_memory_bytes)} memory available",
             f"  predicted: serial {_fmt_opt_s(self.predicted_serial_s)}, "
             f"parallel {_fmt_opt_s(self.predicted_parallel_s)}",
         ]
@@ -202,7 +206,8 @@ class Plan:
                 first, low, high = o.chunksizes[0], min(o.chunksizes), max(o.chunksizes)
                 sizes = f" (sizes {first} first, {low}..{high})" if low != high else ""
             lines.append(
-                f"  actual: {_fmt_s(o.wall_s)} for {o.n_items} items in {o.n_chunks} chunk(s)"
+                f"  actual: {format_seconds(o.wall_s)} for {o.n_items} items "
+                f"in {o.n_chunks} chunk(s)"
                 f"{sizes}{' after switching to parallel' if o.switched_to_parallel else ''}; "
                 f"utilisation {o.utilisation:.0%}"
             )
@@ -210,7 +215,7 @@ class Plan:
             if self.mode == "parallel" and o.wall_s > serial_equivalent_s > 0:
                 lines.append(
                     f"  note: this run took longer than running it serially would have "
-                    f"(about {_fmt_s(serial_equivalent_s)} at the probed speed)"
+                    f"(about {format_seconds(serial_equivalent_s)} at the probed speed)"
                 )
         return "\n".join(lines)
 
@@ -240,10 +245,10 @@ def _finite_or_none(value: float | None) -> float | None:
 
 
 def _fmt_opt_s(seconds: float | None) -> str:
-    return "n/a" if seconds is None or not math.isfinite(seconds) else _fmt_s(seconds)
+    return "n/a" if seconds is None or not math.isfinite(seconds) else format_seconds(seconds)
 
 
-def _fmt_s(seconds: float) -> str:
+def format_seconds(seconds: float) -> str:
     if seconds >= 1:
         return f"{seconds:.2f} s"
     if seconds >= 1e-3:
@@ -251,7 +256,7 @@ def _fmt_s(seconds: float) -> str:
     return f"{seconds * 1e6:.1f} µs"
 
 
-def _fmt_bytes(n_bytes: float) -> str:
+def format_bytes(n_bytes: float) -> str:
     value = float(n_bytes)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if value < 1024 or unit == "GiB":
