@@ -53,12 +53,18 @@ def run(
     cpu: ScriptedClock | None = None,
     **kwargs: Any,
 ) -> _probe.ProbeOutcome:
+    def dumps(obj: object) -> bytes:
+        # 10 bytes and 20 µs of pickling per element of the batch.
+        n = len(obj)  # type: ignore[arg-type]
+        clock.now_s += 20e-6 * n
+        return b"x" * (10 * n)
+
     return _probe.probe(
         fn,
         source,
         wall_clock=clock,
         cpu_clock=cpu or ScriptedClock(),
-        dumps=lambda obj: b"x" * 10,
+        dumps=dumps,
         measure_memory=no_memory,
         **kwargs,
     )
@@ -76,7 +82,11 @@ def test_exact_figures_from_a_scripted_clock() -> None:
     assert m.wall_s_per_item == pytest.approx(0.004)
     assert m.cpu_s_per_item == pytest.approx(0.001)
     assert m.cpu_share == pytest.approx(0.25)
+    # Items and results are pickled as one batch each, like a chunk: 10 B and 20 µs apiece.
+    # Items and results are pickled as one batch each, like a chunk: 10 B and 20 µs apiece.
     assert m.item_bytes == m.result_bytes == 10
+    assert m.pickle_s_per_item == pytest.approx(2 * 20e-6)
+    assert m.pickle_s_per_item == pytest.approx(2 * 20e-6)
     assert m.memory_bytes_per_call == 4096
     assert not outcome.exhausted
 

@@ -92,6 +92,9 @@ class ChunkResult:
     items_bytes: int
     """Pickled size of the chunk's items, as received."""
     failure: ChunkFailure | None
+    voluntary_switches: int | None = None
+    """Times the worker's thread gave up the CPU by itself meanwhile (Linux): tells calls that
+    wait from calls preempted on a busy machine."""
 
 
 def run_chunk(payload: ChunkPayload) -> ChunkResult:
@@ -102,6 +105,7 @@ def run_chunk(payload: ChunkPayload) -> ChunkResult:
     items: list[tuple[Any, ...]] = cloudpickle.loads(payload.items_bytes)
     results: list[Any] = []
     failure: ChunkFailure | None = None
+    switches0 = _voluntary_switches()
     start_s, start_cpu_s = time.perf_counter(), time.process_time()
     for args in items:
         try:
@@ -111,6 +115,8 @@ def run_chunk(payload: ChunkPayload) -> ChunkResult:
             break
     compute_s = time.perf_counter() - start_s
     cpu_s = time.process_time() - start_cpu_s
+    switches1 = _voluntary_switches()
+    switches = None if switches0 is None or switches1 is None else switches1 - switches0
     try:
         results_bytes = cloudpickle.dumps(results)
     except Exception:
@@ -130,8 +136,17 @@ def run_chunk(payload: ChunkPayload) -> ChunkResult:
         results = results[:offset]
         results_bytes = cloudpickle.dumps(results)
     return ChunkResult(
-        results_bytes, len(results), compute_s, cpu_s, len(payload.items_bytes), failure
+        results_bytes, len(results), compute_s, cpu_s, len(payload.items_bytes), failure, switches
     )
+
+
+def _voluntary_switches() -> int | None:
+    try:
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw)
+    except (ImportError, AttributeError, OSError):
+        return None
 
 
 def _picklable(obj: object) -> bool:

@@ -20,6 +20,7 @@ makes the scheduler give up with ``KilledWorker``. The bridged future raises tha
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import functools
 import logging
@@ -345,7 +346,7 @@ def _wait_for_a_worker(client: Any, timeout_s: float) -> None:
         return
     try:
         client.wait_for_workers(1, timeout=timeout_s)
-    except TimeoutError as exc:
+    except (TimeoutError, asyncio.TimeoutError) as exc:  # distinct types before Python 3.11
         address = getattr(client.scheduler, "address", None) or "the scheduler"
         raise RuntimeError(
             f"the dask cluster at {address} has no worker: none joined within {timeout_s:g} s. "

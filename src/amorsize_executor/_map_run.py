@@ -156,6 +156,7 @@ class MapRun:
         self._backend.prepare(min(n_cores, m.max_workers or n_cores))
         n_items = compute_s = cpu_s = 0.0
         item_bytes = result_bytes = 0.0
+        switches: float | None = 0.0
         size = WORKER_PROBE_FIRST_ITEMS
         probe_started_s = time.perf_counter()
         while self._error is None and not self._source.exhausted:
@@ -179,6 +180,10 @@ class MapRun:
             cpu_s += result.cpu_s
             item_bytes += result.items_bytes
             result_bytes += len(result.results_bytes)
+            if switches is not None and result.voluntary_switches is not None:
+                switches += result.voluntary_switches
+            else:
+                switches = None
             elapsed_s = time.perf_counter() - probe_started_s
             if (
                 compute_s >= _probe.PROBE_MIN_S
@@ -197,6 +202,7 @@ class MapRun:
             pickle_s_per_item=0.0,
             memory_bytes_per_call=0,
             measured_in_worker=True,
+            voluntary_switches_per_item=None if switches is None else switches / per,
         )
         self._make_plan(measurements, exhausted=self._source.exhausted)
 
@@ -333,6 +339,7 @@ class MapRun:
             cpu_s=result.cpu_s,
             items_bytes=result.items_bytes,
             results_bytes=result.results_bytes,
+            voluntary_switches=result.voluntary_switches,
         )
         if result.failure is not None:
             self._set_error(
@@ -617,6 +624,7 @@ class _ChunkOutcome:
     cpu_s: float
     items_bytes: int
     results_bytes: bytes
+    voluntary_switches: int | None
 
 
 def _failure_exception(result: ChunkResult, first_index: int) -> BaseException:

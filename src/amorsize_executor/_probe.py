@@ -45,12 +45,6 @@ PROBE_MIN_S = 0.002
 """Wall time measured at least before the estimate can be called stable: below this the
 clock's resolution and one-off effects (a first import, a cold cache) dominate."""
 
-PICKLE_SAMPLE_FIRST = 8
-PICKLE_SAMPLE_STRIDE = 16
-"""Items and results are pickled (to measure their size and pickling time) for the first
-``PICKLE_SAMPLE_FIRST`` items, then one in ``PICKLE_SAMPLE_STRIDE``: pickling costs about as
-much as a trivial call, so pickling every probed item would double a tiny job's probe."""
-
 STABLE_RELATIVE_ERROR = 0.10
 """The probe may stop once the standard error of the mean per-item time is this share of the
 mean."""
@@ -71,11 +65,29 @@ class ProbeOutcome:
     """Items taken from the input (results plus the failing one, if any)."""
 
 
-def _pickled_size(obj: object, dumps: Callable[[object], bytes]) -> float:
-    try:
-        return float(len(dumps(obj)))
-    except Exception:
-        return math.inf
+def _measure_pickling(
+    args: list[tuple[Any, ...]],
+    results: list[Any],
+    dumps: Callable[[object], bytes],
+    wall_clock: Callable[[], float],
+) -> tuple[float, float, float]:
+    """Mean pickled bytes of an item and of a result, and seconds to pickle both, per item.
+
+    Pickled as one list each, as a chunk is: pickling items one by one would charge each
+    tiny item the fixed cost of a ``dumps`` call, many times what it costs inside a chunk.
+    A size that cannot be pickled is ``inf``.
+    """
+    n_items = len(args)
+    if n_items == 0:
+        return 0.0, 0.0, 0.0
+    start_s = wall_clock()
+    sizes: list[float] = []
+    for batch in (args, results):
+        try:
+            sizes.append(len(dumps(batch)) / n_items)
+        except Exception:
+            sizes.append(math.inf)
+    return sizes[0], sizes[1], (wall_clock() - start_s) / n_items
 
 
 def probe(
@@ -106,11 +118,9 @@ def probe(
     results: list[Any] = []
     wall_samples: list[float] = []
     cpu_total_s = 0.0
-    item_bytes_total = result_bytes_total = 0.0
-    pickle_total_s = 0.0
+    probed_args: list[tuple[Any, ...]] = []
     memory_bytes = 0
     traced = False
-    n_pickled = 0
     error: BaseException | None = None
     exhausted = False
     n_pulled = 0
@@ -149,11 +159,7 @@ def probe(
             else:
                 switches_total = -1
         results.append(result)
-        if len(results) <= PICKLE_SAMPLE_FIRST or len(results) % PICKLE_SAMPLE_STRIDE == 0:
-            item_bytes_total += _pickled_size(args, dumps)
-            result_bytes_total += _pickled_size(result, dumps)
-            pickle_total_s += wall_clock() - wall1
-            n_pickled += 1
+        probed_args.append(args)
         elapsed_s = wall_clock() - start_s
         if elapsed_s >= budget_s and not (len(results) == 1 and elapsed_s < 2 * budget_s):
             break
@@ -161,6 +167,7 @@ def probe(
             break
 
     n_done = len(results)
+    item_bytes, result_bytes, pickle_s = _measure_pickling(probed_args, results, dumps, wall_clock)
     if wall_samples:
         wall_s = sum(wall_samples) / len(wall_samples)
         cpu_s = cpu_total_s / len(wall_samples)
@@ -170,9 +177,9 @@ def probe(
         n_probed=n_done,
         wall_s_per_item=max(0.0, wall_s),
         cpu_s_per_item=max(0.0, cpu_s),
-        item_bytes=item_bytes_total / n_pickled if n_pickled else 0.0,
-        result_bytes=result_bytes_total / n_pickled if n_pickled else 0.0,
-        pickle_s_per_item=pickle_total_s / n_pickled if n_pickled else 0.0,
+        item_bytes=item_bytes,
+        result_bytes=result_bytes,
+        pickle_s_per_item=pickle_s,
         memory_bytes_per_call=memory_bytes,
         voluntary_switches_per_item=(
             switches_total / len(wall_samples) if wall_samples and switches_total >= 0 else None
