@@ -79,8 +79,11 @@ class AdaptiveProcessPoolExecutor(Executor):
             finished each time results are delivered.
         system_facts: use these machine facts instead of reading them (what-if planning,
             tests).
-        backend: the object that runs work in workers; default: a loky pool owned by this
-            executor.
+        backend: where workers run: ``"loky"`` (the default: a pool on this machine owned by
+            the executor), ``"dask"`` (a dask.distributed cluster, given by ``client``), or
+            an object implementing the backend protocol.
+        client: with ``backend="dask"``: a ``distributed.Client`` or a scheduler address
+            such as ``"tcp://10.0.0.5:8786"``. Needs the ``dask`` extra.
 
     Raises:
         ValueError: ``max_workers`` or ``max_tasks_per_child`` below 1, or
@@ -99,7 +102,8 @@ class AdaptiveProcessPoolExecutor(Executor):
         isolate: bool = False,
         progress: ProgressOption = False,
         system_facts: SystemFacts | None = None,
-        backend: Backend | None = None,
+        backend: Backend | str | None = None,
+        client: Any = None,
     ) -> None:
         _check_positive_int(
             "max_workers", max_workers, message="max_workers must be greater than 0"
@@ -132,7 +136,7 @@ class AdaptiveProcessPoolExecutor(Executor):
         self._isolate = isolate
         self._progress = progress
         self._system_facts = system_facts
-        self._backend: Backend = backend or PoolBackend(
+        self._backend: Backend = _cluster_backend(backend, client) or PoolBackend(
             max_workers=max_workers,
             mp_context=mp_context,
             initializer=initializer,
@@ -170,6 +174,10 @@ class AdaptiveProcessPoolExecutor(Executor):
         """Machine facts for a plan, re-read at most every ``FACTS_MAX_AGE_S``."""
         if self._system_facts is not None:
             return self._system_facts
+        read_cluster = getattr(backend, "read_facts", None)
+        if read_cluster is not None:  # a cluster backend knows its own facts
+            cluster_facts: SystemFacts = read_cluster()
+            return cluster_facts
         method = backend.start_method
         n_warm = backend.n_warm_workers
         now_s = time.monotonic()
@@ -316,6 +324,26 @@ class AdaptiveProcessPoolExecutor(Executor):
         self._backend.terminate_workers()
 
     kill_workers = terminate_workers
+
+
+def _cluster_backend(backend: Backend | str | None, client: Any) -> Backend | None:
+    """The backend object for the ``backend``/``client`` options; ``None`` means the local pool."""
+    if backend is None or backend == "loky":
+        if client is not None:
+            raise ValueError("client= is only used with backend='dask'")
+        return None
+    if backend == "dask":
+        if client is None:
+            raise ValueError(
+                "backend='dask' needs client=: a distributed.Client or a scheduler address "
+                "such as 'tcp://10.0.0.5:8786'"
+            )
+        from ._dask_backend import DaskBackend
+
+        return DaskBackend(client)
+    if isinstance(backend, str):
+        raise ValueError(f"backend must be 'loky', 'dask' or a backend object, got {backend!r}")
+    return backend
 
 
 def start_method_now() -> tuple[str, str]:
