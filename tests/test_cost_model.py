@@ -345,3 +345,11 @@ def test_preempted_but_never_waiting_work_counts_as_cpu_bound() -> None:
     assert plan.n_workers == 2
     plan = cm.plan_map(facts, waiting, n_items=10_000, n_items_lower_bound=0)
     assert plan.n_workers > 2
+
+
+def test_the_environment_cap_also_caps_waiting_bound_work() -> None:
+    facts = make_facts(n_logical_cores=4, env_core_limit=1)
+    waiting = make_measurements(cpu_s_per_item=1e-5, voluntary_switches_per_item=1.0)
+    plan = cm.plan_map(facts, waiting, n_items=10_000, n_items_lower_bound=0)
+    assert plan.n_workers == 1
+    assert any("AMORSIZE_MAX_WORKERS=1 caps the pool" in r for r in plan.reasons)

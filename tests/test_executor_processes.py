@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from concurrent.futures import TimeoutError as FuturesTimeoutError
 from concurrent.futures import as_completed, wait
 from pathlib import Path
 from typing import Any
@@ -219,3 +220,42 @@ def test_a_thread_variable_set_by_the_user_is_left_alone(monkeypatch: pytest.Mon
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     with AdaptiveProcessPoolExecutor(max_workers=2, system_facts=PARALLEL, isolate=True) as ex:
         assert set(ex.map(thread_vars, range(20))) == {(None, "3")}
+
+
+def sleep_long(_: int) -> int:
+    import time
+
+    time.sleep(60)
+    return 0
+
+
+def crash(_: int) -> int:
+    os._exit(3)
+
+
+def test_terminate_workers_stops_a_running_chunk_promptly() -> None:
+    import threading
+
+    with AdaptiveProcessPoolExecutor(max_workers=1, isolate=True) as ex:
+        results = ex.map(sleep_long, range(3), timeout=0.5)
+        with pytest.raises(FuturesTimeoutError):
+            list(results)
+        done = threading.Event()
+
+        def terminate() -> None:
+            ex.terminate_workers()
+            done.set()
+
+        threading.Thread(target=terminate, daemon=True).start()
+        assert done.wait(30), "terminate_workers() hung while a chunk was running"
+        assert list(ex.map(busy, range(5))) == [busy(x) for x in range(5)]
+
+
+def test_a_crash_in_submit_does_not_break_later_calls() -> None:
+    from concurrent.futures.process import BrokenProcessPool
+
+    with AdaptiveProcessPoolExecutor(max_workers=1) as ex:
+        with pytest.raises(BrokenProcessPool):
+            ex.submit(crash, 0).result(timeout=60)
+        assert ex.submit(busy, 3).result(timeout=60) == busy(3)
+        assert list(ex.map(busy, range(5), timeout=60)) == [busy(x) for x in range(5)]

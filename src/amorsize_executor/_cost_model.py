@@ -207,6 +207,9 @@ def choose_worker_cap(
             f"against {facts.available_memory_bytes / 2**20:.0f} MiB available"
         )
         cap = memory_cap
+    if facts.env_core_limit is not None and facts.env_core_limit < cap:
+        reasons.append(f"AMORSIZE_MAX_WORKERS={facts.env_core_limit} caps the pool")
+        cap = facts.env_core_limit
     if max_workers is not None and max_workers < cap:
         reasons.append(f"max_workers={max_workers} caps the pool")
         cap = max_workers

@@ -64,13 +64,15 @@ class AdaptiveProcessPoolExecutor(Executor):
     Args:
         max_workers: the most worker processes to use; the executor may use fewer.
             ``None`` (the default) means as many as the machine's usable cores.
-        mp_context: a ``multiprocessing`` context for the workers; default: loky's
-            (a fresh interpreter per worker, safe with threads in the parent).
+        mp_context: a ``multiprocessing`` context for the workers. Default: ``fork`` when
+            this process runs a single thread on Linux (the fastest start, and safe then),
+            else ``forkserver``, else loky's own (a fresh interpreter per worker).
         initializer: called in each worker as it starts. When given, ``fn`` never runs
             in the calling process (there the initializer has not run).
         initargs: arguments for ``initializer``.
         max_tasks_per_child: replace a worker after this many tasks (chunks). Uses the
-            stdlib pool, which implements it (Python 3.11+).
+            stdlib pool, which implements it (Python 3.11+), with its default ``spawn``
+            start unless ``mp_context`` is given.
         isolate: never run ``fn`` in the calling process, not even to probe: a crash or
             hang in ``fn`` can then not take the caller down, at the cost of always
             starting a pool (no serial plan).

@@ -18,6 +18,7 @@ import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.context import BaseContext
 from typing import Any, Protocol
 
@@ -104,7 +105,12 @@ class PoolBackend:
         self._pool: concurrent.futures.Executor | None = None
         self._pool_size = 0
         self._broken = False
+        # Two locks: ``_lock`` guards the pool's life (create, replace, stop) and may be held
+        # while waiting for a pool to stop; ``_count_lock`` guards the in-flight count and is
+        # all that future callbacks take, so the pool's own threads, which run those
+        # callbacks, can never wait on a thread that waits on them.
         self._lock = threading.RLock()
+        self._count_lock = threading.Lock()
         self._n_in_flight = 0
 
     @property
@@ -202,14 +208,34 @@ class PoolBackend:
         return pool
 
     def _track(self, future: Future[Any]) -> None:
-        with self._lock:
+        pool = self._pool
+        with self._count_lock:
             self._n_in_flight += 1
 
-        def done(_: Future[Any]) -> None:
-            with self._lock:
+        def done(finished: Future[Any]) -> None:
+            with self._count_lock:
                 self._n_in_flight -= 1
+            if (
+                self._pool is pool
+                and not finished.cancelled()
+                and isinstance(finished.exception(), BrokenProcessPool)
+            ):
+                # A worker of the current pool died (in map() or in a submit()ted call):
+                # the next call gets a new pool.
+                self._broken = True
 
         future.add_done_callback(done)
+
+    def _submit_to_pool(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+        with self._lock:
+            try:
+                future = self._current_pool().submit(fn, *args, **kwargs)
+            except BrokenProcessPool:
+                # Broken since the last call (a crash the pool noticed first): replace it once.
+                self._broken = True
+                future = self._current_pool().submit(fn, *args, **kwargs)
+            self._track(future)
+        return future
 
     def _current_pool(self) -> concurrent.futures.Executor:
         if self._pool is None or self._broken:
@@ -218,20 +244,13 @@ class PoolBackend:
         return self._pool
 
     def submit_chunk(self, payload: ChunkPayload) -> Future[ChunkResult]:
-        with self._lock:
-            future: Future[ChunkResult] = self._current_pool().submit(run_chunk, payload)
-            self._track(future)
-        return future
+        return self._submit_to_pool(run_chunk, payload)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        with self._lock:
-            future = self._current_pool().submit(fn, *args, **kwargs)
-            self._track(future)
-        return future
+        return self._submit_to_pool(fn, *args, **kwargs)
 
     def mark_broken(self) -> None:
-        with self._lock:
-            self._broken = True
+        self._broken = True
 
     def worker_pids(self) -> list[int]:
         pool = self._pool
@@ -252,17 +271,16 @@ class PoolBackend:
 
     def terminate_workers(self) -> None:
         with self._lock:
-            pool = self._pool
-            if pool is None:
-                return
-            self._kill(pool)
-            self._broken = True
-            if isinstance(pool, loky.ProcessPoolExecutor):
-                pool.shutdown(wait=True, kill_workers=True)
-            else:
-                pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+            pool, self._pool = self._pool, None
             self._pool_size = 0
+        if pool is None:
+            return
+        self._kill(pool)
+        # The pool notices its dead workers and fails their futures with BrokenProcessPool.
+        if isinstance(pool, loky.ProcessPoolExecutor):
+            pool.shutdown(wait=True, kill_workers=True)
+        else:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
