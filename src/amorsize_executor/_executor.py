@@ -115,6 +115,11 @@ class AdaptiveProcessPoolExecutor(Executor):
         if not isinstance(initargs, tuple):
             raise TypeError(f"initargs must be a tuple, got {type(initargs).__qualname__}")
         if max_tasks_per_child is not None:
+            if sys.version_info < (3, 11):
+                raise TypeError(
+                    "max_tasks_per_child needs Python 3.11 or newer (the stdlib pool that "
+                    "implements it gained the option in 3.11)"
+                )
             if isinstance(max_tasks_per_child, bool) or not isinstance(max_tasks_per_child, int):
                 raise TypeError("max_tasks_per_child must be an integer")
             if max_tasks_per_child <= 0:
