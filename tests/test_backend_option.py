@@ -30,3 +30,15 @@ def test_client_without_the_dask_backend_is_refused() -> None:
 def test_unknown_backend_name_is_refused() -> None:
     with pytest.raises(ValueError, match="backend must be 'loky', 'dask' or a backend object"):
         AdaptiveProcessPoolExecutor(backend="ray")
+
+
+def test_pool_options_are_refused_with_a_cluster_backend() -> None:
+    import multiprocessing
+
+    for kwargs in (
+        {"initializer": print},
+        {"mp_context": multiprocessing.get_context("spawn")},
+        {"max_tasks_per_child": 3},
+    ):
+        with pytest.raises(ValueError, match="applies to the local process pool only"):
+            AdaptiveProcessPoolExecutor(backend="dask", client="tcp://127.0.0.1:1", **kwargs)  # type: ignore[arg-type]

@@ -353,3 +353,12 @@ def test_the_environment_cap_also_caps_waiting_bound_work() -> None:
     plan = cm.plan_map(facts, waiting, n_items=10_000, n_items_lower_bound=0)
     assert plan.n_workers == 1
     assert any("AMORSIZE_MAX_WORKERS=1 caps the pool" in r for r in plan.reasons)
+
+
+def test_a_cluster_is_never_oversubscribed() -> None:
+    facts = make_facts(
+        start_method="dask", n_logical_cores=6, n_physical_cores=None, n_affinity_cores=None
+    )
+    waiting = make_measurements(cpu_s_per_item=1e-5, voluntary_switches_per_item=1.0)
+    plan = cm.plan_map(facts, waiting, n_items=10_000, n_items_lower_bound=0)
+    assert plan.n_workers <= 6

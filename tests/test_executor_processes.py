@@ -215,10 +215,21 @@ def test_workers_get_their_share_of_native_threads(monkeypatch: pytest.MonkeyPat
         assert set(ex.map(thread_vars, range(20))) == {("2", "2")}
 
 
-def test_a_thread_variable_set_by_the_user_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_a_thread_variable_set_by_the_user_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context(method)
+    # A forkserver started earlier holds the environment of its start: set it going first.
+    with AdaptiveProcessPoolExecutor(max_workers=1, mp_context=context, isolate=True) as ex:
+        list(ex.map(thread_vars, range(2)))
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
-    with AdaptiveProcessPoolExecutor(max_workers=2, system_facts=PARALLEL, isolate=True) as ex:
+    with AdaptiveProcessPoolExecutor(
+        max_workers=2, mp_context=context, system_facts=PARALLEL, isolate=True
+    ) as ex:
         assert set(ex.map(thread_vars, range(20))) == {(None, "3")}
 
 

@@ -33,27 +33,33 @@ _NATIVE_POOL_MODULES = ("numpy", "scipy", "torch", "sklearn", "numexpr")
 
 
 def init_worker(
-    n_threads: int | None,
+    thread_env: dict[str, str],
     initializer: Callable[..., object] | None,
     initargs: tuple[Any, ...],
 ) -> None:
-    """Prepare a new worker: cap its native thread pools, then run the user's initializer.
+    """Prepare a new worker: set its native thread pools, then run the user's initializer.
 
-    With ``n_workers`` workers each running BLAS with all cores' threads, a machine runs
-    ``n_workers x cores`` threads and slows down; so each worker gets its share. The variables
-    act on libraries loaded later; a library already loaded (a fork or a forkserver that
-    preloaded ``__main__``) is capped through threadpoolctl, when installed.
+    ``thread_env`` holds the thread variables the worker must see, exactly: either the
+    parent's own (the user set them) or each worker's share of the cores (with
+    ``n_workers`` workers each running BLAS with every core's threads, the machine runs
+    ``n_workers x cores`` threads and slows down). They are set explicitly because a worker
+    forked from a forkserver inherits the environment of when the server started, not the
+    parent's current one. The variables act on libraries loaded later; one already loaded
+    (by a fork, or a forkserver that preloaded ``__main__``) is capped through threadpoolctl.
     """
-    if n_threads is not None:
-        for name in THREAD_ENV_VARS:
-            os.environ[name] = str(n_threads)
-        if any(module in sys.modules for module in _NATIVE_POOL_MODULES):
-            try:
-                from threadpoolctl import threadpool_limits
-            except ImportError:
-                pass
-            else:
-                threadpool_limits(limits=n_threads)
+    for name in THREAD_ENV_VARS:
+        if name in thread_env:
+            os.environ[name] = thread_env[name]
+        else:
+            os.environ.pop(name, None)
+    limit = thread_env.get("OMP_NUM_THREADS") or thread_env.get("OPENBLAS_NUM_THREADS")
+    if limit and limit.isdigit() and any(m in sys.modules for m in _NATIVE_POOL_MODULES):
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            pass
+        else:
+            threadpool_limits(limits=int(limit))
     if initializer is not None:
         initializer(*initargs)
 

@@ -188,7 +188,8 @@ def choose_worker_cap(
     """The most workers worth considering, with the reasons any limit bit."""
     reasons: list[str] = []
     cpu_share = effective_cpu_share(measurements)
-    if cpu_share >= CPU_BOUND_SHARE:
+    if cpu_share >= CPU_BOUND_SHARE or facts.start_method == "dask":
+        # A cluster's worker threads are all there is: its operator sized them.
         cap = n_usable_cores
     else:
         # Waiting-bound: k workers keep k calls waiting at once; a core is full once the

@@ -63,6 +63,12 @@ warning) to cost a few milliseconds. Random bytes, so compression cannot flatter
 TRANSFER_SAMPLES = 3
 """Transfers timed for ``ipc_bytes_per_s``; the median is kept."""
 
+FACTS_MAX_AGE_S = 1.0
+"""``DaskBackend.read_facts`` re-reads threads and memory from the scheduler when its last
+reading is older than this. Each reading costs two or three scheduler round trips
+(milliseconds), and the executor asks for facts at every plan: a burst of small ``map()``
+calls must not pay that each time, while a worker joining or leaving shows within a second."""
+
 
 def _import_distributed() -> Any:
     try:
@@ -142,6 +148,7 @@ class DaskBackend:
         self._outstanding: set[_Bridge] = set()
         self._shutdown = False
         self._client_closed = False
+        self._facts: tuple[float, SystemFacts] | None = None
 
     @property
     def client(self) -> distributed.Client:
@@ -163,9 +170,16 @@ class DaskBackend:
         return START_METHOD
 
     def read_facts(self) -> SystemFacts:
-        """The cluster's facts (see ``read_cluster_facts``); the round trip and transfer
-        rate are measured once for this backend's client."""
-        return read_cluster_facts(self._client, wait_for_workers_s=self._wait_for_workers_s)
+        """The cluster's facts (see ``read_cluster_facts``), re-read at most every
+        ``FACTS_MAX_AGE_S``; the round trip and transfer rate are measured once for this
+        backend's client."""
+        now_s = time.monotonic()
+        cached = self._facts
+        if cached is not None and now_s - cached[0] < FACTS_MAX_AGE_S:
+            return cached[1]
+        facts = read_cluster_facts(self._client, wait_for_workers_s=self._wait_for_workers_s)
+        self._facts = (now_s, facts)
+        return facts
 
     def prepare(self, n_workers: int) -> None:
         """Start nothing (the operator sizes the cluster); wait for a first worker if the

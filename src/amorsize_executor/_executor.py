@@ -143,6 +143,17 @@ class AdaptiveProcessPoolExecutor(Executor):
         self._isolate = isolate
         self._progress = progress
         self._system_facts = system_facts
+        if backend is not None and backend != "loky":
+            for name, value in (
+                ("mp_context", mp_context),
+                ("initializer", initializer),
+                ("max_tasks_per_child", max_tasks_per_child),
+            ):
+                if value is not None:
+                    raise ValueError(
+                        f"{name} applies to the local process pool only; it cannot be used "
+                        f"with backend={backend!r} (configure the cluster's workers instead)"
+                    )
         self._backend: Backend = _cluster_backend(backend, client) or PoolBackend(
             max_workers=max_workers,
             mp_context=mp_context,
@@ -152,7 +163,7 @@ class AdaptiveProcessPoolExecutor(Executor):
             default_workers=self._default_workers(),
             choose_context=None if max_tasks_per_child is not None else _choose_context,
             record_start_s=_start_cost_cache.store_worker_start_s,
-            worker_threads=self._worker_threads,
+            worker_thread_env=self._worker_thread_env,
         )
         self._runs: weakref.WeakSet[MapRun] = weakref.WeakSet()
         self._lock = threading.Lock()
@@ -168,14 +179,16 @@ class AdaptiveProcessPoolExecutor(Executor):
         n_cores, _ = _cost_model.choose_usable_cores(facts, cpu_bound=False)
         return min(n_cores, self._max_workers or n_cores)
 
-    def _worker_threads(self, n_workers: int) -> int | None:
-        """Native threads per worker, or ``None`` when the user set a thread variable (their
-        choice is left alone)."""
-        if any(name in os.environ for name in THREAD_ENV_VARS):
-            return None
+    def _worker_thread_env(self, n_workers: int) -> dict[str, str]:
+        """The thread variables workers of a pool of ``n_workers`` must see: the user's own
+        if they set any (their choice is left alone), else each worker's share of the cores."""
+        user_set = {name: os.environ[name] for name in THREAD_ENV_VARS if name in os.environ}
+        if user_set:
+            return user_set
         facts = self._system_facts or _system_facts.read_system_facts("loky")
         n_cores, _ = _cost_model.choose_usable_cores(facts, cpu_bound=True)
-        return _cost_model.choose_threads_per_worker(n_cores, n_workers)
+        share = str(_cost_model.choose_threads_per_worker(n_cores, n_workers))
+        return dict.fromkeys(THREAD_ENV_VARS, share)
 
     def _read_facts(self, backend: Backend) -> SystemFacts:
         """Machine facts for a plan, re-read at most every ``FACTS_MAX_AGE_S``."""

@@ -90,9 +90,9 @@ class PoolBackend:
         default_workers: int,
         choose_context: Callable[[], BaseContext | None] | None = None,
         record_start_s: Callable[[str, float], None] = _no_record,
-        worker_threads: Callable[[int], int | None] | None = None,
+        worker_thread_env: Callable[[int], dict[str, str]] | None = None,
     ) -> None:
-        self._worker_threads = worker_threads
+        self._worker_thread_env = worker_thread_env
         self._max_workers = max_workers
         self._mp_context = mp_context
         self._choose_context = choose_context
@@ -181,8 +181,8 @@ class PoolBackend:
     def _make_pool(
         self, n_workers: int, context: BaseContext | None
     ) -> concurrent.futures.Executor:
-        n_threads = None if self._worker_threads is None else self._worker_threads(n_workers)
-        initargs = (n_threads, self._initializer, self._initargs)
+        thread_env = {} if self._worker_thread_env is None else self._worker_thread_env(n_workers)
+        initargs = (thread_env, self._initializer, self._initargs)
         if self._max_tasks_per_child is not None:
             if sys.version_info < (3, 11):
                 raise TypeError(

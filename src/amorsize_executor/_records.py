@@ -36,7 +36,8 @@ class SystemFacts:
     worker_start_s: float
     """Seconds from asking for one more worker to it running a task."""
     worker_start_source: str = "estimate"
-    """Where ``worker_start_s`` came from: ``"estimate"`` or ``"measured"`` (cached on disk)."""
+    """Where ``worker_start_s`` came from: ``"estimate"``, ``"measured"`` (cached on disk) or
+    ``"cluster"`` (a cluster's workers are already running)."""
     task_roundtrip_s: float = 2e-4
     """Fixed parent-side cost of sending one task to a worker and receiving its result."""
     ipc_bytes_per_s: float = 5e8
