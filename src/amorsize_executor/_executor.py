@@ -7,6 +7,7 @@ the backend (the pool) and the live ``map()`` runs, and hands each ``map()`` cal
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import multiprocessing
@@ -143,7 +144,7 @@ class AdaptiveProcessPoolExecutor(Executor):
         self._isolate = isolate
         self._progress = progress
         self._system_facts = system_facts
-        if backend is not None and backend != "loky":
+        if isinstance(backend, str) and backend != "loky":
             for name, value in (
                 ("mp_context", mp_context),
                 ("initializer", initializer),
@@ -160,7 +161,7 @@ class AdaptiveProcessPoolExecutor(Executor):
             initializer=initializer,
             initargs=initargs,
             max_tasks_per_child=max_tasks_per_child,
-            default_workers=self._default_workers(),
+            default_workers=self._default_workers,
             choose_context=None if max_tasks_per_child is not None else _choose_context,
             record_start_s=_start_cost_cache.store_worker_start_s,
             worker_thread_env=self._worker_thread_env,
@@ -170,12 +171,12 @@ class AdaptiveProcessPoolExecutor(Executor):
         self._shutdown = False
         self._pid = os.getpid()
         self._last_plan: Plan | None = None
-        self._facts_cache: tuple[float, SystemFacts] | None = None
 
     # -- facts and plans -------------------------------------------------------------------
 
     def _default_workers(self) -> int:
-        facts = self._system_facts or _system_facts.read_system_facts("loky")
+        """Pool size for ``submit()`` before any plan: the usable cores, capped."""
+        facts = self._system_facts or _machine_facts()
         n_cores, _ = _cost_model.choose_usable_cores(facts, cpu_bound=False)
         return min(n_cores, self._max_workers or n_cores)
 
@@ -185,13 +186,14 @@ class AdaptiveProcessPoolExecutor(Executor):
         user_set = {name: os.environ[name] for name in THREAD_ENV_VARS if name in os.environ}
         if user_set:
             return user_set
-        facts = self._system_facts or _system_facts.read_system_facts("loky")
+        facts = self._system_facts or _machine_facts()
         n_cores, _ = _cost_model.choose_usable_cores(facts, cpu_bound=True)
         share = str(_cost_model.choose_threads_per_worker(n_cores, n_workers))
         return dict.fromkeys(THREAD_ENV_VARS, share)
 
     def _read_facts(self, backend: Backend) -> SystemFacts:
-        """Machine facts for a plan, re-read at most every ``FACTS_MAX_AGE_S``."""
+        """Facts for a plan: the machine's (re-read at most every ``FACTS_MAX_AGE_S``, for
+        the whole process), with this backend's start method, start cost and warm workers."""
         if self._system_facts is not None:
             return self._system_facts
         read_cluster = getattr(backend, "read_facts", None)
@@ -199,22 +201,18 @@ class AdaptiveProcessPoolExecutor(Executor):
             cluster_facts: SystemFacts = read_cluster()
             return cluster_facts
         method = backend.start_method
-        n_warm = backend.n_warm_workers
-        now_s = time.monotonic()
-        cached = self._facts_cache
-        if cached is not None and now_s - cached[0] < FACTS_MAX_AGE_S:
-            facts = cached[1]
-            if facts.start_method == method and facts.n_warm_workers == n_warm:
-                return facts
         measured_s = _start_cost_cache.load_worker_start_s(method)
-        facts = _system_facts.read_system_facts(
-            method,
-            n_warm_workers=n_warm,
-            worker_start_s=measured_s,
+        return dataclasses.replace(
+            _machine_facts(),
+            start_method=method,
+            n_warm_workers=backend.n_warm_workers,
+            worker_start_s=(
+                measured_s
+                if measured_s is not None
+                else _system_facts.estimate_worker_start_s(method)
+            ),
             worker_start_source="measured" if measured_s is not None else "estimate",
         )
-        self._facts_cache = (now_s, facts)
-        return facts
 
     def _publish_plan(self, plan: Plan) -> None:
         with self._lock:
@@ -344,6 +342,21 @@ class AdaptiveProcessPoolExecutor(Executor):
         self._backend.terminate_workers()
 
     kill_workers = terminate_workers
+
+
+_machine_facts_cache: tuple[float, SystemFacts] | None = None
+_machine_facts_lock = threading.Lock()
+
+
+def _machine_facts() -> SystemFacts:
+    """This machine's facts, shared by every executor in the process and re-read when older
+    than ``FACTS_MAX_AGE_S``."""
+    global _machine_facts_cache
+    with _machine_facts_lock:
+        now_s = time.monotonic()
+        if _machine_facts_cache is None or now_s - _machine_facts_cache[0] >= FACTS_MAX_AGE_S:
+            _machine_facts_cache = (now_s, _system_facts.read_system_facts("loky"))
+        return _machine_facts_cache[1]
 
 
 def _cluster_backend(backend: Backend | str | None, client: Any) -> Backend | None:

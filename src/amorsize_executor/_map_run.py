@@ -209,8 +209,13 @@ class MapRun:
     def _make_plan(self, measurements: WorkMeasurements, *, exhausted: bool) -> None:
         m = self._options
         remaining = 0 if exhausted or self._error is not None else self._source.n_remaining
+        nothing_left = remaining == 0 and m.serial_allowed
         plan = _cost_model.plan_map(
-            self._read_facts(self._backend),
+            (
+                SystemFacts.not_read("not chosen")
+                if nothing_left
+                else self._read_facts(self._backend)
+            ),
             measurements,
             n_items=remaining,
             n_items_lower_bound=max(1, self._source.n_pulled),

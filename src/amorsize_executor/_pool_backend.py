@@ -87,7 +87,7 @@ class PoolBackend:
         initializer: Callable[..., object] | None,
         initargs: tuple[Any, ...],
         max_tasks_per_child: int | None,
-        default_workers: int,
+        default_workers: Callable[[], int],
         choose_context: Callable[[], BaseContext | None] | None = None,
         record_start_s: Callable[[str, float], None] = _no_record,
         worker_thread_env: Callable[[int], dict[str, str]] | None = None,
@@ -239,7 +239,7 @@ class PoolBackend:
 
     def _current_pool(self) -> concurrent.futures.Executor:
         if self._pool is None or self._broken:
-            self.prepare(self._pool_size or self._default_workers)
+            self.prepare(self._pool_size or self._default_workers())
         assert self._pool is not None
         return self._pool
 

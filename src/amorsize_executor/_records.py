@@ -47,6 +47,25 @@ class SystemFacts:
     env_core_limit: int | None = None
     """``AMORSIZE_MAX_WORKERS`` from the environment, an operator's cap; ``None`` if unset."""
 
+    @classmethod
+    def not_read(cls, start_method: str) -> SystemFacts:
+        """Placeholder facts for a plan that needed none (the probe consumed the whole
+        input): reading cgroup files would cost more than the job itself."""
+        return cls(
+            n_logical_cores=1,
+            n_physical_cores=None,
+            n_affinity_cores=None,
+            cpu_quota_cores=None,
+            available_memory_bytes=0,
+            start_method=start_method,
+            worker_start_s=0.0,
+            worker_start_source="not read",
+        )
+
+    @property
+    def was_read(self) -> bool:
+        return self.worker_start_source != "not read"
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -192,10 +211,14 @@ class Plan:
             f"  data: {format_bytes(m.item_bytes)} in, "
             f"{format_bytes(m.result_bytes)} out per item; "
             f"{format_bytes(m.memory_bytes_per_call)} memory per call",
-            f"  machine: {self.n_usable_cores} usable core(s), limited by {self.core_limit}; "
-            f"worker start {format_seconds(f.worker_start_s)} ({f.worker_start_source}, "
-            f"{f.start_method}); {f.n_warm_workers} warm worker(s); "
-            f"{format_bytes(f.available_memory_bytes)} memory available",
+            (
+                f"  machine: {self.n_usable_cores} usable core(s), limited by "
+                f"{self.core_limit}; worker start {format_seconds(f.worker_start_s)} "
+                f"({f.worker_start_source}, {f.start_method}); {f.n_warm_workers} warm "
+                f"worker(s); {format_bytes(f.available_memory_bytes)} memory available"
+                if f.was_read
+                else "  machine: not read (nothing was left to plan for)"
+            ),
             f"  predicted: serial {_fmt_opt_s(self.predicted_serial_s)}, "
             f"parallel {_fmt_opt_s(self.predicted_parallel_s)}",
         ]
