@@ -27,10 +27,12 @@ CHUNKSIZES_QUICK = (1, 16, 256)
 # costs seconds of pure overhead and cannot be the best. The full grid keeps them.
 MAX_TASKS_QUICK = 20_000
 
-# After one repetition of every grid point, only points within this factor of the best first
-# time are repeated; the others keep their single time. A point 1.5x (2x) slower once would
-# need its median to fall below the leader's, which this machine's run-to-run noise
-# (up to ~40% on a busy host) does not produce. Quick uses the tighter bound.
+# Every grid point gets PRUNE_AFTER_REP + 1 repetitions; after those, only the points whose
+# fastest run is within this factor of the best fastest run (serial included) are repeated;
+# the others keep the times they have. Judging by the faster of two runs, not by one: on the
+# shared 2-core machine another process can slow a single run 2-3x (seen: a 0.5 s point timed
+# at 2.0 s once), and interference only ever slows a run down. Quick uses the tighter bound.
+PRUNE_AFTER_REP = 1
 PRUNE_FACTOR_FULL = 2.0
 PRUNE_FACTOR_QUICK = 1.5
 
@@ -57,9 +59,11 @@ class GridPoint:
 
 
 def worker_counts(n_cores: int, *, quick: bool) -> list[int]:
-    """``1..n_cores`` for the full grid; ``{1, n_cores/2, n_cores}`` for --quick."""
+    """``1..n_cores`` for the full grid; only ``n_cores`` for --quick, whose workloads are
+    pure-Python CPU work or trivial, where fewer workers than cores cannot beat both serial
+    and all cores (the full grid keeps them for the BLAS workload)."""
     if quick:
-        return sorted({1, max(1, n_cores // 2), n_cores})
+        return [n_cores]
     return list(range(1, n_cores + 1))
 
 
@@ -94,11 +98,11 @@ def prepare(point: GridPoint) -> Runner:
     return run
 
 
-def points_to_repeat(first_s: dict[str, float], *, quick: bool) -> set[str]:
-    """Names (grid points, and ``serial``) whose first time is close enough to the best to
-    be worth more repetitions."""
-    if not first_s:
+def points_to_repeat(fastest_s: dict[str, float], *, quick: bool) -> set[str]:
+    """Names (grid points, and ``serial``) whose fastest time so far is close enough to the
+    best to be worth more repetitions."""
+    if not fastest_s:
         return set()
     factor = PRUNE_FACTOR_QUICK if quick else PRUNE_FACTOR_FULL
-    best_s = min(first_s.values())
-    return {name for name, seconds in first_s.items() if seconds <= factor * best_s}
+    best_s = min(fastest_s.values())
+    return {name for name, seconds in fastest_s.items() if seconds <= factor * best_s}

@@ -3,11 +3,11 @@ a fresh process; prints the tables, writes JSON and a PNG plot.
 
     python benchmarks/run.py [--quick] [--reps N] [--only NAMES] [--json PATH] [--plot PATH]
 
-Flow: a warm-up child; then per workload, repetition 1 of every contender and every oracle
-grid point in a shuffled order; the oracle points that are far behind after it are dropped;
-repetitions 2..N of the rest, each shuffled again. Each child (``benchmarks/_one.py``) times
-only the end-to-end map with ``perf_counter`` and hashes the results; here the hashes are
-compared with serial's and any mismatch is reported as FAIL.
+Flow: a warm-up child; then per workload, repetitions 1 and 2 of every contender and every
+oracle grid point, each repetition in a shuffled order; the grid points that are far behind
+after those two are dropped; repetitions 3..N of the rest, each shuffled again. Each child
+(``benchmarks/_one.py``) times only the end-to-end map with ``perf_counter`` and hashes the
+results; here the hashes are compared with serial's and any mismatch is reported as FAIL.
 
 This script measures and reports; it asserts nothing about the library and is never run by
 the tests.
@@ -24,6 +24,7 @@ import math
 import os
 import platform
 import random
+import resource
 import signal
 import statistics
 import subprocess
@@ -60,6 +61,9 @@ HOPELESS_MIN_S = 3.0
 
 # Waiting for a finished child's process group to empty before calling what is left a leak.
 LEFTOVER_GRACE_S = 1.0
+
+# Average cores used by processes outside the benchmark above which the report warns.
+FOREIGN_LOAD_WARN = 0.2
 
 STATUS_OK = "ok"
 
@@ -163,7 +167,7 @@ def run_child(args: Sequence[str], timeout_s: float) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             _kill_group(proc.pid)
             proc.wait()
-            return {"status": "timeout", "error": f"no result within {timeout_s:.0f} s"}
+            return {"status": "timeout", "error": f"no result within {timeout_s:g} s"}
         except BaseException:
             # Ctrl-C: the child has its own session and did not get the signal.
             _kill_group(proc.pid)
@@ -232,6 +236,7 @@ def bench_workload(
     """All repetitions of every contender and oracle point on one workload."""
     started = time.perf_counter()
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    cpu_before = _cpu_accounts()
     series = {name: Series(name) for name in contender_names}
     for name in contender_names:
         missing = contenders.BY_NAME[name].missing_requirement()
@@ -261,8 +266,10 @@ def bench_workload(
         rng.shuffle(order)
         for name in order:
             run_one(name, series[name] if name in series else grid[name])
-        if rep == 0:
-            _prune_after_first(series, grid, quick=quick)
+        if rep == 0 and quick:
+            _mark_hopeless(series, grid)
+        if rep == oracle.PRUNE_AFTER_REP:
+            _prune_grid(series, grid, quick=quick)
         _progress(_progress_line(workload.name, rep, reps, series, grid))
 
     oracle_record = _oracle_record(series.get("serial"), grid) if with_oracle else None
@@ -274,6 +281,7 @@ def bench_workload(
         "skipped": None,
         "wall_s": time.perf_counter() - started,
         "loadavg_1min": [load_before, os.getloadavg()[0] if hasattr(os, "getloadavg") else None],
+        "foreign_load_cores": _foreign_load(cpu_before, _cpu_accounts()),
         "noise": _noise([*series.values(), *grid.values()]),
         "reference_hash": reference,
         "contenders": {
@@ -282,6 +290,35 @@ def bench_workload(
         },
         "oracle": oracle_record,
     }
+
+
+def _cpu_accounts() -> tuple[float, float, float] | None:
+    """(wall s, machine-wide busy CPU s, CPU s of this process and its reaped children)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    # cpu  user nice system idle iowait irq softirq steal ...
+    ticks = [int(v) for v in fields[1:8]]
+    busy_s = (ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]) / os.sysconf("SC_CLK_TCK")
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own_s = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return time.monotonic(), busy_s, own_s
+
+
+def _foreign_load(
+    before: tuple[float, float, float] | None, after: tuple[float, float, float] | None
+) -> float | None:
+    """Average cores that processes outside this benchmark kept busy between two readings.
+
+    Near 0 on an idle machine; 1.0 means another process took a whole core on average, which
+    disturbs every time measured meanwhile. Workers a child did not reap count as foreign.
+    """
+    if before is None or after is None or after[0] <= before[0]:
+        return None
+    foreign_s = (after[1] - before[1]) - (after[2] - before[2])
+    return max(0.0, foreign_s / (after[0] - before[0]))
 
 
 def _noise(all_series: Iterable[Series]) -> float | None:
@@ -294,16 +331,20 @@ def _noise(all_series: Iterable[Series]) -> float | None:
     return statistics.median(spreads) if spreads else None
 
 
-def _prune_after_first(series: dict[str, Series], grid: dict[str, Series], *, quick: bool) -> None:
-    first = {n: s.times_s[0] for n, s in grid.items() if s.status == STATUS_OK and s.times_s}
+def _prune_grid(series: dict[str, Series], grid: dict[str, Series], *, quick: bool) -> None:
+    """Stop repeating the grid points that are far behind, judged by their fastest run so far
+    (interference from other processes only ever slows a run down)."""
+    fastest = {n: min(s.times_s) for n, s in grid.items() if s.status == STATUS_OK and s.times_s}
     serial = series.get("serial")
     if serial is not None and serial.status == STATUS_OK and serial.times_s:
-        first["serial"] = serial.times_s[0]
-    keep = oracle.points_to_repeat(first, quick=quick)
+        fastest["serial"] = min(serial.times_s)
+    keep = oracle.points_to_repeat(fastest, quick=quick)
     for name, s in grid.items():
         s.pruned = name not in keep
-    if not quick:
-        return
+
+
+def _mark_hopeless(series: dict[str, Series], grid: dict[str, Series]) -> None:
+    """--quick: stop repeating contenders whose first run is far off the workload's best."""
     best_first_s = min(
         [s.times_s[0] for s in (*series.values(), *grid.values()) if s.times_s] or [math.inf]
     )
@@ -388,7 +429,7 @@ def summarize(results: list[dict[str, Any]], names: Sequence[str]) -> dict[str, 
     summary: dict[str, Any] = {}
     for name in names:
         ratios: list[tuple[float, str]] = []
-        n_bad = 0
+        n_ok = 0
         n_total = 0
         for w in results:
             if w["skipped"] or name not in w["contenders"]:
@@ -397,9 +438,8 @@ def summarize(results: list[dict[str, Any]], names: Sequence[str]) -> dict[str, 
             if entry["status"] == "skip":
                 continue
             n_total += 1
-            if entry["ratio_to_oracle"] is None:
-                n_bad += 1
-            else:
+            n_ok += entry["status"] == STATUS_OK
+            if entry["ratio_to_oracle"] is not None:
                 ratios.append((entry["ratio_to_oracle"], w["name"]))
         geomean = math.exp(statistics.fmean(math.log(r) for r, _ in ratios)) if ratios else None
         worst = max(ratios) if ratios else None
@@ -407,8 +447,8 @@ def summarize(results: list[dict[str, Any]], names: Sequence[str]) -> dict[str, 
             "geomean_ratio": geomean,
             "worst_ratio": None if worst is None else worst[0],
             "worst_workload": None if worst is None else worst[1],
-            "n_measured": len(ratios),
-            "n_not_measured": n_bad,
+            "n_ratios": len(ratios),
+            "n_ok": n_ok,
             "n_workloads": n_total,
         }
     return summary
@@ -511,22 +551,24 @@ def render(report: dict[str, Any]) -> str:
     rows.append(["worst", "", "", *(_opt_ratio(summary[n]["worst_ratio"]) for n in names)])
     rows.append(
         [
-            "measured/run",
+            "ok/run",
             "",
             "",
-            *(f"{summary[n]['n_measured']}/{summary[n]['n_workloads']}" for n in names),
+            *(f"{summary[n]['n_ok']}/{summary[n]['n_workloads']}" for n in names),
         ]
     )
     out.append(_table(header, rows, 16))
     out.append("")
     out.append("median end-to-end time (pool start + map + shutdown); noise = median over")
-    out.append("contenders of (max - min) / median of their repetitions on that workload")
-    header = ["workload", "items", "noise", *names]
+    out.append("contenders of (max - min) / median of their repetitions on that workload;")
+    out.append("other = cores kept busy by processes outside the benchmark meanwhile (average)")
+    header = ["workload", "items", "noise", "other", *names]
     rows = [
         [
             w["name"],
             str(w["n_items"]),
             "-" if w["noise"] is None else f"{w['noise']:.0%}",
+            "-" if w["foreign_load_cores"] is None else f"{w['foreign_load_cores']:.2f}",
             *(_cell(w["contenders"][n], _fmt_s(w["contenders"][n]["median_s"])) for n in names),
         ]
         for w in results
@@ -546,6 +588,19 @@ def render(report: dict[str, Any]) -> str:
             out.append(
                 f"  {t['workload']:<14} {t['what']:<28} {value:>8}  target {t['target']:<32} {met}"
             )
+    busy = [
+        (w["foreign_load_cores"], w["name"])
+        for w in results
+        if w["foreign_load_cores"] is not None and w["foreign_load_cores"] > FOREIGN_LOAD_WARN
+    ]
+    if busy:
+        worst_load, worst_name = max(busy)
+        out.append("")
+        out.append(
+            f"WARNING: other processes kept {worst_load:.2f} core(s) busy on average during "
+            f"{worst_name} ({len(busy)} workload(s) above {FOREIGN_LOAD_WARN}): those timings "
+            "are disturbed; rerun on a quiet machine before drawing conclusions."
+        )
     problems = _problems(report)
     if problems:
         out.append("")
