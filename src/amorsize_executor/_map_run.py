@@ -26,7 +26,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
@@ -59,6 +59,10 @@ SERIAL_TIMED_CALLS = 8
 """While running serially, this many calls per batch are timed one by one for the re-plan;
 the rest run untimed at C speed (two clock reads cost about 1 µs with process time, which
 would tax the tiniest functions several-fold)."""
+
+MAX_OUTSTANDING_WINDOWS = 4
+"""Finished chunks may wait for the consumer up to this many windows' worth of items, so a
+slow oldest chunk does not idle the workers, while memory stays bounded."""
 
 PROGRESS_INTERVAL_S = 0.1
 """With a progress callback, serial work reports at least this often (in predicted time)."""
@@ -296,16 +300,47 @@ class MapRun:
         return chunk
 
     def _fill(self) -> None:
-        """Keep the window full: submit chunks until ``window`` items are in flight."""
+        """Keep the workers fed: submit chunks while fewer than ``window`` items are
+        unfinished and the outstanding items stay under ``_outstanding_cap()``."""
         if self._shutdown and not self._options.drain_on_shutdown:
             return
         while (
             self._error is None
             and not self._source.exhausted
-            and self._in_flight_items < self._window
+            and self._in_flight_items < self._outstanding_cap()
+            and self._n_unfinished_items() < self._window
         ):
             if self._submit_next(self._chunksize) is None:
                 break
+
+    def _outstanding_cap(self) -> int:
+        """Items submitted but not yet consumed: the user's ``buffersize`` exactly, as in
+        the stdlib; else several windows, so finished chunks can wait for the consumer."""
+        if self._options.buffersize is not None:
+            return self._options.buffersize
+        return MAX_OUTSTANDING_WINDOWS * self._window
+
+    def _n_unfinished_items(self) -> int:
+        return sum(chunk.n_items for chunk in self._pending if not chunk.future.done())
+
+    def _await_head(self) -> None:
+        """Wait until the oldest chunk is done, refilling whenever any chunk finishes.
+
+        Results leave in order, but workers finish out of order: waiting on the oldest chunk
+        alone would leave a worker idle once its own chunks are done and the window is full
+        of finished results (head-of-line blocking). The stdlib avoids this by submitting
+        everything at once; we refill on every completion instead, within bounds.
+        """
+        head = self._pending[0].future
+        while not head.done():
+            timeout_s = None
+            if self._options.deadline_s is not None:
+                timeout_s = self._options.deadline_s - time.monotonic()
+                if timeout_s <= 0:
+                    return  # ``_wait`` raises the TimeoutError in place
+            futures = [chunk.future for chunk in self._pending]
+            wait(futures, timeout=timeout_s, return_when=FIRST_COMPLETED)
+            self._fill()
 
     def _wait(self, chunk: _Chunk) -> _ChunkOutcome | None:
         """The chunk's results, or ``None`` after recording its error at its position."""
@@ -502,6 +537,7 @@ class MapRun:
                     yield batch
                     continue
                 if self._pending:
+                    self._await_head()
                     chunk = self._pending.popleft()
                     self._in_flight_items -= chunk.n_items
                     outcome = self._wait(chunk)
