@@ -10,6 +10,7 @@ it spent computing: the runtime feedback the parent sizes later chunks from.
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 import traceback
 from collections.abc import Callable
@@ -32,9 +33,27 @@ same set joblib and dask set in their workers)."""
 _NATIVE_POOL_MODULES = ("numpy", "scipy", "torch", "sklearn", "numexpr")
 
 
+def dumps_callable(fn: Callable[..., Any]) -> bytes:
+    """Pickle a function for a worker: by reference when the worker can import it by name
+    (so ``fn`` and an initializer share one module and its globals there, as with the
+    stdlib), else by value through cloudpickle (lambdas, closures, interactive sessions)."""
+    module = sys.modules.get(getattr(fn, "__module__", None) or "")
+    importable = module is not None and (
+        module.__name__ != "__main__" or getattr(module, "__file__", None) is not None
+    )
+    if importable:
+        try:
+            data = pickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+            if pickle.loads(data) is fn:
+                return data
+        except Exception:
+            pass
+    return bytes(cloudpickle.dumps(fn))
+
+
 def init_worker(
     thread_env: dict[str, str],
-    initializer: Callable[..., object] | None,
+    initializer_bytes: bytes | None,
     initargs: tuple[Any, ...],
 ) -> None:
     """Prepare a new worker: set its native thread pools, then run the user's initializer.
@@ -60,7 +79,8 @@ def init_worker(
             pass
         else:
             threadpool_limits(limits=int(limit))
-    if initializer is not None:
+    if initializer_bytes is not None:
+        initializer: Callable[..., object] = cloudpickle.loads(initializer_bytes)
         initializer(*initargs)
 
 
@@ -144,6 +164,12 @@ def run_chunk(payload: ChunkPayload) -> ChunkResult:
     return ChunkResult(
         results_bytes, len(results), compute_s, cpu_s, len(payload.items_bytes), failure, switches
     )
+
+
+def call_pickled(fn_bytes: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run one ``submit()``ted call whose function travelled as ``dumps_callable`` bytes."""
+    fn = cloudpickle.loads(fn_bytes)
+    return fn(*args, **kwargs)
 
 
 def _voluntary_switches() -> int | None:

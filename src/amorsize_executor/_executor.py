@@ -313,8 +313,11 @@ class AdaptiveProcessPoolExecutor(Executor):
         )
         try:
             run.start()
-        except BaseException:
+        except BaseException as exc:
             close_progress()
+            if isinstance(exc, KeyboardInterrupt):
+                # Interrupted while probing in a worker: do not leave it running.
+                self._backend.terminate_workers()
             raise
         with self._lock:
             self._runs.add(run)

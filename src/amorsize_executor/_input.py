@@ -55,6 +55,8 @@ class Source:
                     f"other iterable"
                 ) from None
         self._iterator: Iterator[tuple[Any, ...]] | None = zip(*iterators)  # noqa: B905 - map() stops at the shortest
+        # One iterable of known length can be read directly, at C speed (see single_batch).
+        self._single = iterators[0] if len(iterators) == 1 and self.has_len else None
         self.n_pulled = 0
         self.exhausted = False
         self.input_error: BaseException | None = None
@@ -133,6 +135,19 @@ class Source:
         self._batch_counter = count()
         return map(itemgetter(0), zip(islice(self._iterator, n_items), self._batch_counter))  # noqa: B905
 
+    def single_batch(self, n_items: int) -> tuple[Iterator[Any], int] | None:
+        """Up to ``n_items`` bare items (not tuples) straight from the one input iterable, and
+        how many, or
+        ``None`` unless there is exactly one iterable with a ``len()``: only then are the
+        counts known without counting, so nothing runs per item but the call itself."""
+        if self._single is None or self._iterator is None or self.n_total is None:
+            return None
+        n_taken = min(n_items, max(0, self.n_total - self.n_pulled))
+        self.n_pulled += n_taken
+        if self.n_pulled >= self.n_total:
+            self.exhausted = True
+        return islice(self._single, n_taken), n_taken
+
     def settle_batch(self, n_requested: int) -> int:
         """Count what the last ``batch`` produced; returns that number."""
         n_done = next(self._batch_counter)
@@ -144,4 +159,5 @@ class Source:
     def close(self) -> None:
         """Stop reading: nothing more is pulled from the user's iterables."""
         self._iterator = None
+        self._single = None
         self.exhausted = True

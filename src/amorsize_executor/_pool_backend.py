@@ -25,7 +25,14 @@ from typing import Any, Protocol
 import loky
 import psutil
 
-from ._chunk_worker import ChunkPayload, ChunkResult, init_worker, run_chunk
+from ._chunk_worker import (
+    ChunkPayload,
+    ChunkResult,
+    call_pickled,
+    dumps_callable,
+    init_worker,
+    run_chunk,
+)
 
 logger = logging.getLogger("amorsize_executor")
 
@@ -182,7 +189,10 @@ class PoolBackend:
         self, n_workers: int, context: BaseContext | None
     ) -> concurrent.futures.Executor:
         thread_env = {} if self._worker_thread_env is None else self._worker_thread_env(n_workers)
-        initargs = (thread_env, self._initializer, self._initargs)
+        initializer_bytes = (
+            None if self._initializer is None else dumps_callable(self._initializer)
+        )
+        initargs = (thread_env, initializer_bytes, self._initargs)
         if self._max_tasks_per_child is not None:
             if sys.version_info < (3, 11):
                 raise TypeError(
@@ -247,7 +257,9 @@ class PoolBackend:
         return self._submit_to_pool(run_chunk, payload)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        return self._submit_to_pool(fn, *args, **kwargs)
+        # The function travels as dumps_callable bytes, like map()'s: by reference where it
+        # can, so it shares globals with the initializer in the worker.
+        return self._submit_to_pool(call_pickled, dumps_callable(fn), args, kwargs)
 
     def mark_broken(self) -> None:
         self._broken = True

@@ -249,11 +249,6 @@ INITIALIZER_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: fn and initializer defined in __main__ are cloudpickled by value, each with "
-    "its own copy of the globals, so the global the initializer sets is not the one fn reads",
-)
 def test_a_script_initializer_sets_globals_that_fn_reads(tmp_path: Path) -> None:
     script = tmp_path / "script.py"
     script.write_text(INITIALIZER_SCRIPT)

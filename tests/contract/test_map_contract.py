@@ -128,14 +128,6 @@ def test_nothing_is_delivered_after_the_first_exception(
 ) -> None:
     """After ``fn`` raised, the iterator is finished (the stdlib's is a generator that has
     raised); on the serial path ``fn`` must not be called again for later items."""
-    if path.name == "serial":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="BUG: serial starmap segments are chained, so next() after the "
-                "exception resumes the starmap and calls fn on the following items",
-            )
-        )
     _work.CALLS.clear()
     results = path.map(executor, _work.record_call, range(1000), itertools.repeat(700))
     delivered, error = drain(results)

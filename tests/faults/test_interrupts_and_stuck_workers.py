@@ -93,11 +93,6 @@ if __name__ == "__main__":
     interrupted_run(tmp_path, body, whole_group=False, wait_for="workers")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a KeyboardInterrupt inside map() (the worker-side probe) skips "
-    "terminate_workers, so the interpreter waits at exit for the stuck worker",
-)
 def test_sigint_to_the_main_process_while_map_probes_in_a_worker(tmp_path: Path) -> None:
     interrupted_run(tmp_path, ALL_SLOW + PARALLEL_MAIN, whole_group=False, wait_for="workers")
 
