@@ -54,6 +54,11 @@ MAX_CHUNK_S = 0.5
 """Upper bound on a chunk's predicted duration, so that runtime feedback, progress and
 timeouts stay responsive and a straggling last chunk stays short."""
 
+MAX_CHUNK_ITEMS = 10_000
+"""Upper bound on items per chunk: bounds how far ahead of the consumer the input is read
+and how much one chunk holds in memory for the tiniest functions; at 1 µs a call, 10,000
+items still last 10 ms, fifty times a dispatch round trip."""
+
 TARGET_CHUNK_S = 0.02
 """Feedback aims chunks at this duration: long enough to amortise a dispatch round trip
 (about 0.2 ms here) a hundred times over, short enough to balance the end of the job."""
@@ -158,7 +163,9 @@ def candidate_chunksizes(n_items: int, n_workers: int) -> list[int]:
 
 
 def cap_chunksize_by_duration(measurements: WorkMeasurements, chunksize: int) -> int:
-    """The largest chunk not longer than ``MAX_CHUNK_S``, but never below one item."""
+    """The largest chunk not longer than ``MAX_CHUNK_S`` nor above ``MAX_CHUNK_ITEMS``, but
+    never below one item."""
+    chunksize = min(chunksize, MAX_CHUNK_ITEMS)
     per_item_s = measurements.wall_s_per_item + measurements.pickle_s_per_item
     if per_item_s <= 0:
         return chunksize
@@ -382,7 +389,7 @@ def revise_chunksize(
         target,
         max(1, int(MAX_CHUNK_S / observed_s_per_item)) if observed_s_per_item > 0 else target,
     )
-    size = max(chunksize // 2, min(chunksize * 2, target))
+    size = min(MAX_CHUNK_ITEMS, max(chunksize // 2, min(chunksize * 2, target)))
     if n_items_left is not None:
         size = min(size, max(1, math.ceil(n_items_left / (2 * n_workers))))
     return max(1, size)
