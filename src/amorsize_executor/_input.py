@@ -108,10 +108,10 @@ class Source:
 
     def iter_up_to(self, n_items: int) -> Iterator[tuple[Any, ...]]:
         """Yield up to ``n_items`` items; an input error is stored in ``input_error``."""
-        iterator = self._iterator
-        if iterator is None:
-            return
         for _ in range(n_items):
+            iterator = self._iterator
+            if iterator is None:  # closed meanwhile (the consumer closed the results)
+                return
             try:
                 args = next(iterator)
             except StopIteration:

@@ -629,6 +629,7 @@ class MapRun:
             return
         self._closed = True
         self._cancel_pending()
+        self._source.close()
         if self._options.on_finish is not None:
             self._options.on_finish()
         if interrupted:

@@ -58,6 +58,15 @@ def record_call(x: int, bad: int) -> int:
     return x
 
 
+def record_call_not_tiny(x: int, bad: int) -> int:
+    """``record_call`` that takes over 2 µs (a few dozen loop steps plus a clock read), the
+    speed above which the serial path promises to end the stream at the first exception."""
+    deadline = time.perf_counter() + 5e-6
+    while time.perf_counter() < deadline:
+        pass
+    return record_call(x, bad)
+
+
 def raise_value_error_from_worker(x: int) -> int:
     """Raises on every item: its name must show in the remote traceback."""
     raise ValueError(f"raised for {x}")

@@ -127,9 +127,11 @@ def test_nothing_is_delivered_after_the_first_exception(
     path: ExecPath, executor: AdaptiveProcessPoolExecutor, request: pytest.FixtureRequest
 ) -> None:
     """After ``fn`` raised, the iterator is finished (the stdlib's is a generator that has
-    raised); on the serial path ``fn`` must not be called again for later items."""
+    raised); on the serial path ``fn`` must not be called again for later items. (For calls
+    under 2 µs the serial path runs at C speed, where this is not promised: see
+    docs/differences.md, "After the first exception".)"""
     _work.CALLS.clear()
-    results = path.map(executor, _work.record_call, range(1000), itertools.repeat(700))
+    results = path.map(executor, _work.record_call_not_tiny, range(1000), itertools.repeat(700))
     delivered, error = drain(results)
     assert delivered == list(range(700))
     assert isinstance(error, ValueError)
