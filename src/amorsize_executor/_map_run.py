@@ -62,6 +62,10 @@ of such a call). Faster calls run at C speed (``map``/``starmap`` over the input
 loop would double their cost; there a consumer that keeps calling ``next()`` after an
 exception may still get the rest of the current batch, as with the builtin ``map``."""
 
+REVISIT_CHANGE = 0.3
+"""A serial run over an input of known length re-plans when its calls have become this much
+slower or faster than the probe measured."""
+
 SERIAL_TIMED_CALLS = 8
 """While running serially, at least this many calls per batch are timed (as one group) for
 the re-plan; the rest run untimed."""
@@ -467,9 +471,18 @@ class MapRun:
                 yield timed
             if source.input_error is not None:
                 raise source.input_error
+            per_item_s = timed_s / len(timed) if timed else 0.0
+            checkpoint *= 2
+            # Re-plan on fresh figures, before the bulk of the batch runs, so a switch to a
+            # pool takes that bulk with it.
+            if timed and not (self._shutdown or source.exhausted):
+                self._busy_s += per_item_s * n_batch
+                if self._worth_revisiting(per_item_s) and self._revisit(
+                    per_item_s, timed_cpu_s / len(timed)
+                ):
+                    return
             n_rest = n_batch - len(timed)
             if n_rest > 0 and not source.exhausted:
-                per_item_s = timed_s / len(timed) if timed else 0.0
                 if progress is None and per_item_s < STRICT_SERIAL_S:
                     # C speed: no Python code per item (see STRICT_SERIAL_S for the cost).
                     single = source.single_batch(n_rest)
@@ -482,12 +495,6 @@ class MapRun:
                 else:
                     yield self._checked_calls(n_rest)
                     if self._stream_failed:
-                        return
-            if source.n_pulled >= checkpoint:
-                checkpoint *= 2
-                if not (self._shutdown or source.exhausted or not timed):
-                    self._busy_s += timed_s / len(timed) * n_batch
-                    if self._revisit(timed_s / len(timed), timed_cpu_s / len(timed)):
                         return
 
     def _timed_group_items(self) -> int:
@@ -521,6 +528,18 @@ class MapRun:
         if per_item_s <= 0:
             return 1024
         return max(1, int(PROGRESS_INTERVAL_S / per_item_s))
+
+    def _worth_revisiting(self, wall_s_per_item: float) -> bool:
+        """Whether a serial run should re-plan now. With an unknown length, always: more
+        input has shown up. With a known one, only when calls now take a different time
+        from the one the plan was made with (by ``REVISIT_CHANGE``); otherwise the same
+        facts would give the same plan, and re-planning would only tax a tiny job."""
+        if self._source.n_total is None or self._plan is None:
+            return True
+        planned_s = self._plan.measurements.wall_s_per_item
+        if planned_s <= 0:
+            return True
+        return abs(wall_s_per_item / planned_s - 1) > REVISIT_CHANGE
 
     def _revisit(self, wall_s_per_item: float, cpu_s_per_item: float) -> bool:
         """Re-plan with what serial execution has measured; switch if a pool now wins."""
