@@ -33,6 +33,7 @@ from ._chunk_worker import (
     init_worker,
     run_chunk,
 )
+from ._errors import RemoteTraceback
 
 logger = logging.getLogger("amorsize_executor")
 
@@ -259,7 +260,8 @@ class PoolBackend:
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         # The function travels as dumps_callable bytes, like map()'s: by reference where it
         # can, so it shares globals with the initializer in the worker.
-        return self._submit_to_pool(call_pickled, dumps_callable(fn), args, kwargs)
+        inner = self._submit_to_pool(call_pickled, dumps_callable(fn), args, kwargs)
+        return _RelayFuture(inner)
 
     def mark_broken(self) -> None:
         self._broken = True
@@ -313,3 +315,35 @@ def _cancel_pending(pool: loky.ProcessPoolExecutor) -> None:
     pending: dict[Any, Any] = dict(getattr(pool, "_pending_work_items", None) or {})
     for work_item in pending.values():
         work_item.future.cancel()
+
+
+class _RelayFuture(Future[Any]):
+    """The future ``submit()`` returns: it follows the pool's own future, so cancelling it
+    cancels the work, and gives a worker's exception our ``RemoteTraceback`` as
+    ``__cause__`` (the pool's is a private class), as ``map()`` does."""
+
+    def __init__(self, inner: Future[Any]) -> None:
+        super().__init__()
+        self._inner = inner
+        inner.add_done_callback(self._follow)
+
+    def cancel(self) -> bool:
+        if not self._inner.cancel():  # already running or done: like the stdlib, refuse
+            return False
+        return super().cancel()
+
+    def _follow(self, inner: Future[Any]) -> None:
+        if inner.cancelled():
+            Future.cancel(self)
+            self.set_running_or_notify_cancel()
+            return
+        if not self.set_running_or_notify_cancel():
+            return
+        error = inner.exception()
+        if error is None:
+            self.set_result(inner.result())
+            return
+        cause = error.__cause__
+        if cause is not None and type(cause).__name__ == "_RemoteTraceback":
+            error.__cause__ = RemoteTraceback(str(cause))
+        self.set_exception(error)

@@ -50,11 +50,6 @@ def test_submit_reraises_the_exception_with_its_remote_traceback(
     assert "raise_value_error_from_worker" in str(cause)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: submit() returns the pool's own future, so __cause__ is loky's private "
-    "_RemoteTraceback, not amorsize_executor.RemoteTraceback as map() gives",
-)
 def test_submit_cause_is_the_public_remote_traceback_type() -> None:
     with AdaptiveProcessPoolExecutor(max_workers=1) as ex, pytest.raises(ValueError) as info:
         ex.submit(_work.raise_value_error_from_worker, 1).result(timeout=30)
