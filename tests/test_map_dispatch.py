@@ -253,3 +253,21 @@ def test_known_length_replans_when_calls_get_slower(fake_backend: FakeBackend) -
     assert plan.outcome.switched_to_parallel
     dispatched = [args[0] for args in fake_backend.items_dispatched]
     assert dispatched == list(range(900 - len(dispatched), 900))
+
+
+def test_a_clearly_serial_job_does_not_read_the_machine(fake_backend: FakeBackend) -> None:
+    # 2,000 additions: serial even with every core free and the fastest start, so the plan
+    # is made on that bound and no cgroup or psutil figure is read.
+    with AdaptiveProcessPoolExecutor(backend=fake_backend) as ex:
+        assert list(ex.map(abs, range(-2000, 0))) == list(range(2000, 0, -1))
+        plan = ex.last_plan
+    assert plan is not None and plan.mode == "serial"
+    assert plan.facts.worker_start_source == "bound"
+    assert "machine: not read (serial wins even with every core free" in plan.explain()
+
+
+def test_given_facts_are_used_as_given(fake_backend: FakeBackend) -> None:
+    with executor(fake_backend, SERIAL) as ex:
+        list(ex.map(abs, range(-2000, 0)))
+        plan = ex.last_plan
+    assert plan is not None and plan.facts == SERIAL

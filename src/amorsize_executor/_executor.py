@@ -308,6 +308,8 @@ class AdaptiveProcessPoolExecutor(Executor):
                 drain_on_shutdown=source.has_len and buffersize is None,
                 on_progress=on_progress,
                 on_finish=close_progress,
+                local_machine=self._system_facts is None
+                and getattr(self._backend, "read_facts", None) is None,
             ),
             publish_plan=self._publish_plan,
         )

@@ -35,7 +35,7 @@ from typing import Any
 
 import cloudpickle
 
-from . import _cost_model, _probe
+from . import _cost_model, _probe, _system_facts
 from ._chunk_worker import ChunkPayload, ChunkResult, dumps_callable
 from ._errors import (
     RemoteTraceback,
@@ -96,6 +96,9 @@ class MapOptions:
     """Whether ``shutdown()`` must submit the rest of the input (a known, finite length)."""
     on_progress: Callable[[int], None] | None = None
     """Called with the number of items just delivered to the consumer."""
+    local_machine: bool = True
+    """Whether plans are for this machine's cores, read from it (not given facts, not a
+    cluster): only then can a favourable bound from this machine rule a pool out early."""
     on_finish: Callable[[], None] | None = None
     """Called once when the result stream ends, however it ends (closes a progress bar)."""
 
@@ -224,21 +227,33 @@ class MapRun:
     def _make_plan(self, measurements: WorkMeasurements, *, exhausted: bool) -> None:
         m = self._options
         remaining = 0 if exhausted or self._error is not None else self._source.n_remaining
-        nothing_left = remaining == 0 and m.serial_allowed
-        plan = _cost_model.plan_map(
-            (
-                SystemFacts.not_read("not chosen")
-                if nothing_left
-                else self._read_facts(self._backend)
-            ),
-            measurements,
-            n_items=remaining,
-            n_items_lower_bound=max(1, self._source.n_pulled),
-            max_workers=m.max_workers,
-            chunksize=m.chunksize,
-            buffersize=m.buffersize,
-            serial_allowed=m.serial_allowed,
-        )
+
+        def plan_with(facts: SystemFacts) -> Plan:
+            return _cost_model.plan_map(
+                facts,
+                measurements,
+                n_items=remaining,
+                n_items_lower_bound=max(1, self._source.n_pulled),
+                max_workers=m.max_workers,
+                chunksize=m.chunksize,
+                buffersize=m.buffersize,
+                serial_allowed=m.serial_allowed,
+            )
+
+        if remaining == 0 and m.serial_allowed:
+            plan = plan_with(SystemFacts.not_read("not chosen"))
+        elif not (m.serial_allowed and m.local_machine):
+            plan = plan_with(self._read_facts(self._backend))
+        else:
+            # Serial even on the most favourable figures? Then the machine need not be read:
+            # that read (cgroup files, psutil) costs a tiny job more than its work.
+            plan = plan_with(
+                SystemFacts.most_favourable(
+                    _system_facts.read_logical_cores(), _system_facts.fastest_start_prior_s()
+                )
+            )
+            if plan.mode != "serial" or not m.serial_allowed:
+                plan = plan_with(self._read_facts(self._backend))
         if plan.mode == "parallel" and self._error is None and not exhausted:
             try:
                 self._fn_bytes = dumps_callable(self._fn)

@@ -62,9 +62,27 @@ class SystemFacts:
             worker_start_source="not read",
         )
 
+    @classmethod
+    def most_favourable(cls, n_logical_cores: int, worker_start_s: float) -> SystemFacts:
+        """The best a pool could hope for on this machine: every logical core usable, no
+        memory limit, the fastest start, free dispatch and transfer. A plan that is serial
+        even on these needs no real facts, and reading them would cost a tiny job dearly."""
+        return cls(
+            n_logical_cores=n_logical_cores,
+            n_physical_cores=None,
+            n_affinity_cores=None,
+            cpu_quota_cores=None,
+            available_memory_bytes=2**62,
+            start_method="not chosen",
+            worker_start_s=worker_start_s,
+            worker_start_source="bound",
+            task_roundtrip_s=0.0,
+            ipc_bytes_per_s=1e18,
+        )
+
     @property
     def was_read(self) -> bool:
-        return self.worker_start_source != "not read"
+        return self.worker_start_source not in ("not read", "bound")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -217,7 +235,12 @@ class Plan:
                 f"({f.worker_start_source}, {f.start_method}); {f.n_warm_workers} warm "
                 f"worker(s); {format_bytes(f.available_memory_bytes)} memory available"
                 if f.was_read
-                else "  machine: not read (nothing was left to plan for)"
+                else (
+                    "  machine: not read (nothing was left to plan for)"
+                    if f.worker_start_source == "not read"
+                    else "  machine: not read (serial wins even with every core free and the "
+                    "fastest worker start)"
+                )
             ),
             f"  predicted: serial {_fmt_opt_s(self.predicted_serial_s)}, "
             f"parallel {_fmt_opt_s(self.predicted_parallel_s)}",

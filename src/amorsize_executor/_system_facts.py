@@ -497,6 +497,14 @@ def estimate_worker_start_s(start_method: str) -> float:
     return _WORKER_START_S_BY_METHOD.get(start_method, _UNKNOWN_METHOD_WORKER_START_S)
 
 
+def fastest_start_prior_s() -> float:
+    """The smallest start-cost prior over the start methods: a lower bound on what starting a
+    worker can cost here (used to rule a pool out without reading the machine)."""
+    return min(
+        estimate_worker_start_s(method) for method in ("fork", "forkserver", "spawn", "loky")
+    )
+
+
 def read_system_facts(
     start_method: str,
     *,
