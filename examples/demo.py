@@ -72,7 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="smaller inputs (for tests)")
     args = parser.parse_args()
-    n_cheap, n_expensive = (2_000, 20) if args.quick else (200_000, 300)
+    n_cheap, n_expensive = (2_000, 20) if args.quick else (50_000, 300)
     compare(f"cheap function, list of {n_cheap:,}", cheap, lambda: list(range(n_cheap)))
     compare(f"cheap function, generator of {n_cheap:,}", cheap, lambda: numbers(n_cheap))
     compare(f"expensive function, list of {n_expensive}", expensive,

@@ -205,14 +205,9 @@ def thread_vars(_: int) -> tuple[str | None, str | None]:
 
 
 def test_workers_get_their_share_of_native_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (
-        "OMP_NUM_THREADS",
-        "OPENBLAS_NUM_THREADS",
-        "MKL_NUM_THREADS",
-        "BLIS_NUM_THREADS",
-        "VECLIB_MAXIMUM_THREADS",
-        "NUMEXPR_NUM_THREADS",
-    ):
+    from amorsize_executor._chunk_worker import THREAD_ENV_VARS
+
+    for name in THREAD_ENV_VARS:
         monkeypatch.delenv(name, raising=False)
     four = make_facts(n_logical_cores=4, n_physical_cores=4, n_affinity_cores=4)
     with AdaptiveProcessPoolExecutor(max_workers=2, system_facts=four, isolate=True) as ex:
