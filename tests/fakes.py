@@ -3,6 +3,7 @@ asked to do, so dispatch decisions are tested without starting processes."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -16,13 +17,25 @@ IN_FAKE_WORKER = False
 """True while the fake backend runs a chunk: lets tests tell worker calls from caller calls."""
 
 
-def _run_as_worker(payload: ChunkPayload) -> ChunkResult:
+def _run_as_worker(payload: ChunkPayload, clock: Callable[[], float] | None = None) -> ChunkResult:
     global IN_FAKE_WORKER
     IN_FAKE_WORKER = True
     try:
-        return run_chunk(payload)
+        return run_chunk(payload, clock)
     finally:
         IN_FAKE_WORKER = False
+
+
+class OverrunningClock:
+    """A worker clock on which every look is a second later: each budgeted chunk runs
+    items up to its first clock check, then hands the rest back."""
+
+    def __init__(self) -> None:
+        self.now_s = 0.0
+
+    def __call__(self) -> float:
+        self.now_s += 1.0
+        return self.now_s
 
 
 @dataclass
@@ -39,6 +52,14 @@ class FakeBackend:
     hold: bool = False
     """When True, chunk futures stay pending until ``release()``."""
     held: list[tuple[Future[ChunkResult], ChunkPayload]] = field(default_factory=list)
+    clock: Callable[[], float] | None = None
+    """The clock chunks run with (``None``: the real one)."""
+    budgets: list[float | None] = field(default_factory=list)
+    """Each chunk's time budget, in submission order."""
+    n_keeping_open: int = 0
+    submit_delay_per_item_s: float = 0.0
+    """Seconds ``submit_chunk`` sleeps per item: a transport slower than the work."""
+    """Runs that asked the backend to stay open for resent items, not yet released."""
 
     @property
     def n_warm_workers(self) -> int:
@@ -54,18 +75,28 @@ class FakeBackend:
 
     def submit_chunk(self, payload: ChunkPayload) -> Future[ChunkResult]:
         self.chunks.append(cloudpickle.loads(payload.items_bytes))
+        self.budgets.append(payload.budget_s)
+        if self.submit_delay_per_item_s:
+            time.sleep(self.submit_delay_per_item_s * len(self.chunks[-1]))
         future: Future[ChunkResult] = Future()
         if self.hold:
             self.held.append((future, payload))
         else:
-            future.set_result(_run_as_worker(payload))
+            future.set_result(_run_as_worker(payload, self.clock))
         return future
 
     def release(self) -> None:
         for future, payload in self.held:
             if future.set_running_or_notify_cancel():
-                future.set_result(_run_as_worker(payload))
+                future.set_result(_run_as_worker(payload, self.clock))
         self.held.clear()
+
+    def keep_open(self) -> None:
+        self.n_keeping_open += 1
+
+    def allow_close(self) -> None:
+        assert self.n_keeping_open > 0, "allow_close() without keep_open()"
+        self.n_keeping_open -= 1
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         self.submitted.append((fn, args))

@@ -90,6 +90,13 @@ class ChunkPayload:
 
     fn_bytes: bytes
     items_bytes: bytes
+    budget_s: float | None = None
+    """Seconds after which the worker stops starting items and sends back what it has, so
+    a chunk that turned out far slower than planned (a slow stretch of the input) can be
+    split among the workers instead of holding one of them. ``None``: run every item."""
+    check_every: int = 1
+    """Items between two looks at the clock when there is a budget (1 unless calls are so
+    fast that reading the clock would cost a noticeable share of them)."""
 
 
 @dataclass(frozen=True)
@@ -121,25 +128,54 @@ class ChunkResult:
     voluntary_switches: int | None = None
     """Times the worker's thread gave up the CPU by itself meanwhile (Linux): tells calls that
     wait from calls preempted on a busy machine."""
+    n_unrun: int = 0
+    """Items at the end of the chunk never started because the budget ran out: the parent
+    sends them again. Every item is either in ``results_bytes`` or counted here, once."""
+    recent_s_per_item: float = 0.0
+    """Seconds per item over the last stretch before the budget ran out: what the unrun
+    items next to them probably cost."""
 
 
-def run_chunk(payload: ChunkPayload) -> ChunkResult:
-    """Run ``fn(*args)`` for each item of the chunk, stopping at the first exception."""
+def run_chunk(payload: ChunkPayload, clock: Callable[[], float] | None = None) -> ChunkResult:
+    """Run ``fn(*args)`` for each item of the chunk, stopping at the first exception or,
+    between two items, once the chunk's time budget is spent (``clock`` is for tests)."""
     import time
 
+    now = time.perf_counter if clock is None else clock
     fn = cloudpickle.loads(payload.fn_bytes)
     items: list[tuple[Any, ...]] = cloudpickle.loads(payload.items_bytes)
     results: list[Any] = []
     failure: ChunkFailure | None = None
+    n_unrun = 0
+    recent_s_per_item = 0.0
     switches0 = _voluntary_switches()
-    start_s, start_cpu_s = time.perf_counter(), time.process_time()
-    for args in items:
-        try:
-            results.append(fn(*args))
-        except Exception as exc:
-            failure = _failure_from(len(results), exc, "raised")
-            break
-    compute_s = time.perf_counter() - start_s
+    start_s, start_cpu_s = now(), time.process_time()
+    if payload.budget_s is None:
+        for args in items:
+            try:
+                results.append(fn(*args))
+            except Exception as exc:
+                failure = _failure_from(len(results), exc, "raised")
+                break
+    else:
+        deadline_s = start_s + payload.budget_s
+        every = max(1, payload.check_every)
+        next_check, mark_s, mark_n = every, start_s, 0
+        for args in items:
+            try:
+                results.append(fn(*args))
+            except Exception as exc:
+                failure = _failure_from(len(results), exc, "raised")
+                break
+            n_done = len(results)
+            if n_done >= next_check:
+                now_s = now()
+                if now_s >= deadline_s and n_done < len(items):
+                    n_unrun = len(items) - n_done
+                    recent_s_per_item = (now_s - mark_s) / (n_done - mark_n)
+                    break
+                next_check, mark_s, mark_n = n_done + every, now_s, n_done
+    compute_s = now() - start_s
     cpu_s = time.process_time() - start_cpu_s
     switches1 = _voluntary_switches()
     switches = None if switches0 is None or switches1 is None else switches1 - switches0
@@ -162,7 +198,15 @@ def run_chunk(payload: ChunkPayload) -> ChunkResult:
         results = results[:offset]
         results_bytes = cloudpickle.dumps(results)
     return ChunkResult(
-        results_bytes, len(results), compute_s, cpu_s, len(payload.items_bytes), failure, switches
+        results_bytes,
+        len(results),
+        compute_s,
+        cpu_s,
+        len(payload.items_bytes),
+        failure,
+        switches,
+        n_unrun=0 if failure is not None else n_unrun,
+        recent_s_per_item=recent_s_per_item,
     )
 
 

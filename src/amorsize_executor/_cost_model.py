@@ -9,13 +9,15 @@ The prediction for ``w`` workers and chunks of ``k`` items, for ``n`` remaining 
     parallel_s = start_s(w) + roundtrip_s + max(parent_s, worker_s)
     parent_s   = n * (pickle_s + transfer_s) + ceil(n / k) * task_roundtrip_s
     worker_s   = max(ceil(ceil(n / k) / w) * k * (compute_s + pickle_s),     # chunk rounds
-                     n * (compute_s * cpu_share + pickle_s) / usable_cores)   # CPU ceiling
+                     (n * (compute_s * cpu_share + pickle_s) + parent_s)      # CPU ceiling
+                     / usable_cores)
     serial_s   = n * compute_s
 
 ``parent_s`` is what the one parent process must do for every item and chunk (pickle, move
 bytes, dispatch); ``worker_s`` counts whole rounds of chunks, which is where the imbalance of
-the last chunks shows, and never lets CPU-bound work go faster than the usable cores allow.
-The two overlap, so the slower one sets the pace.
+the last chunks shows, and never lets the work go faster than the usable cores allow, the
+parent's share included: on two cores, a parent busy receiving large results takes its
+time from the workers. The two overlap, so the slower one sets the pace.
 """
 
 from __future__ import annotations
@@ -73,6 +75,23 @@ for the parent between chunks."""
 
 WINDOW_MAX_BYTES = 256 * 1024 * 1024
 """Default cap on the pickled bytes (items and results) held in flight by one ``map()``."""
+
+CHUNK_BUDGET_FACTOR = 3.0
+"""A chunk that has run this many times its expected duration stops starting items and
+sends the rest back to be split among the workers. Ordinary noise on a shared machine
+stays well under 3x; a stretch of items 10x or 100x slower than the ones measured (the
+case no static chunk size can handle) goes over it at its first slow items."""
+
+MIN_CHUNK_BUDGET_S = 0.005
+"""A chunk is never stopped before this long: under it, the round trip of sending the rest
+again costs more than a straggler could."""
+
+MIN_BUDGET_ROUNDTRIPS = 20
+"""Nor before this many dispatch round trips: the same bound on a slow transport."""
+
+CLOCK_CHECK_S = 1e-5
+"""With a budget, the worker reads the clock about this often in work done (a read costs
+about 50 ns, under 1% of it)."""
 
 
 def effective_cpu_share(measurements: WorkMeasurements) -> float:
@@ -141,7 +160,9 @@ def predict_parallel_s(
     rounds = math.ceil(n_chunks / n_workers)
     per_item_worker_s = m.wall_s_per_item + m.pickle_s_per_item
     rounds_s = rounds * min(chunksize, n_items) * per_item_worker_s
-    cpu_ceiling_s = n_items * (m.wall_s_per_item * effective_cpu_share(m) + m.pickle_s_per_item)
+    cpu_ceiling_s = (
+        n_items * (m.wall_s_per_item * effective_cpu_share(m) + m.pickle_s_per_item) + parent_s
+    )
     worker_s = max(rounds_s, cpu_ceiling_s / n_usable_cores)
     return predict_start_s(facts, n_workers) + facts.task_roundtrip_s + max(parent_s, worker_s)
 
@@ -393,6 +414,68 @@ def revise_chunksize(
     if n_items_left is not None:
         size = min(size, max(1, math.ceil(n_items_left / (2 * n_workers))))
     return max(1, size)
+
+
+def chunk_budget_s(*, n_items: int, s_per_item: float, task_roundtrip_s: float) -> float:
+    """How long a chunk of ``n_items`` may run before it hands its unstarted items back."""
+    expected_s = n_items * max(0.0, s_per_item)
+    return max(
+        CHUNK_BUDGET_FACTOR * expected_s,
+        MIN_CHUNK_BUDGET_S,
+        MIN_BUDGET_ROUNDTRIPS * task_roundtrip_s,
+    )
+
+
+def budget_check_every(s_per_item: float) -> int:
+    """Items between two clock reads in a budgeted chunk (see ``CLOCK_CHECK_S``)."""
+    if s_per_item <= 0:
+        return 1
+    return max(1, min(MAX_CHUNK_ITEMS, round(CLOCK_CHECK_S / s_per_item)))
+
+
+def split_unrun(
+    *, n_unrun: int, recent_s_per_item: float, n_workers: int, task_roundtrip_s: float
+) -> list[int]:
+    """Sizes of the chunks that carry a stopped chunk's unstarted items, in order.
+
+    The items next to the ones that overran probably cost what those did, so each piece
+    aims at ``TARGET_CHUNK_S`` at that rate, and there are at least as many pieces as
+    workers (when there are enough items), so the slow stretch spreads over all of them.
+    """
+    if n_unrun <= 0:
+        return []
+    target_s = max(TARGET_CHUNK_S, 100 * task_roundtrip_s)
+    items_per_target = target_s / recent_s_per_item if recent_s_per_item > 0 else math.inf
+    size = n_unrun if items_per_target >= n_unrun else max(1, int(items_per_target))
+    size = min(size, max(1, math.ceil(n_unrun / max(1, n_workers))))
+    sizes = [size] * (n_unrun // size)
+    if n_unrun % size:
+        sizes.append(n_unrun % size)
+    return sizes
+
+
+FALLBACK_MIN_CHUNKS = 4
+"""Chunks the parent must have received (after the first round, which carries the start-up)
+before it may judge that the pool is losing to serial."""
+
+
+def pool_is_losing(
+    *,
+    parent_s_per_item: float,
+    serial_s_per_item: float,
+    n_chunks_measured: int,
+) -> bool:
+    """Whether a running pool is slower than finishing in the caller would be.
+
+    ``parent_s_per_item`` is what each result has cost the calling thread in the steady
+    state: waiting for it, receiving and unpickling it, and sending the next chunks, but
+    not the consumer's own time between results (serial would pay that too). When that
+    exceeds a call in the caller by more than ``PARALLEL_MARGIN``, the pool is a loss:
+    results too large to ship, or too few cores left once the parent takes its share.
+    """
+    if n_chunks_measured < FALLBACK_MIN_CHUNKS or serial_s_per_item <= 0:
+        return False
+    return parent_s_per_item > serial_s_per_item * (1 + PARALLEL_MARGIN)
 
 
 def _ratio_text(numerator: float, denominator: float) -> str:

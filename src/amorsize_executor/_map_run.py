@@ -21,6 +21,7 @@ result iterator does.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import time
@@ -46,7 +47,7 @@ from ._errors import (
 )
 from ._input import Source
 from ._pool_backend import Backend
-from ._records import Plan, RunOutcome, SystemFacts, WorkMeasurements
+from ._records import Plan, RunOutcome, SystemFacts, WorkMeasurements, format_seconds
 
 logger = logging.getLogger("amorsize_executor")
 
@@ -108,6 +109,8 @@ class _Chunk:
     first_index: int
     n_items: int
     future: Future[ChunkResult]
+    items: list[tuple[Any, ...]] | None = None
+    """Kept while a budgeted chunk runs: the items it may hand back unstarted."""
 
 
 class MapRun:
@@ -144,9 +147,17 @@ class MapRun:
         self._busy_s = 0.0
         self._started_s = time.perf_counter()
         self._switched = False
+        self._fell_back = False
+        self._n_chunks_received = 0
+        self._steady_parent_s = 0.0
+        self._steady_items = 0
         self._stream_failed = False
         self._shutdown = False
         self._closed = False
+        self._budgets = options.chunksize is None and hasattr(backend, "keep_open")
+        """Whether chunks get a time budget: the user fixed no chunk size, and the backend
+        can stay open after ``shutdown(wait=False)`` until handed-back items are resent."""
+        self._keeping_backend_open = False
 
     # -- start: probe and plan --------------------------------------------------------
 
@@ -295,35 +306,97 @@ class MapRun:
         items, input_error = self._source.take(size)
         chunk: _Chunk | None = None
         if items:
-            if self._fn_bytes is None:
-                self._fn_bytes = dumps_callable(self._fn)
-            try:
-                items_bytes = cloudpickle.dumps(items)
-            except Exception:
-                offset, exc = _first_unpicklable(items)
-                self._set_error(
-                    UnpicklableItemError(
-                        first_index + offset, _type_names(items[offset]), str(exc)
-                    ),
-                    first_index + offset,
-                )
-                items = items[:offset]
-                items_bytes = cloudpickle.dumps(items)
-            if items:
-                payload = ChunkPayload(self._fn_bytes, items_bytes)
-                try:
-                    future = self._backend.submit_chunk(payload)
-                except RuntimeError as exc:
-                    # A replacement pool could not be had (shut down): report it in place.
-                    self._set_error(exc, first_index)
-                    return None
-                chunk = _Chunk(first_index, len(items), future)
+            chunk = self._submit_items(first_index, items)
+            if chunk is not None:
                 self._pending.append(chunk)
-                self._in_flight_items += len(items)
-                self._chunksizes.append(len(items))
         if input_error is not None:
             self._set_error(input_error, self._source.n_pulled)
         return chunk
+
+    def _submit_items(self, first_index: int, items: list[tuple[Any, ...]]) -> _Chunk | None:
+        """Submit ``items`` (the input from ``first_index`` on) as one chunk, counted in
+        flight but not yet placed in ``_pending``; ``None`` if nothing could be sent."""
+        if self._fn_bytes is None:
+            self._fn_bytes = dumps_callable(self._fn)
+        try:
+            items_bytes = cloudpickle.dumps(items)
+        except Exception:
+            offset, exc = _first_unpicklable(items)
+            self._set_error(
+                UnpicklableItemError(first_index + offset, _type_names(items[offset]), str(exc)),
+                first_index + offset,
+            )
+            items = items[:offset]
+            if not items:
+                return None
+            items_bytes = cloudpickle.dumps(items)
+        budget_s, check_every = self._chunk_budget(len(items))
+        payload = ChunkPayload(self._fn_bytes, items_bytes, budget_s, check_every)
+        try:
+            future = self._backend.submit_chunk(payload)
+        except RuntimeError as exc:
+            # A replacement pool could not be had (shut down): report it in place.
+            self._set_error(exc, first_index)
+            return None
+        self._in_flight_items += len(items)
+        self._chunksizes.append(len(items))
+        return _Chunk(first_index, len(items), future, items if budget_s is not None else None)
+
+    def _chunk_budget(self, n_items: int) -> tuple[float | None, int]:
+        """The time budget of a new chunk and how often its worker reads the clock; no
+        budget while probing, after ``shutdown()``, or when budgets are off for this run."""
+        plan = self._plan
+        if not self._budgets or self._shutdown or plan is None or plan.mode != "parallel":
+            return None, 1
+        if not self._keeping_backend_open:
+            self._backend.keep_open()  # type: ignore[attr-defined]
+            self._keeping_backend_open = True
+        s_per_item = self._observed_s_per_item or plan.measurements.wall_s_per_item
+        budget_s = _cost_model.chunk_budget_s(
+            n_items=n_items, s_per_item=s_per_item, task_roundtrip_s=plan.facts.task_roundtrip_s
+        )
+        return budget_s, _cost_model.budget_check_every(s_per_item)
+
+    def _resend_unrun(self) -> None:
+        """Chunks that stopped at their budget: send their unstarted items again, split over
+        the workers, placed right after them so results keep their order. Every finished
+        budgeted chunk is looked at once; a piece may stop and be split again in turn."""
+        plan = self._plan
+        position = 0
+        while position < len(self._pending):
+            chunk = self._pending[position]
+            position += 1
+            if chunk.items is None or not chunk.future.done():
+                continue
+            items, chunk.items = chunk.items, None
+            if chunk.future.cancelled() or chunk.future.exception() is not None:
+                continue
+            result = chunk.future.result()
+            if result.n_unrun <= 0 or result.failure is not None or plan is None:
+                continue
+            rest = items[result.n_results :]
+            first_index = chunk.first_index + result.n_results
+            chunk.n_items = result.n_results
+            self._in_flight_items -= len(rest)
+            sizes = _cost_model.split_unrun(
+                n_unrun=len(rest),
+                recent_s_per_item=result.recent_s_per_item,
+                n_workers=plan.n_workers,
+                task_roundtrip_s=plan.facts.task_roundtrip_s,
+            )
+            for size in sizes:
+                piece = self._submit_items(first_index, rest[:size])
+                if piece is None:
+                    break  # the error is recorded at the piece's position
+                self._pending.insert(position, piece)
+                position += 1
+                first_index += size
+                rest = rest[size:]
+
+    def _stop_keeping_backend_open(self) -> None:
+        if self._keeping_backend_open:
+            self._keeping_backend_open = False
+            self._backend.allow_close()  # type: ignore[attr-defined]
 
     def _fill(self) -> None:
         """Keep the workers fed: submit chunks while fewer than ``window`` items are
@@ -357,6 +430,7 @@ class MapRun:
         of finished results (head-of-line blocking). The stdlib avoids this by submitting
         everything at once; we refill on every completion instead, within bounds.
         """
+        self._resend_unrun()
         head = self._pending[0].future
         while not head.done():
             timeout_s = None
@@ -367,7 +441,9 @@ class MapRun:
             # Only unfinished ones: a finished future would wake the wait at once, forever.
             unfinished = [chunk.future for chunk in self._pending if not chunk.future.done()]
             wait(unfinished, timeout=timeout_s, return_when=FIRST_COMPLETED)
+            self._resend_unrun()
             self._fill()
+        self._resend_unrun()
 
     def _wait(self, chunk: _Chunk) -> _ChunkOutcome | None:
         """The chunk's results, or ``None`` after recording its error at its position."""
@@ -445,6 +521,47 @@ class MapRun:
             )
         else:
             self._chunksize = min(self._chunksize, self._options.buffersize)
+
+    def _judge_pool(self, n_results: int, parent_s: float) -> None:
+        """Count what this chunk's results cost the calling thread; once the steady state
+        shows the pool losing to serial, stop sending chunks: the ones in flight are
+        still collected, then the rest of the input runs here."""
+        plan = self._plan
+        self._n_chunks_received += 1
+        if plan is None or plan.mode != "parallel" or self._n_chunks_received <= plan.n_workers:
+            return  # the first round carries the start-up and the pipeline filling
+        self._steady_parent_s += parent_s
+        self._steady_items += n_results
+        if (
+            not self._options.serial_allowed
+            or self._shutdown
+            or self._source.exhausted
+            or self._error is not None
+            or self._steady_items == 0
+        ):
+            return
+        m = plan.measurements
+        parent_s_per_item = self._steady_parent_s / self._steady_items
+        if not _cost_model.pool_is_losing(
+            parent_s_per_item=parent_s_per_item,
+            serial_s_per_item=m.wall_s_per_item,
+            n_chunks_measured=self._n_chunks_received - plan.n_workers,
+        ):
+            return
+        self._fell_back = True
+        fallback = replace(
+            plan,
+            mode="serial",
+            window_items=0,
+            reasons=(
+                *plan.reasons,
+                f"switched to serial: each result cost the caller "
+                f"{format_seconds(parent_s_per_item)} from the pool against "
+                f"{format_seconds(m.wall_s_per_item)} for a call here; the rest runs here",
+            ),
+        )
+        self._set_plan(fallback)
+        logger.debug("map() fell back to serial:\n%s", fallback.explain())
 
     # -- serial ------------------------------------------------------------------------
 
@@ -549,6 +666,8 @@ class MapRun:
         input has shown up. With a known one, only when calls now take a different time
         from the one the plan was made with (by ``REVISIT_CHANGE``); otherwise the same
         facts would give the same plan, and re-planning would only tax a tiny job."""
+        if self._fell_back:
+            return False  # the pool already lost once on this input
         if self._source.n_total is None or self._plan is None:
             return True
         planned_s = self._plan.measurements.wall_s_per_item
@@ -559,6 +678,8 @@ class MapRun:
     def _revisit(self, wall_s_per_item: float, cpu_s_per_item: float) -> bool:
         """Re-plan with what serial execution has measured; switch if a pool now wins."""
         assert self._plan is not None
+        if self._shutdown:
+            return False  # the pool is closing: the rest stays here
         measurements = replace(
             self._plan.measurements,
             wall_s_per_item=wall_s_per_item,
@@ -619,6 +740,7 @@ class MapRun:
                     yield batch
                     continue
                 if self._pending:
+                    started_s = time.perf_counter()
                     self._await_head()
                     chunk = self._pending.popleft()
                     self._in_flight_items -= chunk.n_items
@@ -628,6 +750,7 @@ class MapRun:
                         if self._error is None or self._error_index > chunk.first_index:
                             self._fill()
                         self._ready.extend(outcome.results)
+                        self._judge_pool(outcome.n_results, time.perf_counter() - started_s)
                     continue
                 if self._error is not None:
                     self._cancel_pending()
@@ -663,6 +786,7 @@ class MapRun:
             return
         self._closed = True
         self._cancel_pending()
+        self._stop_keeping_backend_open()
         self._source.close()
         if self._options.on_finish is not None:
             self._options.on_finish()
@@ -680,6 +804,7 @@ class MapRun:
                         worker_busy_s=self._busy_s,
                         n_workers=self._plan.n_workers,
                         switched_to_parallel=self._switched,
+                        switched_to_serial=self._fell_back,
                     )
                 )
             )
@@ -716,6 +841,7 @@ class MapRun:
         if cancel_futures:
             for chunk in self._pending:
                 chunk.future.cancel()
+            self._stop_keeping_backend_open()
             return
         if (
             self._options.drain_on_shutdown
@@ -726,6 +852,12 @@ class MapRun:
                 if self._submit_next(self._chunksize) is None:
                     break
         if wait:
+            # Chunks sent before now may still stop at their budget: resend their unstarted
+            # items (without a budget now) while the pool is open, until none is left.
+            while budgeted := [c.future for c in self._pending if c.items is not None]:
+                concurrent.futures.wait(budgeted)
+                self._resend_unrun()
+            self._stop_keeping_backend_open()
             for chunk in list(self._pending):
                 with contextlib.suppress(CancelledError):
                     chunk.future.exception()

@@ -120,6 +120,9 @@ class PoolBackend:
         self._lock = threading.RLock()
         self._count_lock = threading.Lock()
         self._n_in_flight = 0
+        self._n_keeping_open = 0
+        self._close_deferred = False
+        self._closed = False
 
     @property
     def n_warm_workers(self) -> int:
@@ -150,6 +153,8 @@ class PoolBackend:
             n_workers = min(n_workers, self._max_workers)
         n_workers = max(1, n_workers)
         with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot schedule new futures after shutdown")
             if self._pool is not None and not self._broken:
                 if n_workers <= self._pool_size:
                     return
@@ -249,6 +254,8 @@ class PoolBackend:
         return future
 
     def _current_pool(self) -> concurrent.futures.Executor:
+        if self._closed:
+            raise RuntimeError("cannot schedule new futures after shutdown")
         if self._pool is None or self._broken:
             self.prepare(self._pool_size or self._default_workers())
         assert self._pool is not None
@@ -296,10 +303,34 @@ class PoolBackend:
         else:
             pool.shutdown(wait=True, cancel_futures=True)
 
+    def keep_open(self) -> None:
+        """A ``map()`` run may yet resend items its chunks handed back: until the matching
+        ``allow_close()``, ``shutdown(wait=False)`` lets the pool run on instead of closing
+        it, and closes it at that call."""
+        with self._lock:
+            self._n_keeping_open += 1
+
+    def allow_close(self) -> None:
+        with self._lock:
+            self._n_keeping_open -= 1
+            close_now = self._close_deferred and self._n_keeping_open == 0
+            if close_now:
+                self._close_deferred = False
+        if close_now:
+            self._close(wait=False, cancel_futures=False)
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            if self._n_keeping_open and not wait and not cancel_futures:
+                self._close_deferred = True
+                return
+        self._close(wait=wait, cancel_futures=cancel_futures)
+
+    def _close(self, *, wait: bool, cancel_futures: bool) -> None:
         with self._lock:
             pool, self._pool = self._pool, None
             self._pool_size = 0
+            self._closed = True
         if pool is None:
             return
         if isinstance(pool, loky.ProcessPoolExecutor):

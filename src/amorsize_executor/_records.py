@@ -153,6 +153,8 @@ class RunOutcome:
     """Sum of the compute seconds the workers (or the caller, when serial) reported."""
     n_workers: int
     switched_to_parallel: bool = False
+    switched_to_serial: bool = False
+    """The pool was losing to serial part-way: the rest ran in the calling process."""
 
     @property
     def utilisation(self) -> float:
@@ -255,7 +257,8 @@ class Plan:
             lines.append(
                 f"  actual: {format_seconds(o.wall_s)} for {o.n_items} items "
                 f"in {o.n_chunks} chunk(s)"
-                f"{sizes}{' after switching to parallel' if o.switched_to_parallel else ''}; "
+                f"{sizes}{' after switching to parallel' if o.switched_to_parallel else ''}"
+                f"{' then the rest serially' if o.switched_to_serial else ''}; "
                 f"utilisation {o.utilisation:.0%}"
             )
             serial_equivalent_s = m.wall_s_per_item * o.n_items

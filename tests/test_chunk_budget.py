@@ -1,0 +1,333 @@
+"""Time-boxed chunks: a worker stops starting items once its chunk's budget is spent and
+hands the rest back; the parent resends them, split, in place. The worker side runs with a
+scripted clock, the parent side with a fake backend, and one end-to-end run uses real
+processes and sleeps far longer than any budget, so nothing here depends on timing."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import cloudpickle
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from amorsize_executor import AdaptiveProcessPoolExecutor, _cost_model
+from amorsize_executor._chunk_worker import ChunkPayload, run_chunk
+from amorsize_executor._pool_backend import PoolBackend
+
+from .conftest import make_facts
+from .fakes import FakeBackend, OverrunningClock
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class ScriptedClock:
+    """Returns the given readings in turn."""
+
+    def __init__(self, *readings: float) -> None:
+        self.readings = list(readings)
+
+    def __call__(self) -> float:
+        return self.readings.pop(0)
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+def payload(items: list[int], budget_s: float | None, check_every: int = 1) -> ChunkPayload:
+    return ChunkPayload(
+        cloudpickle.dumps(double),
+        cloudpickle.dumps([(x,) for x in items]),
+        budget_s,
+        check_every,
+    )
+
+
+# -- the worker ------------------------------------------------------------------------------
+
+
+def test_a_chunk_stops_between_items_once_its_budget_is_spent() -> None:
+    # start 0; after item 1: 1.0; after item 2: 2.5 (over the 2 s budget); end reading 2.5
+    result = run_chunk(payload([1, 2, 3, 4], 2.0), ScriptedClock(0.0, 1.0, 2.5, 2.5))
+    assert cloudpickle.loads(result.results_bytes) == [2, 4]
+    assert (result.n_results, result.n_unrun) == (2, 2)
+    assert result.recent_s_per_item == pytest.approx(1.5)
+    assert result.failure is None
+
+
+def test_a_chunk_without_budget_runs_every_item() -> None:
+    result = run_chunk(payload([1, 2, 3], None), ScriptedClock(0.0, 100.0))
+    assert cloudpickle.loads(result.results_bytes) == [2, 4, 6]
+    assert result.n_unrun == 0
+
+
+def test_the_last_item_over_budget_leaves_nothing_unrun() -> None:
+    result = run_chunk(payload([1, 2], 1.0), ScriptedClock(0.0, 0.5, 9.0, 9.0))
+    assert (result.n_results, result.n_unrun) == (2, 0)
+
+
+def test_the_clock_is_read_every_check_every_items() -> None:
+    # checks after items 3 and 6 only: the 2nd check is over budget
+    result = run_chunk(
+        payload(list(range(10)), 1.0, check_every=3), ScriptedClock(0.0, 0.5, 3.5, 3.5)
+    )
+    assert (result.n_results, result.n_unrun) == (6, 4)
+    assert result.recent_s_per_item == pytest.approx(1.0)
+
+
+def test_an_exception_ends_the_chunk_and_nothing_is_handed_back() -> None:
+    def fail_on_two(x: int) -> int:
+        if x == 2:
+            raise ValueError("two")
+        return x
+
+    chunk = ChunkPayload(
+        cloudpickle.dumps(fail_on_two), cloudpickle.dumps([(1,), (2,), (3,)]), 10.0, 1
+    )
+    result = run_chunk(chunk, ScriptedClock(0.0, 0.0, 0.0))
+    assert result.failure is not None and result.failure.offset == 1
+    assert result.n_unrun == 0
+
+
+# -- the policy ------------------------------------------------------------------------------
+
+
+def test_budget_is_a_multiple_of_the_expected_chunk_time_with_floors() -> None:
+    assert _cost_model.chunk_budget_s(
+        n_items=100, s_per_item=1e-3, task_roundtrip_s=1e-4
+    ) == pytest.approx(_cost_model.CHUNK_BUDGET_FACTOR * 0.1)
+    assert (
+        _cost_model.chunk_budget_s(n_items=1, s_per_item=1e-6, task_roundtrip_s=0.0)
+        == _cost_model.MIN_CHUNK_BUDGET_S
+    )
+    assert _cost_model.chunk_budget_s(
+        n_items=1, s_per_item=1e-6, task_roundtrip_s=0.01
+    ) == pytest.approx(_cost_model.MIN_BUDGET_ROUNDTRIPS * 0.01)
+
+
+def test_clock_checks_are_spaced_for_fast_calls_only() -> None:
+    assert _cost_model.budget_check_every(1e-3) == 1
+    assert _cost_model.budget_check_every(1e-7) == 100
+    assert _cost_model.budget_check_every(0.0) == 1
+
+
+def test_a_slow_stretch_is_split_into_single_items_over_the_workers() -> None:
+    assert _cost_model.split_unrun(
+        n_unrun=5, recent_s_per_item=0.02, n_workers=2, task_roundtrip_s=1e-4
+    ) == [1, 1, 1, 1, 1]
+
+
+def test_a_mildly_slow_stretch_is_spread_over_every_worker() -> None:
+    # 1 ms items would make 20-item pieces; 30 items over 4 workers make pieces of 8.
+    assert _cost_model.split_unrun(
+        n_unrun=30, recent_s_per_item=1e-3, n_workers=4, task_roundtrip_s=0.0
+    ) == [8, 8, 8, 6]
+
+
+@given(
+    n_unrun=st.integers(0, 5000),
+    recent=st.floats(0.0, 10.0),
+    n_workers=st.integers(1, 64),
+    roundtrip=st.floats(0.0, 0.01),
+)
+def test_split_pieces_cover_the_unrun_items_exactly(
+    n_unrun: int, recent: float, n_workers: int, roundtrip: float
+) -> None:
+    sizes = _cost_model.split_unrun(
+        n_unrun=n_unrun, recent_s_per_item=recent, n_workers=n_workers, task_roundtrip_s=roundtrip
+    )
+    assert sum(sizes) == n_unrun
+    assert all(size >= 1 for size in sizes)
+    # No piece is more than a worker's share of the stretch.
+    assert all(size <= -(-n_unrun // n_workers) for size in sizes)
+
+
+# -- the parent: resending in place ------------------------------------------------------------
+
+CALLS: list[int] = []
+
+
+def record_call(x: int) -> int:
+    CALLS.append(x)
+    time.sleep(0.0005)
+    return x * 3
+
+
+def test_handed_back_items_are_resent_in_place_and_run_once() -> None:
+    CALLS.clear()
+    backend = FakeBackend(clock=OverrunningClock())
+    with AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts()) as ex:
+        results = list(ex.map(record_call, range(300)))
+        plan = ex.last_plan
+    assert results == [3 * x for x in range(300)]
+    assert sorted(CALLS) == list(range(300))  # every item ran exactly once
+    assert plan is not None and plan.mode == "parallel" and plan.outcome is not None
+    n_sent_to_workers = 300 - plan.measurements.n_probed
+    # Every chunk stopped after its first clock check, so items went out more than once.
+    assert sum(plan.outcome.chunksizes) > n_sent_to_workers
+    assert backend.n_keeping_open == 0
+
+
+def test_no_budget_when_the_user_fixes_the_chunksize() -> None:
+    backend = FakeBackend(clock=OverrunningClock())
+    with AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts()) as ex:
+        assert list(ex.map(record_call, range(100), chunksize=7)) == [3 * x for x in range(100)]
+    assert backend.budgets and all(b is None for b in backend.budgets)
+    assert backend.n_keeping_open == 0
+
+
+def test_an_error_after_a_handed_back_stretch_still_arrives_at_its_position() -> None:
+    def fail_at_250(x: int) -> int:
+        if x == 250:
+            raise KeyError(x)
+        return record_call(x)
+
+    CALLS.clear()
+    backend = FakeBackend(clock=OverrunningClock())
+    with AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts()) as ex:
+        got: list[int] = []
+        with pytest.raises(KeyError):
+            for value in ex.map(fail_at_250, range(300)):
+                got.append(value)
+    assert got == [3 * x for x in range(250)]
+    assert len(CALLS) == len(set(CALLS))
+    assert backend.n_keeping_open == 0
+
+
+def test_shutdown_waits_for_handed_back_items_before_closing() -> None:
+    backend = FakeBackend(clock=OverrunningClock(), hold=True)
+    ex = AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts())
+    results = ex.map(record_call, range(200))
+    backend.hold = False
+    backend.release()  # the held chunks now finish, each handing back all but its first item
+    ex.shutdown(wait=True)
+    assert backend.n_keeping_open == 0  # released before the backend was shut down
+    assert list(results) == [3 * x for x in range(200)]
+
+
+def test_shutdown_without_wait_keeps_the_backend_open_until_the_results_are_read() -> None:
+    backend = FakeBackend(clock=OverrunningClock(), hold=True)
+    ex = AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts())
+    results = ex.map(record_call, range(200))
+    ex.shutdown(wait=False)
+    assert backend.n_keeping_open == 1
+    backend.hold = False
+    backend.release()
+    assert list(results) == [3 * x for x in range(200)]
+    assert backend.n_keeping_open == 0
+
+
+# -- real processes -----------------------------------------------------------------------------
+
+
+def sleep_for(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def test_a_real_worker_hands_back_what_it_did_not_start() -> None:
+    backend = PoolBackend(
+        max_workers=1,
+        mp_context=None,
+        initializer=None,
+        initargs=(),
+        max_tasks_per_child=None,
+        default_workers=lambda: 1,
+    )
+    try:
+        chunk = ChunkPayload(
+            cloudpickle.dumps(sleep_for), cloudpickle.dumps([(0.05,), (0.05,), (0.05,)]), 0.01, 1
+        )
+        result = backend.submit_chunk(chunk).result(timeout=30)
+    finally:
+        backend.shutdown()
+    assert (result.n_results, result.n_unrun) == (1, 2)
+    assert result.recent_s_per_item >= 0.05
+
+
+def touch_then_sleep(args: tuple[str, int]) -> int:
+    """One file per item (fails if it exists: exactly once); items 100-129 sleep 50 ms."""
+    folder, i = args
+    fd = os.open(os.path.join(folder, f"item-{i}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    os.close(fd)
+    time.sleep(0.05 if 100 <= i < 130 else 0.002)
+    return i
+
+
+def test_a_slow_stretch_is_split_across_real_workers_each_item_once(tmp_path: Path) -> None:
+    items = [(str(tmp_path), i) for i in range(200)]
+    facts = make_facts(n_logical_cores=2, n_physical_cores=2, n_affinity_cores=2)
+    with AdaptiveProcessPoolExecutor(system_facts=facts) as ex:
+        assert list(ex.map(touch_then_sleep, items)) == list(range(200))
+        plan = ex.last_plan
+    assert sorted(os.listdir(tmp_path)) == sorted(f"item-{i}" for i in range(200))
+    assert plan is not None and plan.mode == "parallel" and plan.outcome is not None
+    # Chunks sized for 2 ms items overran at the 50 ms stretch and handed items back.
+    assert sum(plan.outcome.chunksizes) > 200 - plan.measurements.n_probed
+
+
+# -- a pool that loses to serial ------------------------------------------------------------------
+
+
+def test_pool_is_losing_only_past_the_margin_and_with_enough_chunks() -> None:
+    margin = 1 + _cost_model.PARALLEL_MARGIN
+    enough = _cost_model.FALLBACK_MIN_CHUNKS
+    assert _cost_model.pool_is_losing(
+        parent_s_per_item=1e-3 * margin * 1.01, serial_s_per_item=1e-3, n_chunks_measured=enough
+    )
+    assert not _cost_model.pool_is_losing(
+        parent_s_per_item=1e-3 * margin * 0.99, serial_s_per_item=1e-3, n_chunks_measured=enough
+    )
+    assert not _cost_model.pool_is_losing(
+        parent_s_per_item=1.0, serial_s_per_item=1e-3, n_chunks_measured=enough - 1
+    )
+    assert not _cost_model.pool_is_losing(
+        parent_s_per_item=1.0, serial_s_per_item=0.0, n_chunks_measured=enough
+    )
+
+
+WHERE: list[bool] = []
+
+
+def sleepy_triple(x: int) -> int:
+    from . import fakes
+
+    WHERE.append(fakes.IN_FAKE_WORKER)
+    total = 0
+    for i in range(5_000):  # a fraction of a millisecond of CPU: CPU-bound, one core each
+        total += i & 3
+    return 3 * x + total - total
+
+
+def test_a_pool_slower_than_serial_hands_the_rest_to_the_caller() -> None:
+    WHERE.clear()
+    # Each item costs the parent 5 ms to ship against a fraction of that to compute here.
+    backend = FakeBackend(submit_delay_per_item_s=0.005)
+    with AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts()) as ex:
+        # Small chunks, so the steady state is seen early (the rule is the same for any size).
+        results = list(ex.map(sleepy_triple, range(400), chunksize=5))
+        plan = ex.last_plan
+    assert results == [3 * x for x in range(400)]
+    assert plan is not None and plan.mode == "serial" and plan.outcome is not None
+    assert plan.outcome.switched_to_serial
+    assert "switched to serial" in plan.explain()
+    assert len(WHERE) == 400  # every item exactly once, in a worker or here
+    n_in_workers = sum(WHERE)
+    assert 0 < n_in_workers < 400 - plan.measurements.n_probed
+    assert WHERE[-1] is False  # the end ran in the caller
+
+
+def test_a_pool_slower_than_serial_keeps_going_when_fn_may_not_run_here() -> None:
+    WHERE.clear()
+    backend = FakeBackend(submit_delay_per_item_s=0.002)
+    with AdaptiveProcessPoolExecutor(
+        backend=backend, system_facts=make_facts(), isolate=True
+    ) as ex:
+        assert list(ex.map(sleepy_triple, range(100))) == [3 * x for x in range(100)]
+        plan = ex.last_plan
+    assert plan is not None and plan.mode == "parallel"
+    assert all(WHERE)
