@@ -38,6 +38,18 @@ class OverrunningClock:
         return self.now_s
 
 
+class _SlowToReceive(Future[ChunkResult]):
+    """A chunk future whose result takes ``delay_s`` to arrive, like a large one on a pipe."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+
+    def result(self, timeout: float | None = None) -> ChunkResult:
+        time.sleep(self.delay_s)
+        return super().result(timeout)
+
+
 @dataclass
 class FakeBackend:
     """Records ``prepare`` sizes and every chunk's items; runs them on submit."""
@@ -57,8 +69,8 @@ class FakeBackend:
     budgets: list[float | None] = field(default_factory=list)
     """Each chunk's time budget, in submission order."""
     n_keeping_open: int = 0
-    submit_delay_per_item_s: float = 0.0
-    """Seconds ``submit_chunk`` sleeps per item: a transport slower than the work."""
+    receive_delay_per_item_s: float = 0.0
+    """Seconds a chunk's ``result()`` takes per item: a transport slower than the work."""
     """Runs that asked the backend to stay open for resent items, not yet released."""
 
     @property
@@ -76,9 +88,11 @@ class FakeBackend:
     def submit_chunk(self, payload: ChunkPayload) -> Future[ChunkResult]:
         self.chunks.append(cloudpickle.loads(payload.items_bytes))
         self.budgets.append(payload.budget_s)
-        if self.submit_delay_per_item_s:
-            time.sleep(self.submit_delay_per_item_s * len(self.chunks[-1]))
-        future: Future[ChunkResult] = Future()
+        future: Future[ChunkResult] = (
+            _SlowToReceive(self.receive_delay_per_item_s * len(self.chunks[-1]))
+            if self.receive_delay_per_item_s
+            else Future()
+        )
         if self.hold:
             self.held.append((future, payload))
         else:

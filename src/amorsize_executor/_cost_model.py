@@ -76,11 +76,12 @@ for the parent between chunks."""
 WINDOW_MAX_BYTES = 256 * 1024 * 1024
 """Default cap on the pickled bytes (items and results) held in flight by one ``map()``."""
 
-CHUNK_BUDGET_FACTOR = 3.0
+CHUNK_BUDGET_FACTOR = 2.0
 """A chunk that has run this many times its expected duration stops starting items and
-sends the rest back to be split among the workers. Ordinary noise on a shared machine
-stays well under 3x; a stretch of items 10x or 100x slower than the ones measured (the
-case no static chunk size can handle) goes over it at its first slow items."""
+sends the rest back to be split among the workers. A false stop is cheap (one round trip,
+and the rest goes out again); a late one leaves the other workers idle at the end of the
+job. On the skewed benchmark (items 100x slower at the end), 3x left a worker idle for
+about 50 ms per run that 2x did not; noise on this shared machine rarely reaches 2x."""
 
 MIN_CHUNK_BUDGET_S = 0.005
 """A chunk is never stopped before this long: under it, the round trip of sending the rest
@@ -454,6 +455,38 @@ def split_unrun(
     return sizes
 
 
+PRESTART_MIN_SERIAL_S = 0.25
+"""Workers are started while the probe is still running only when its first call says the
+rest of the input would take at least this long serially: then a pool is all but certain,
+and its start (10-25 ms with fork here, 70-350 ms with loky's default) overlaps the probe
+instead of following it. Below this, a wrong guess would cost a short job its start."""
+
+
+def workers_to_start_early(
+    *,
+    first_call_s: float,
+    first_cpu_s: float,
+    n_items_left: int | None,
+    n_usable_cores: int,
+    max_workers: int | None,
+) -> int:
+    """How many workers to start during the probe (0: wait for the plan).
+
+    Only for CPU-bound calls over an input of known length that is long by
+    ``PRESTART_MIN_SERIAL_S``: such work gets one worker per usable core, so the guess
+    matches the plan; waiting-bound work's worker count depends on figures the probe has
+    not measured yet.
+    """
+    if n_items_left is None or first_call_s <= 0 or n_usable_cores < 2:
+        return 0
+    if n_items_left * first_call_s < PRESTART_MIN_SERIAL_S:
+        return 0
+    if first_cpu_s / first_call_s < CPU_BOUND_SHARE:
+        return 0
+    n_workers = min(n_usable_cores, n_items_left)
+    return n_workers if max_workers is None else min(n_workers, max_workers)
+
+
 FALLBACK_MIN_CHUNKS = 4
 """Chunks the parent must have received (after the first round, which carries the start-up)
 before it may judge that the pool is losing to serial."""
@@ -468,8 +501,8 @@ def pool_is_losing(
     """Whether a running pool is slower than finishing in the caller would be.
 
     ``parent_s_per_item`` is what each result has cost the calling thread in the steady
-    state: waiting for it, receiving and unpickling it, and sending the next chunks, but
-    not the consumer's own time between results (serial would pay that too). When that
+    state: waiting for it, receiving and unpickling it, but not the consumer's own time
+    between results (serial would pay that too). When that
     exceeds a call in the caller by more than ``PARALLEL_MARGIN``, the pool is a loss:
     results too large to ship, or too few cores left once the parent takes its share.
     """

@@ -65,7 +65,7 @@ exception may still get the rest of the current batch, as with the builtin ``map
 
 REVISIT_CHANGE = 0.3
 """A serial run over an input of known length re-plans when its calls have become this much
-slower or faster than the probe measured."""
+slower than the probe measured."""
 
 SERIAL_TIMED_CALLS = 8
 """While running serially, at least this many calls per batch are timed (as one group) for
@@ -169,13 +169,33 @@ class MapRun:
             self._probe_in_worker()
 
     def _probe_in_caller(self) -> None:
-        outcome = _probe.probe(self._fn, self._source)
+        outcome = _probe.probe(self._fn, self._source, after_first_call=self._start_workers_early)
         self._ready.extend(outcome.results)
         if outcome.error is not None:
             # fn raised, or the input itself raised while producing the next item.
             self._set_error(outcome.error, len(outcome.results))
         self._busy_s += outcome.measurements.wall_s_per_item * len(outcome.results)
         self._make_plan(outcome.measurements, exhausted=outcome.exhausted)
+
+    def _start_workers_early(self, first_call_s: float, first_cpu_s: float) -> None:
+        """Start the pool while the probe goes on when its first call already says the job
+        is long and CPU-bound (see ``_cost_model.workers_to_start_early``)."""
+        n_left = self._source.n_remaining
+        if n_left is None or n_left * first_call_s < _cost_model.PRESTART_MIN_SERIAL_S:
+            return  # decided without reading the machine
+        n_cores, _ = _cost_model.choose_usable_cores(
+            self._read_facts(self._backend), cpu_bound=True
+        )
+        n_workers = _cost_model.workers_to_start_early(
+            first_call_s=first_call_s,
+            first_cpu_s=first_cpu_s,
+            n_items_left=n_left,
+            n_usable_cores=n_cores,
+            max_workers=self._options.max_workers,
+        )
+        if n_workers:
+            logger.debug("starting %d worker(s) while the probe runs", n_workers)
+            self._backend.prepare(n_workers)
 
     def _probe_in_worker(self) -> None:
         """Measure by running small first chunks on a worker: ``fn`` must not run here."""
@@ -238,33 +258,14 @@ class MapRun:
     def _make_plan(self, measurements: WorkMeasurements, *, exhausted: bool) -> None:
         m = self._options
         remaining = 0 if exhausted or self._error is not None else self._source.n_remaining
-
-        def plan_with(facts: SystemFacts) -> Plan:
-            return _cost_model.plan_map(
-                facts,
-                measurements,
-                n_items=remaining,
-                n_items_lower_bound=max(1, self._source.n_pulled),
-                max_workers=m.max_workers,
-                chunksize=m.chunksize,
-                buffersize=m.buffersize,
-                serial_allowed=m.serial_allowed,
-            )
-
         if remaining == 0 and m.serial_allowed:
-            plan = plan_with(SystemFacts.not_read("not chosen"))
-        elif not (m.serial_allowed and m.local_machine):
-            plan = plan_with(self._read_facts(self._backend))
-        else:
-            # Serial even on the most favourable figures? Then the machine need not be read:
-            # that read (cgroup files, psutil) costs a tiny job more than its work.
-            plan = plan_with(
-                SystemFacts.most_favourable(
-                    _system_facts.read_logical_cores(), _system_facts.fastest_start_prior_s()
-                )
+            plan = self._plan_with(
+                SystemFacts.not_read("not chosen"), measurements, remaining, m.serial_allowed
             )
-            if plan.mode != "serial" or not m.serial_allowed:
-                plan = plan_with(self._read_facts(self._backend))
+        else:
+            plan = self._plan_reading_facts_if_needed(
+                measurements, remaining, serial_allowed=m.serial_allowed
+            )
         if plan.mode == "parallel" and self._error is None and not exhausted:
             try:
                 self._fn_bytes = dumps_callable(self._fn)
@@ -288,6 +289,47 @@ class MapRun:
         if plan.mode == "parallel":
             self._backend.prepare(plan.n_workers)
             self._fill()
+
+    def _plan_with(
+        self,
+        facts: SystemFacts,
+        measurements: WorkMeasurements,
+        remaining: int | None,
+        serial_allowed: bool,
+    ) -> Plan:
+        m = self._options
+        return _cost_model.plan_map(
+            facts,
+            measurements,
+            n_items=remaining,
+            n_items_lower_bound=max(1, self._source.n_pulled),
+            max_workers=m.max_workers,
+            chunksize=m.chunksize,
+            buffersize=m.buffersize,
+            serial_allowed=serial_allowed,
+        )
+
+    def _plan_reading_facts_if_needed(
+        self, measurements: WorkMeasurements, remaining: int | None, *, serial_allowed: bool
+    ) -> Plan:
+        """The plan on this machine's facts, read only when needed: a job that is serial
+        even on the most favourable figures (every core free, the fastest start, free
+        transfers) is serial on the real ones, and reading the machine (cgroup files,
+        psutil) would cost a tiny job more than its work."""
+        if serial_allowed and self._options.local_machine:
+            bound = self._plan_with(
+                SystemFacts.most_favourable(
+                    _system_facts.read_logical_cores(), _system_facts.fastest_start_prior_s()
+                ),
+                measurements,
+                remaining,
+                serial_allowed,
+            )
+            if bound.mode == "serial":
+                return bound
+        return self._plan_with(
+            self._read_facts(self._backend), measurements, remaining, serial_allowed
+        )
 
     def _set_plan(self, plan: Plan) -> None:
         self._plan = plan
@@ -401,7 +443,7 @@ class MapRun:
     def _fill(self) -> None:
         """Keep the workers fed: submit chunks while fewer than ``window`` items are
         unfinished and the outstanding items stay under ``_outstanding_cap()``."""
-        if self._shutdown and not self._options.drain_on_shutdown:
+        if self._fell_back or (self._shutdown and not self._options.drain_on_shutdown):
             return
         while (
             self._error is None
@@ -523,7 +565,8 @@ class MapRun:
             self._chunksize = min(self._chunksize, self._options.buffersize)
 
     def _judge_pool(self, n_results: int, parent_s: float) -> None:
-        """Count what this chunk's results cost the calling thread; once the steady state
+        """Count what this chunk's results cost the calling thread (waiting for them and
+        receiving them; ``parent_s``) once the steady state
         shows the pool losing to serial, stop sending chunks: the ones in flight are
         still collected, then the rest of the input runs here."""
         plan = self._plan
@@ -533,7 +576,8 @@ class MapRun:
         self._steady_parent_s += parent_s
         self._steady_items += n_results
         if (
-            not self._options.serial_allowed
+            self._fell_back
+            or not self._options.serial_allowed
             or self._shutdown
             or self._source.exhausted
             or self._error is not None
@@ -548,20 +592,21 @@ class MapRun:
             n_chunks_measured=self._n_chunks_received - plan.n_workers,
         ):
             return
+        # The plan stays what was decided (parallel); the reason and the outcome say what
+        # happened. No chunk is sent from now on; the serial path takes the rest.
         self._fell_back = True
-        fallback = replace(
+        self._window = 0
+        self._plan = replace(
             plan,
-            mode="serial",
-            window_items=0,
             reasons=(
                 *plan.reasons,
-                f"switched to serial: each result cost the caller "
+                f"switched to serial part-way: each result cost the caller "
                 f"{format_seconds(parent_s_per_item)} from the pool against "
-                f"{format_seconds(m.wall_s_per_item)} for a call here; the rest runs here",
+                f"{format_seconds(m.wall_s_per_item)} for a call here; the rest ran here",
             ),
         )
-        self._set_plan(fallback)
-        logger.debug("map() fell back to serial:\n%s", fallback.explain())
+        self._publish_plan(self._plan)
+        logger.debug("map() fell back to serial:\n%s", self._plan.explain())
 
     # -- serial ------------------------------------------------------------------------
 
@@ -673,7 +718,9 @@ class MapRun:
         planned_s = self._plan.measurements.wall_s_per_item
         if planned_s <= 0:
             return True
-        return abs(wall_s_per_item / planned_s - 1) > REVISIT_CHANGE
+        # Only slower calls can turn a serial plan parallel: faster ones shrink the serial
+        # time more than a pool's (whose per-item costs of shipping stay).
+        return wall_s_per_item / planned_s - 1 > REVISIT_CHANGE
 
     def _revisit(self, wall_s_per_item: float, cpu_s_per_item: float) -> bool:
         """Re-plan with what serial execution has measured; switch if a pool now wins."""
@@ -686,16 +733,7 @@ class MapRun:
             cpu_s_per_item=cpu_s_per_item,
         )
         remaining = self._source.n_remaining if self._source.n_total is not None else None
-        plan = _cost_model.plan_map(
-            self._read_facts(self._backend),
-            measurements,
-            n_items=remaining,
-            n_items_lower_bound=self._source.n_pulled,
-            max_workers=self._options.max_workers,
-            chunksize=self._options.chunksize,
-            buffersize=self._options.buffersize,
-            serial_allowed=True,
-        )
+        plan = self._plan_reading_facts_if_needed(measurements, remaining, serial_allowed=True)
         if plan.mode != "parallel":
             return False
         try:
@@ -745,19 +783,20 @@ class MapRun:
                     chunk = self._pending.popleft()
                     self._in_flight_items -= chunk.n_items
                     outcome = self._wait(chunk)
+                    waited_s = time.perf_counter() - started_s
                     if outcome is not None:
                         self._learn(outcome)
                         if self._error is None or self._error_index > chunk.first_index:
                             self._fill()
                         self._ready.extend(outcome.results)
-                        self._judge_pool(outcome.n_results, time.perf_counter() - started_s)
+                        self._judge_pool(outcome.n_results, waited_s)
                     continue
                 if self._error is not None:
                     self._cancel_pending()
                     raise self._error
                 if self._source.exhausted:
                     return
-                if self._plan is not None and self._plan.mode == "serial":
+                if self._plan is not None and (self._plan.mode == "serial" or self._fell_back):
                     yield from self._serial_segments()
                     if self._stream_failed:
                         return
@@ -847,6 +886,7 @@ class MapRun:
             self._options.drain_on_shutdown
             and self._plan is not None
             and self._plan.mode == "parallel"
+            and not self._fell_back
         ):
             while self._error is None and not self._source.exhausted:
                 if self._submit_next(self._chunksize) is None:

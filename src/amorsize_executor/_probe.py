@@ -11,7 +11,9 @@ is stable enough to plan on.
 
 from __future__ import annotations
 
+import gc
 import math
+import os
 import time
 
 try:
@@ -107,6 +109,7 @@ def probe(
     max_items: int = PROBE_MAX_ITEMS,
     measure_memory: Callable[[Callable[[], Any]], tuple[Any, int]] | None = None,
     voluntary_switches: Callable[[], int | None] | None = None,
+    after_first_call: Callable[[float, float], None] | None = None,
 ) -> ProbeOutcome:
     """Run ``fn(*args)`` for the first items of ``source`` and measure them.
 
@@ -116,8 +119,60 @@ def probe(
     second one (up to twice the budget) so that memory is known whenever there is more input.
 
     Exceptions raised by ``fn``, or by ``source`` while producing an item, are caught and
-    returned, not raised: the caller delivers them at their position.
+    returned, not raised: the caller delivers them at their position. ``after_first_call``
+    gets the first call's wall and CPU seconds as soon as they are known (the caller may
+    start workers then, while the probe goes on).
+
+    The garbage collector is paused meanwhile, as ``timeit`` does: the argument tuples the
+    probe builds would otherwise trigger a collection of the whole heap now and then, a
+    pause of a millisecond or more in a large program that a fast job's figures (and its
+    total time) would carry. Whatever the probe allocates is collected after it.
     """
+    was_enabled = gc.isenabled()
+    hook = after_first_call
+    if hook is not None and was_enabled:
+        user_hook = hook
+
+        def hook(wall_s: float, cpu_s: float) -> None:
+            # Workers forked now must not inherit a paused collector.
+            gc.enable()
+            try:
+                user_hook(wall_s, cpu_s)
+            finally:
+                gc.disable()
+
+    gc.disable()
+    try:
+        return _probe_items(
+            fn,
+            source,
+            wall_clock=wall_clock,
+            cpu_clock=cpu_clock,
+            dumps=dumps,
+            budget_s=budget_s,
+            max_items=max_items,
+            measure_memory=measure_memory,
+            voluntary_switches=voluntary_switches,
+            after_first_call=hook,
+        )
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _probe_items(
+    fn: Callable[..., Any],
+    source: Iterator[tuple[Any, ...]],
+    *,
+    wall_clock: Callable[[], float],
+    cpu_clock: Callable[[], float],
+    dumps: Callable[[object], bytes],
+    budget_s: float,
+    max_items: int,
+    measure_memory: Callable[[Callable[[], Any]], tuple[Any, int]] | None,
+    voluntary_switches: Callable[[], int | None] | None,
+    after_first_call: Callable[[float, float], None] | None,
+) -> ProbeOutcome:
     meter = measure_memory if measure_memory is not None else measure_peak_memory
     switches = voluntary_switches if voluntary_switches is not None else count_voluntary_switches
     switches_total = 0
@@ -172,6 +227,8 @@ def probe(
             break  # a partial batch's time is not a clean sample
         error = input_error
         if not tracing:
+            if not batch_means and after_first_call is not None:
+                after_first_call(wall1 - wall0, cpu1 - cpu0)
             batch_means.append((wall1 - wall0) / len(batch))
             timed_wall_s += wall1 - wall0
             timed_cpu_s += cpu1 - cpu0
@@ -253,21 +310,30 @@ def measure_peak_memory(call: Callable[[], Any]) -> tuple[Any, int]:
 
 
 def _read_status_bytes(field: str) -> int | None:
-    """A ``kB`` field of ``/proc/self/status`` in bytes, or ``None`` where there is none."""
+    """A ``kB`` field of ``/proc/self/status`` in bytes, or ``None`` where there is none.
+
+    Read with raw system calls: a text-mode ``open`` looks up a codec and builds a buffered
+    reader, which on a process's first call costs ten times the read itself."""
+    key = field.encode("ascii")
     try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith(field):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
+        fd = os.open("/proc/self/status", os.O_RDONLY)
+        try:
+            data = os.read(fd, 1 << 16)
+        finally:
+            os.close(fd)
+        start = data.index(key) + len(key)
+        return int(data[start : data.index(b"kB", start)]) * 1024
+    except (OSError, ValueError):
         return None
-    return None
 
 
 def _reset_peak_rss() -> bool:
     try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
-            clear_refs.write("5")
+        fd = os.open("/proc/self/clear_refs", os.O_WRONLY)
+        try:
+            os.write(fd, b"5")
+        finally:
+            os.close(fd)
     except OSError:
         return False
     return True

@@ -1,0 +1,130 @@
+"""Starting workers while the probe runs: the rule (pure, injected figures), the probe's hook
+(scripted clock), and the wiring in ``map()`` (a fake backend). No timing is asserted."""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+import pytest
+
+from amorsize_executor import AdaptiveProcessPoolExecutor, _cost_model, _probe
+
+from .conftest import make_facts
+from .fakes import FakeBackend
+from .test_probe import ScriptedClock, items, no_memory, run, timed_fn
+
+
+def early(**overrides: Any) -> int:
+    values: dict[str, Any] = {
+        "first_call_s": 5e-3,
+        "first_cpu_s": 5e-3,
+        "n_items_left": 300,
+        "n_usable_cores": 4,
+        "max_workers": None,
+    }
+    values.update(overrides)
+    return _cost_model.workers_to_start_early(**values)
+
+
+def test_a_long_cpu_bound_job_starts_one_worker_per_core() -> None:
+    assert early() == 4
+
+
+def test_the_users_cap_and_the_item_count_bound_the_early_workers() -> None:
+    assert early(max_workers=2) == 2
+    assert early(n_items_left=3, first_call_s=0.1, first_cpu_s=0.1) == 3
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"n_items_left": None},  # unknown length: the job may be short
+        {"n_items_left": 10},  # 50 ms of work: under PRESTART_MIN_SERIAL_S
+        {"first_cpu_s": 1e-3},  # waiting-bound: the worker count is not known yet
+        {"n_usable_cores": 1},  # one core: a pool cannot win on CPU-bound work
+        {"first_call_s": 0.0},
+    ],
+)
+def test_no_early_start_without_a_clear_case(overrides: dict[str, Any]) -> None:
+    assert early(**overrides) == 0
+
+
+def test_the_probe_reports_its_first_call_once_with_the_collector_running() -> None:
+    clock, cpu = ScriptedClock(), ScriptedClock()
+    seen: list[tuple[float, float, bool]] = []
+    gc.enable()
+    outcome = run(
+        timed_fn(clock, lambda x: 1e-3, cpu_share=0.5, cpu=cpu),
+        items(50),
+        clock,
+        cpu,
+        after_first_call=lambda wall, cpu_s: seen.append((wall, cpu_s, gc.isenabled())),
+    )
+    assert seen == [(pytest.approx(1e-3), pytest.approx(5e-4), True)]
+    assert outcome.measurements.n_probed > 1
+    assert gc.isenabled()
+
+
+def test_the_probe_pauses_the_collector_and_restores_it() -> None:
+    clock = ScriptedClock()
+    states: list[bool] = []
+
+    def fn(x: int) -> int:
+        states.append(gc.isenabled())
+        clock.now_s += 1e-3
+        return x
+
+    gc.enable()
+    _probe.probe(fn, items(10), wall_clock=clock, measure_memory=no_memory)
+    assert states and not any(states)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        _probe.probe(fn, items(10), wall_clock=clock, measure_memory=no_memory)
+        assert not gc.isenabled()  # a caller's choice is left as it was
+    finally:
+        gc.enable()
+
+
+CALLS: list[int] = []
+
+
+def count_call(x: int) -> int:
+    CALLS.append(x)
+    return x
+
+
+class RecordingBackend(FakeBackend):
+    """Records how many calls the probe had made whenever workers are asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls_at_prepare: list[int] = []
+
+    def prepare(self, n_workers: int) -> None:
+        self.calls_at_prepare.append(len(CALLS))
+        super().prepare(n_workers)
+
+
+def test_map_starts_workers_after_the_first_probed_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_cost_model, "PRESTART_MIN_SERIAL_S", 0.0)
+    monkeypatch.setattr(_cost_model, "workers_to_start_early", lambda **_: 3)
+    CALLS.clear()
+    backend = RecordingBackend()
+    with AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts()) as ex:
+        assert list(ex.map(count_call, range(100))) == list(range(100))
+    assert backend.calls_at_prepare[0] == 1  # during the probe, right after its first call
+    assert backend.prepared[0] == 3
+
+
+def test_map_does_not_start_workers_early_when_the_rule_says_no(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_cost_model, "PRESTART_MIN_SERIAL_S", 0.0)
+    monkeypatch.setattr(_cost_model, "workers_to_start_early", lambda **_: 0)
+    CALLS.clear()
+    backend = RecordingBackend()
+    with AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts()) as ex:
+        assert list(ex.map(count_call, range(100))) == list(range(100))
+    assert all(n > 1 for n in backend.calls_at_prepare)
