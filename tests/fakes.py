@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cloudpickle
@@ -65,7 +65,8 @@ class FakeBackend:
     """When True, chunk futures stay pending until ``release()``."""
     held: list[tuple[Future[ChunkResult], ChunkPayload]] = field(default_factory=list)
     clock: Callable[[], float] | None = None
-    """The clock chunks run with (``None``: the real one)."""
+    """The clock budgeted chunks run with. ``None``: budgets are recorded but not applied,
+    so no test's chunking depends on how fast this machine runs them."""
     budgets: list[float | None] = field(default_factory=list)
     """Each chunk's time budget, in submission order."""
     n_keeping_open: int = 0
@@ -93,6 +94,8 @@ class FakeBackend:
             if self.receive_delay_per_item_s
             else Future()
         )
+        if self.clock is None:
+            payload = replace(payload, budget_s=None)
         if self.hold:
             self.held.append((future, payload))
         else:

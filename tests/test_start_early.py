@@ -128,3 +128,22 @@ def test_map_does_not_start_workers_early_when_the_rule_says_no(
     with AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts()) as ex:
         assert list(ex.map(count_call, range(100))) == list(range(100))
     assert all(n > 1 for n in backend.calls_at_prepare)
+
+
+def test_the_favourable_bound_costs_no_start_when_workers_are_warm() -> None:
+    # 12 calls of about 1 ms: serial against any pool start (the bound's fastest start is
+    # 4 ms), but two warm workers cost nothing to start, so the bound must not rule them out.
+    backend = FakeBackend()
+    backend.warm = 4
+
+    def one_ms(x: int) -> int:
+        total = 0
+        for i in range(20_000):
+            total += i & 1
+        return x + total - total
+
+    with AdaptiveProcessPoolExecutor(backend=backend) as ex:
+        assert list(ex.map(one_ms, range(12))) == list(range(12))
+        plan = ex.last_plan
+    assert plan is not None
+    assert plan.facts.worker_start_source != "bound"  # the machine was read

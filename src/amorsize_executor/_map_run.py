@@ -317,10 +317,12 @@ class MapRun:
         transfers) is serial on the real ones, and reading the machine (cgroup files,
         psutil) would cost a tiny job more than its work."""
         if serial_allowed and self._options.local_machine:
+            # Warm workers start for free: the bound then has no start cost at all.
+            fastest_start_s = (
+                0.0 if self._backend.n_warm_workers else _system_facts.fastest_start_prior_s()
+            )
             bound = self._plan_with(
-                SystemFacts.most_favourable(
-                    _system_facts.read_logical_cores(), _system_facts.fastest_start_prior_s()
-                ),
+                SystemFacts.most_favourable(_system_facts.read_logical_cores(), fastest_start_s),
                 measurements,
                 remaining,
                 serial_allowed,
@@ -633,15 +635,21 @@ class MapRun:
             n_group = self._timed_group_items()
             if self._options.buffersize is not None:
                 n_group = min(n_group, self._options.buffersize)
+            # One iterable with a length: the group runs at C speed too (``list.extend``
+            # keeps the results made before an exception).
+            single = source.single_batch(min(n_group, n_batch))
             t0, c0 = perf(), cpu()
-            for args in source.iter_up_to(min(n_group, n_batch)):
-                try:
-                    timed.append(fn(*args))
-                except Exception:
-                    if timed:
-                        self._delivered(len(timed))
-                        yield timed
-                    raise
+            try:
+                if single is not None:
+                    timed.extend(map(fn, single[0]))
+                else:
+                    for args in source.iter_up_to(min(n_group, n_batch)):
+                        timed.append(fn(*args))
+            except Exception:
+                if timed:
+                    self._delivered(len(timed))
+                    yield timed
+                raise
             timed_s, timed_cpu_s = perf() - t0, cpu() - c0
             if timed:
                 self._delivered(len(timed))
