@@ -273,21 +273,31 @@ def test_a_slow_stretch_is_split_across_real_workers_each_item_once(tmp_path: Pa
 # -- a pool that loses to serial ------------------------------------------------------------------
 
 
-def test_pool_is_losing_only_past_the_margin_and_with_enough_chunks() -> None:
+def test_pool_is_losing_only_past_the_margin_and_with_enough_evidence() -> None:
     margin = 1 + _cost_model.PARALLEL_MARGIN
-    enough = _cost_model.FALLBACK_MIN_CHUNKS
+    enough = {
+        "n_chunks_measured": _cost_model.FALLBACK_MIN_CHUNKS,
+        "measured_s": _cost_model.FALLBACK_MIN_S,
+    }
     assert _cost_model.pool_is_losing(
-        parent_s_per_item=1e-3 * margin * 1.01, serial_s_per_item=1e-3, n_chunks_measured=enough
+        parent_s_per_item=1e-3 * margin * 1.01, serial_s_per_item=1e-3, **enough
     )
     assert not _cost_model.pool_is_losing(
-        parent_s_per_item=1e-3 * margin * 0.99, serial_s_per_item=1e-3, n_chunks_measured=enough
+        parent_s_per_item=1e-3 * margin * 0.99, serial_s_per_item=1e-3, **enough
     )
     assert not _cost_model.pool_is_losing(
-        parent_s_per_item=1.0, serial_s_per_item=1e-3, n_chunks_measured=enough - 1
+        parent_s_per_item=1.0,
+        serial_s_per_item=1e-3,
+        n_chunks_measured=_cost_model.FALLBACK_MIN_CHUNKS - 1,
+        measured_s=1.0,
     )
     assert not _cost_model.pool_is_losing(
-        parent_s_per_item=1.0, serial_s_per_item=0.0, n_chunks_measured=enough
+        parent_s_per_item=1.0,
+        serial_s_per_item=1e-3,
+        n_chunks_measured=100,
+        measured_s=_cost_model.FALLBACK_MIN_S / 2,
     )
+    assert not _cost_model.pool_is_losing(parent_s_per_item=1.0, serial_s_per_item=0.0, **enough)
 
 
 WHERE: list[bool] = []

@@ -488,8 +488,14 @@ def workers_to_start_early(
 
 
 FALLBACK_MIN_CHUNKS = 4
-"""Chunks the parent must have received (after the first round, which carries the start-up)
+"""Chunks the parent must have received in the steady state (after the first
+``WINDOW_MIN_ROUNDS`` rounds, which carry the start-up and the filling of the pipeline)
 before it may judge that the pool is losing to serial."""
+
+FALLBACK_MIN_S = 0.05
+"""Nor before it has spent this long on them: a few short chunks on a shared machine say
+more about a neighbour's burst than about the pool (a 2-core CI run once saw the first
+20 ms of 1 ms calls look slower than serial)."""
 
 
 def pool_is_losing(
@@ -497,16 +503,20 @@ def pool_is_losing(
     parent_s_per_item: float,
     serial_s_per_item: float,
     n_chunks_measured: int,
+    measured_s: float,
 ) -> bool:
     """Whether a running pool is slower than finishing in the caller would be.
 
     ``parent_s_per_item`` is what each result has cost the calling thread in the steady
     state: waiting for it, receiving and unpickling it, but not the consumer's own time
-    between results (serial would pay that too). When that
-    exceeds a call in the caller by more than ``PARALLEL_MARGIN``, the pool is a loss:
-    results too large to ship, or too few cores left once the parent takes its share.
+    between results (serial would pay that too). When that exceeds a call in the caller by
+    more than ``PARALLEL_MARGIN``, the pool is a loss: results too large to ship, or too
+    few cores left once the parent takes its share. ``measured_s`` is the steady state's
+    length in that time.
     """
-    if n_chunks_measured < FALLBACK_MIN_CHUNKS or serial_s_per_item <= 0:
+    if n_chunks_measured < FALLBACK_MIN_CHUNKS or measured_s < FALLBACK_MIN_S:
+        return False
+    if serial_s_per_item <= 0:
         return False
     return parent_s_per_item > serial_s_per_item * (1 + PARALLEL_MARGIN)
 

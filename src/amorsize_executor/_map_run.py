@@ -573,8 +573,9 @@ class MapRun:
         still collected, then the rest of the input runs here."""
         plan = self._plan
         self._n_chunks_received += 1
-        if plan is None or plan.mode != "parallel" or self._n_chunks_received <= plan.n_workers:
-            return  # the first round carries the start-up and the pipeline filling
+        n_startup_chunks = _cost_model.WINDOW_MIN_ROUNDS * (plan.n_workers if plan else 1)
+        if plan is None or plan.mode != "parallel" or self._n_chunks_received <= n_startup_chunks:
+            return  # the first rounds carry the start-up and the pipeline filling
         self._steady_parent_s += parent_s
         self._steady_items += n_results
         if (
@@ -591,7 +592,8 @@ class MapRun:
         if not _cost_model.pool_is_losing(
             parent_s_per_item=parent_s_per_item,
             serial_s_per_item=m.wall_s_per_item,
-            n_chunks_measured=self._n_chunks_received - plan.n_workers,
+            n_chunks_measured=self._n_chunks_received - n_startup_chunks,
+            measured_s=self._steady_parent_s,
         ):
             return
         # The plan stays what was decided (parallel); the reason and the outcome say what
