@@ -28,7 +28,9 @@ def test_client_without_the_dask_backend_is_refused() -> None:
 
 
 def test_unknown_backend_name_is_refused() -> None:
-    with pytest.raises(ValueError, match="backend must be 'loky', 'dask' or a backend object"):
+    with pytest.raises(
+        ValueError, match="backend must be 'loky', 'dask', 'threads' or a backend object"
+    ):
         AdaptiveProcessPoolExecutor(backend="ray")
 
 

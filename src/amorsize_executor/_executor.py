@@ -23,12 +23,13 @@ from typing import Any, TypeVar
 
 import psutil
 
-from . import _cost_model, _start_cost_cache, _system_facts
+from . import _cost_model, _shared_pools, _start_cost_cache, _system_facts
 from ._chunk_worker import THREAD_ENV_VARS
 from ._input import Source
 from ._map_run import MapOptions, MapRun
 from ._pool_backend import Backend, PoolBackend
 from ._records import Plan, SystemFacts
+from ._thread_backend import ThreadBackend
 
 logger = logging.getLogger("amorsize_executor")
 
@@ -51,6 +52,33 @@ def _check_positive_int(name: str, value: object, *, message: str | None = None)
         )
     if value < 1:
         raise ValueError(message or f"{name} must be a positive int, got {value}")
+
+
+def _check_keep_warm(
+    keep_warm: object, *, max_tasks_per_child: int | None, backend: object
+) -> None:
+    if keep_warm is None:
+        return
+    if isinstance(keep_warm, bool) or not isinstance(keep_warm, (int, float)):
+        raise TypeError(
+            "keep_warm must be a number of seconds or None, got "
+            f"{keep_warm!r} ({type(keep_warm).__qualname__})"
+        )
+    if not math.isfinite(keep_warm) or keep_warm <= 0:
+        raise ValueError(
+            "keep_warm must be a positive, finite number of seconds (how long shared workers "
+            f"stay alive without work), got {keep_warm}"
+        )
+    if max_tasks_per_child is not None:
+        raise ValueError(
+            "keep_warm cannot be combined with max_tasks_per_child: a shared warm pool is a "
+            "loky pool, and max_tasks_per_child needs the stdlib pool (drop one of the two)"
+        )
+    if not (backend is None or (isinstance(backend, str) and backend == "loky")):
+        raise ValueError(
+            f"keep_warm applies to the local process pool only; it cannot be used with "
+            f"backend={backend!r} (drop keep_warm, or leave backend= out)"
+        )
 
 
 class AdaptiveProcessPoolExecutor(Executor):
@@ -83,14 +111,30 @@ class AdaptiveProcessPoolExecutor(Executor):
         system_facts: use these machine facts instead of reading them (what-if planning,
             tests).
         backend: where workers run: ``"loky"`` (the default: a pool on this machine owned by
-            the executor), ``"dask"`` (a dask.distributed cluster, given by ``client``), or
-            an object implementing the backend protocol.
+            the executor), ``"threads"`` (threads of this process: for calls that mostly
+            wait, such as I/O; under the GIL, CPU-bound calls are never planned on them;
+            ``fn`` is not pickled for ``submit()``, and threads cannot be killed by
+            ``terminate_workers``), ``"dask"`` (a dask.distributed cluster, given by
+            ``client``), or an object implementing the backend protocol.
         client: with ``backend="dask"``: a ``distributed.Client`` or a scheduler address
             such as ``"tcp://10.0.0.5:8786"``. Needs the ``dask`` extra.
+        keep_warm: seconds. Share one warm pool with the other executors of this process
+            that ask for the same kind of pool (same ``max_workers``, ``mp_context``,
+            ``initializer`` object, ``initargs``, ``keep_warm`` and thread settings), and
+            let its workers exit by themselves after this many seconds without work. Unlike
+            the stdlib's, ``shutdown()`` then leaves the workers running until that timeout,
+            so the next executor starts nothing; a worker crash or ``terminate_workers()``
+            affects the work of every executor on the pool. ``None`` (the default): the
+            executor owns its pool and stops it at ``shutdown()``.
 
     Raises:
-        ValueError: ``max_workers`` or ``max_tasks_per_child`` below 1, or
-            ``max_tasks_per_child`` with a ``fork`` context.
+        ValueError: ``max_workers`` or ``max_tasks_per_child`` below 1,
+            ``max_tasks_per_child`` with a ``fork`` context, or an option the chosen
+            backend cannot honour (``mp_context``, ``max_tasks_per_child`` or
+            ``isolate=True`` with ``"threads"``; ``mp_context``, ``initializer`` or
+            ``max_tasks_per_child`` with ``"dask"``).
+            Also ``keep_warm`` that is not a positive finite number, or that is given with
+            ``max_tasks_per_child`` or with a backend other than ``"loky"``.
         TypeError: an argument of the wrong type.
     """
 
@@ -107,6 +151,7 @@ class AdaptiveProcessPoolExecutor(Executor):
         system_facts: SystemFacts | None = None,
         backend: Backend | str | None = None,
         client: Any = None,
+        keep_warm: float | None = None,
     ) -> None:
         _check_positive_int(
             "max_workers", max_workers, message="max_workers must be greater than 0"
@@ -139,12 +184,31 @@ class AdaptiveProcessPoolExecutor(Executor):
         if not isinstance(isolate, bool):
             raise TypeError(f"isolate must be True or False, got {isolate!r}")
         _check_progress(progress)
+        _check_keep_warm(keep_warm, max_tasks_per_child=max_tasks_per_child, backend=backend)
         self._max_workers = max_workers
         self._initializer = initializer
         self._isolate = isolate
         self._progress = progress
         self._system_facts = system_facts
-        if isinstance(backend, str) and backend != "loky":
+        if backend == "threads":
+            # Threads run in this process: no start method, nothing to replace per task,
+            # and no isolation. An initializer runs once per thread.
+            process_options: tuple[tuple[str, object], ...] = (
+                ("mp_context", mp_context),
+                ("max_tasks_per_child", max_tasks_per_child),
+            )
+            for option, given in process_options:
+                if given is not None:
+                    raise ValueError(
+                        f"{option} applies to worker processes only; it cannot be used with "
+                        "backend='threads' (drop it, or leave backend= out for processes)"
+                    )
+            if isolate:
+                raise ValueError(
+                    "isolate=True needs worker processes: with backend='threads', fn runs "
+                    "in this process anyway (leave backend= out for processes)"
+                )
+        elif isinstance(backend, str) and backend != "loky":
             for name, value in (
                 ("mp_context", mp_context),
                 ("initializer", initializer),
@@ -155,16 +219,46 @@ class AdaptiveProcessPoolExecutor(Executor):
                         f"{name} applies to the local process pool only; it cannot be used "
                         f"with backend={backend!r} (configure the cluster's workers instead)"
                     )
-        self._backend: Backend = _cluster_backend(backend, client) or PoolBackend(
-            max_workers=max_workers,
-            mp_context=mp_context,
-            initializer=initializer,
-            initargs=initargs,
-            max_tasks_per_child=max_tasks_per_child,
-            default_workers=self._default_workers,
-            choose_context=None if max_tasks_per_child is not None else _choose_context,
-            record_start_s=_start_cost_cache.store_worker_start_s,
-            worker_thread_env=self._worker_thread_env,
+        shared_pool = None
+        if keep_warm is not None:
+            shared_pool = _shared_pools.attach(
+                _shared_pools.PoolRecipe(
+                    idle_timeout_s=float(keep_warm),
+                    max_workers=max_workers,
+                    mp_context=mp_context,
+                    initializer=initializer,
+                    initargs=initargs,
+                    # What _worker_thread_env reads besides the pool size.
+                    thread_env_key=(
+                        tuple((name, os.environ.get(name)) for name in THREAD_ENV_VARS),
+                        system_facts,
+                    ),
+                    default_workers=self._default_workers,
+                    worker_thread_env=self._worker_thread_env,
+                    choose_context=_choose_context,
+                    record_start_s=_start_cost_cache.store_worker_start_s,
+                )
+            )
+        self._backend: Backend = (
+            _cluster_backend(
+                backend,
+                client,
+                max_workers=max_workers,
+                initializer=initializer,
+                initargs=initargs,
+            )
+            or shared_pool
+            or PoolBackend(
+                max_workers=max_workers,
+                mp_context=mp_context,
+                initializer=initializer,
+                initargs=initargs,
+                max_tasks_per_child=max_tasks_per_child,
+                default_workers=self._default_workers,
+                choose_context=None if max_tasks_per_child is not None else _choose_context,
+                record_start_s=_start_cost_cache.store_worker_start_s,
+                worker_thread_env=self._worker_thread_env,
+            )
         )
         self._runs: weakref.WeakSet[MapRun] = weakref.WeakSet()
         self._lock = threading.Lock()
@@ -326,7 +420,9 @@ class AdaptiveProcessPoolExecutor(Executor):
         return run.results()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """As ``ProcessPoolExecutor.shutdown``; no worker process is left behind.
+        """As ``ProcessPoolExecutor.shutdown``; no worker process is left behind, except
+        with ``keep_warm``: then this executor's own work is waited for (or cancelled), and
+        the shared workers stay alive for other executors until their idle timeout.
 
         A ``map()`` over a list that is still being read when the executor shuts down has
         its remaining items submitted first, so its results stay readable after the
@@ -343,7 +439,10 @@ class AdaptiveProcessPoolExecutor(Executor):
     def terminate_workers(self) -> None:
         """Kill every worker now, even one stuck inside ``fn``; their pending results raise
         ``BrokenProcessPool``. The executor stays usable: the next call starts a new pool.
-        (The stdlib gained ``terminate_workers``/``kill_workers`` in Python 3.14.)"""
+        (The stdlib gained ``terminate_workers``/``kill_workers`` in Python 3.14.)
+
+        With ``backend="threads"`` nothing can be killed: the calls not yet started are
+        cancelled, and a call already running finishes in its thread."""
         self._backend.terminate_workers()
 
     kill_workers = terminate_workers
@@ -364,12 +463,28 @@ def _machine_facts() -> SystemFacts:
         return _machine_facts_cache[1]
 
 
-def _cluster_backend(backend: Backend | str | None, client: Any) -> Backend | None:
-    """The backend object for the ``backend``/``client`` options; ``None`` means the local pool."""
+def _cluster_backend(
+    backend: Backend | str | None,
+    client: Any,
+    *,
+    max_workers: int | None,
+    initializer: Callable[..., object] | None,
+    initargs: tuple[Any, ...],
+) -> Backend | None:
+    """The backend object for the ``backend``/``client`` options; ``None`` means the local
+    process pool. The pool options reach the thread backend only (the dask backend refuses
+    them before this is called)."""
+    if backend in (None, "loky", "threads") and client is not None:
+        raise ValueError("client= is only used with backend='dask'")
     if backend is None or backend == "loky":
-        if client is not None:
-            raise ValueError("client= is only used with backend='dask'")
         return None
+    if backend == "threads":
+        return ThreadBackend(
+            max_workers=max_workers,
+            initializer=initializer,
+            initargs=initargs,
+            read_machine_facts=_machine_facts,
+        )
     if backend == "dask":
         if client is None:
             raise ValueError(
@@ -380,7 +495,9 @@ def _cluster_backend(backend: Backend | str | None, client: Any) -> Backend | No
 
         return DaskBackend(client)
     if isinstance(backend, str):
-        raise ValueError(f"backend must be 'loky', 'dask' or a backend object, got {backend!r}")
+        raise ValueError(
+            f"backend must be 'loky', 'dask', 'threads' or a backend object, got {backend!r}"
+        )
     return backend
 
 

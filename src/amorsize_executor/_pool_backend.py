@@ -99,8 +99,11 @@ class PoolBackend:
         choose_context: Callable[[], BaseContext | None] | None = None,
         record_start_s: Callable[[str, float], None] = _no_record,
         worker_thread_env: Callable[[int], dict[str, str]] | None = None,
+        idle_timeout_s: float | None = None,
     ) -> None:
         self._worker_thread_env = worker_thread_env
+        # loky pools only: a worker left without work this long exits (None: never).
+        self._idle_timeout_s = idle_timeout_s
         self._max_workers = max_workers
         self._mp_context = mp_context
         self._choose_context = choose_context
@@ -220,6 +223,7 @@ class PoolBackend:
                 context=context,
                 initializer=init_worker,
                 initargs=initargs,
+                timeout=self._idle_timeout_s,
             )
         return pool
 
