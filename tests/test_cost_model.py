@@ -362,3 +362,37 @@ def test_a_cluster_is_never_oversubscribed() -> None:
     waiting = make_measurements(cpu_s_per_item=1e-5, voluntary_switches_per_item=1.0)
     plan = cm.plan_map(facts, waiting, n_items=10_000, n_items_lower_bound=0)
     assert plan.n_workers <= 6
+
+
+@given(
+    wall=st.floats(1e-8, 1e-1),
+    pickle_s=st.floats(0.0, 1e-3),
+    result_bytes=st.floats(0.0, 1e7),
+    n_items=st.integers(1, 100_000),
+    start_s=st.floats(0.0, 0.5),
+    warm=st.integers(0, 4),
+)
+def test_the_parallel_floor_is_below_every_candidate(
+    wall: float, pickle_s: float, result_bytes: float, n_items: int, start_s: float, warm: int
+) -> None:
+    facts = make_facts(worker_start_s=start_s, n_warm_workers=warm, task_roundtrip_s=2e-4)
+    work = make_measurements(
+        wall_s_per_item=wall,
+        cpu_s_per_item=wall,
+        pickle_s_per_item=pickle_s,
+        result_bytes=result_bytes,
+    )
+    floor_s = cm.parallel_floor_s(facts, work, n_items)
+    for n_workers in (1, 2, 4, 8):
+        for size in cm.candidate_chunksizes(n_items, n_workers):
+            assert (
+                floor_s <= cm.predict_parallel_s(facts, work, n_items, n_workers, size, 4) + 1e-12
+            )
+
+
+def test_a_job_under_the_floor_is_serial_without_a_search() -> None:
+    # 0.1 µs calls whose items cost 0.2 µs to pickle: no pool can ever win.
+    work = make_measurements(wall_s_per_item=1e-7, cpu_s_per_item=1e-7, pickle_s_per_item=2e-7)
+    plan = cm.plan_map(make_facts(), work, n_items=200_000, n_items_lower_bound=0)
+    assert plan.mode == "serial"
+    assert any("any pool would take at least" in r for r in plan.reasons)

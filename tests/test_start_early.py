@@ -44,6 +44,8 @@ def test_the_users_cap_and_the_item_count_bound_the_early_workers() -> None:
         {"first_cpu_s": 1e-3},  # waiting-bound: the worker count is not known yet
         {"n_usable_cores": 1},  # one core: a pool cannot win on CPU-bound work
         {"first_call_s": 0.0},
+        # a fast first call says little (200k trivial items once looked like 0.4 s of work)
+        {"first_call_s": 2e-6, "first_cpu_s": 2e-6, "n_items_left": 200_000},
     ],
 )
 def test_no_early_start_without_a_clear_case(overrides: dict[str, Any]) -> None:
@@ -109,6 +111,7 @@ class RecordingBackend(FakeBackend):
 
 def test_map_starts_workers_after_the_first_probed_call(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_cost_model, "PRESTART_MIN_SERIAL_S", 0.0)
+    monkeypatch.setattr(_cost_model, "PRESTART_MIN_CALL_S", 0.0)
     monkeypatch.setattr(_cost_model, "workers_to_start_early", lambda **_: 3)
     CALLS.clear()
     backend = RecordingBackend()
@@ -122,6 +125,7 @@ def test_map_does_not_start_workers_early_when_the_rule_says_no(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(_cost_model, "PRESTART_MIN_SERIAL_S", 0.0)
+    monkeypatch.setattr(_cost_model, "PRESTART_MIN_CALL_S", 0.0)
     monkeypatch.setattr(_cost_model, "workers_to_start_early", lambda **_: 0)
     CALLS.clear()
     backend = RecordingBackend()

@@ -168,6 +168,16 @@ def predict_parallel_s(
     return predict_start_s(facts, n_workers) + facts.task_roundtrip_s + max(parent_s, worker_s)
 
 
+def parallel_floor_s(facts: SystemFacts, measurements: WorkMeasurements, n_items: int) -> float:
+    """A lower bound of ``predict_parallel_s`` over every worker count and chunk size: the
+    cheapest start (none with warm workers), one round trip, and the parent's pickling and
+    transfer of every item, which no number of workers shares."""
+    m = measurements
+    start_s = 0.0 if facts.n_warm_workers >= 1 else predict_start_s(facts, 1)
+    transfer_s = (m.item_bytes + m.result_bytes) / facts.ipc_bytes_per_s
+    return start_s + facts.task_roundtrip_s + n_items * (m.pickle_s_per_item + transfer_s)
+
+
 def candidate_chunksizes(n_items: int, n_workers: int) -> list[int]:
     """Chunk sizes worth evaluating: powers of two, and the sizes that give each worker
     exactly one, two or four chunks (the balanced splits a static rule would pick)."""
@@ -317,6 +327,20 @@ def plan_map(
         reasons.append("memory is short, but fn may not run in the caller: 1 worker")
     if serial_allowed and n_assumed == 0:
         return make("serial", 1, 1, None, ["no items are left after the probe"])
+    if serial_s is not None:
+        floor_s = parallel_floor_s(facts, measurements, n_assumed)
+        if floor_s >= serial_s * (1 - PARALLEL_MARGIN):
+            # No pool can win: skip the search (the plan of a tiny job must cost ~nothing).
+            floor_why = [
+                "serial is predicted fastest: any pool would take at least "
+                f"{_ratio_text(floor_s, serial_s)} of the serial time (a worker's start, "
+                "and the parent's pickling and sending of every item and result)"
+            ]
+            if n_items is None:
+                floor_why.append(
+                    "the input's length is unknown: this is revisited as more items arrive"
+                )
+            return make("serial", 1, 1, floor_s, floor_why)
 
     predictions: list[tuple[float, int, int]] = []
     for n_workers in range(1, worker_cap + 1):
@@ -462,6 +486,13 @@ and its start (10-25 ms with fork here, 70-350 ms with loky's default) overlaps 
 instead of following it. Below this, a wrong guess would cost a short job its start."""
 
 
+PRESTART_MIN_CALL_S = 1e-3
+"""Nor unless the first call itself took this long. A first call is the slowest (cold caches,
+lazy imports), and a fast one says little: 2 µs for a call that then runs at 0.1 µs made
+200,000 trivial items look like 0.4 s of work and started a pool for a 20 ms job. Calls
+under a millisecond also leave the probe short, with little start-up to hide behind it."""
+
+
 def workers_to_start_early(
     *,
     first_call_s: float,
@@ -472,12 +503,12 @@ def workers_to_start_early(
 ) -> int:
     """How many workers to start during the probe (0: wait for the plan).
 
-    Only for CPU-bound calls over an input of known length that is long by
-    ``PRESTART_MIN_SERIAL_S``: such work gets one worker per usable core, so the guess
-    matches the plan; waiting-bound work's worker count depends on figures the probe has
-    not measured yet.
+    Only for CPU-bound calls of at least ``PRESTART_MIN_CALL_S`` over an input of known
+    length that is long by ``PRESTART_MIN_SERIAL_S``: such work gets one worker per usable
+    core, so the guess matches the plan; waiting-bound work's worker count depends on
+    figures the probe has not measured yet.
     """
-    if n_items_left is None or first_call_s <= 0 or n_usable_cores < 2:
+    if n_items_left is None or first_call_s < PRESTART_MIN_CALL_S or n_usable_cores < 2:
         return 0
     if n_items_left * first_call_s < PRESTART_MIN_SERIAL_S:
         return 0

@@ -181,7 +181,11 @@ class MapRun:
         """Start the pool while the probe goes on when its first call already says the job
         is long and CPU-bound (see ``_cost_model.workers_to_start_early``)."""
         n_left = self._source.n_remaining
-        if n_left is None or n_left * first_call_s < _cost_model.PRESTART_MIN_SERIAL_S:
+        if (
+            n_left is None
+            or first_call_s < _cost_model.PRESTART_MIN_CALL_S
+            or n_left * first_call_s < _cost_model.PRESTART_MIN_SERIAL_S
+        ):
             return  # decided without reading the machine
         n_cores, _ = _cost_model.choose_usable_cores(
             self._read_facts(self._backend), cpu_bound=True
