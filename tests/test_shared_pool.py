@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -308,6 +309,9 @@ def test_keep_warm_not_positive_and_finite_raises_value_error(value: float) -> N
         AdaptiveProcessPoolExecutor(keep_warm=value)
 
 
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="max_tasks_per_child itself is refused before 3.11"
+)
 def test_keep_warm_with_max_tasks_per_child_is_refused() -> None:
     with pytest.raises(ValueError, match="keep_warm cannot be combined with max_tasks_per_child"):
         AdaptiveProcessPoolExecutor(keep_warm=WARM_S, max_tasks_per_child=2)
