@@ -352,3 +352,54 @@ def test_the_switch_to_serial_is_made_and_explained_once() -> None:
         plan = ex.last_plan
     assert plan is not None
     assert sum("switched to serial part-way" in reason for reason in plan.reasons) == 1
+
+
+def test_the_serial_figure_follows_calls_that_got_slower() -> None:
+    now = _cost_model.serial_s_per_item_now
+    # Computing calls: CPU time counts (wall time is inflated by the cores' sharing).
+    assert now(probed_s=1e-3, worker_wall_s=5e-3, worker_cpu_s=4e-3) == 4e-3
+    # Waiting calls: wall time counts.
+    assert now(probed_s=1e-3, worker_wall_s=10e-3, worker_cpu_s=1e-4) == 10e-3
+    # Never below the probe's figure.
+    assert now(probed_s=2e-3, worker_wall_s=1e-3, worker_cpu_s=1e-3) == 2e-3
+    assert now(probed_s=2e-3, worker_wall_s=0.0, worker_cpu_s=0.0) == 2e-3
+
+
+def test_closing_an_unstarted_result_iterator_releases_the_backend() -> None:
+    backend = FakeBackend(hold=True)
+    ex = AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts())
+    results = ex.map(record_call, range(200))
+    assert backend.n_keeping_open == 1
+    results.close()
+    assert backend.n_keeping_open == 0
+    assert all(future.cancelled() for future, _ in backend.held)
+    ex.shutdown()
+
+
+def test_dropping_an_unstarted_result_iterator_releases_the_backend() -> None:
+    import gc
+
+    backend = FakeBackend(hold=True)
+    ex = AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts())
+    results = ex.map(record_call, range(200))
+    ex.shutdown(wait=False)
+    assert backend.n_keeping_open == 1
+    del results
+    gc.collect()
+    assert backend.n_keeping_open == 0
+
+
+def test_a_real_pool_is_gone_after_an_unread_map_and_shutdown_without_wait() -> None:
+    import gc
+
+    from .contract._helpers import alive, wait_gone
+
+    ex = AdaptiveProcessPoolExecutor(system_facts=make_facts(n_logical_cores=2))
+    results = ex.map(sleep_for, [0.05] * 100)
+    pids = ex._backend.worker_pids()  # type: ignore[attr-defined]
+    assert pids
+    ex.shutdown(wait=False)
+    del results
+    gc.collect()
+    wait_gone(pids, deadline_s=30)
+    assert not alive(pids)

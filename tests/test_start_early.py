@@ -68,7 +68,30 @@ def test_the_probe_reports_its_first_call_once_with_the_collector_running() -> N
     assert gc.isenabled()
 
 
-def test_the_probe_pauses_the_collector_and_restores_it() -> None:
+def test_the_collector_is_paused_only_for_groups_of_fast_calls() -> None:
+    clock = ScriptedClock()
+    states: list[tuple[int, bool]] = []
+
+    def fn(x: int) -> int:
+        states.append((x, gc.isenabled()))
+        clock.now_s += 1e-6  # fast: timed in growing groups
+        return x
+
+    gc.enable()
+    _probe.probe(fn, items(40), wall_clock=clock, measure_memory=no_memory)
+    by_item = dict(states)
+    assert by_item[0] and by_item[1]  # the first call and the memory-metered one
+    assert not all(by_item.values())  # a group ran with the collector paused
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        _probe.probe(fn, items(10), wall_clock=clock, measure_memory=no_memory)
+        assert not gc.isenabled()  # a caller's choice is left as it was
+    finally:
+        gc.enable()
+
+
+def test_slow_calls_run_with_the_collector_on() -> None:
     clock = ScriptedClock()
     states: list[bool] = []
 
@@ -79,14 +102,7 @@ def test_the_probe_pauses_the_collector_and_restores_it() -> None:
 
     gc.enable()
     _probe.probe(fn, items(10), wall_clock=clock, measure_memory=no_memory)
-    assert states and not any(states)
-    assert gc.isenabled()
-    gc.disable()
-    try:
-        _probe.probe(fn, items(10), wall_clock=clock, measure_memory=no_memory)
-        assert not gc.isenabled()  # a caller's choice is left as it was
-    finally:
-        gc.enable()
+    assert states and all(states)
 
 
 CALLS: list[int] = []

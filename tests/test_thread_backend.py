@@ -557,3 +557,24 @@ def test_process_only_options_are_refused_with_threads() -> None:
 def test_max_workers_is_still_checked_with_threads() -> None:
     with pytest.raises(ValueError, match="max_workers must be greater than 0"):
         AdaptiveProcessPoolExecutor(backend="threads", max_workers=0)
+
+
+def test_map_on_threads_shares_state_and_needs_nothing_picklable() -> None:
+    # A closure over a list and a lock (neither travels through pickle): on threads, every
+    # call's side effect lands in this process's list, and items may hold a lock.
+    seen: list[int] = []
+    guard = threading.Lock()
+
+    def record(args: tuple[int, threading.Lock]) -> int:
+        x, lock = args
+        time.sleep(0.002)  # waiting: the plan runs it on several threads
+        with lock:
+            seen.append(x)
+        return 2 * x
+
+    items = [(x, guard) for x in range(200)]
+    with AdaptiveProcessPoolExecutor(backend="threads") as ex:
+        assert list(ex.map(record, items)) == [2 * x for x in range(200)]
+        plan = ex.last_plan
+    assert sorted(seen) == list(range(200))
+    assert plan is not None and plan.mode == "parallel" and plan.n_workers > 1

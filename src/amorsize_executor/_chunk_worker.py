@@ -97,6 +97,11 @@ class ChunkPayload:
     check_every: int = 1
     """Items between two looks at the clock when there is a budget (1 unless calls are so
     fast that reading the clock would cost a noticeable share of them)."""
+    fn: Callable[..., Any] | None = None
+    """For a backend that runs chunks in this process (threads): ``fn`` itself, and then
+    ``items`` too, neither pickled, so closures share this process's state and items need
+    not be picklable. ``None`` for worker processes."""
+    items: list[tuple[Any, ...]] | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,8 @@ class ChunkResult:
     recent_s_per_item: float = 0.0
     """Seconds per item over the last stretch before the budget ran out: what the unrun
     items next to them probably cost."""
+    results: list[Any] | None = None
+    """The results themselves, unpickled, when the chunk ran in this process."""
 
 
 def run_chunk(payload: ChunkPayload, clock: Callable[[], float] | None = None) -> ChunkResult:
@@ -142,8 +149,11 @@ def run_chunk(payload: ChunkPayload, clock: Callable[[], float] | None = None) -
     import time
 
     now = time.perf_counter if clock is None else clock
-    fn = cloudpickle.loads(payload.fn_bytes)
-    items: list[tuple[Any, ...]] = cloudpickle.loads(payload.items_bytes)
+    in_process = payload.fn is not None
+    fn = payload.fn if payload.fn is not None else cloudpickle.loads(payload.fn_bytes)
+    items: list[tuple[Any, ...]] = (
+        payload.items if payload.items is not None else cloudpickle.loads(payload.items_bytes)
+    )
     results: list[Any] = []
     failure: ChunkFailure | None = None
     n_unrun = 0
@@ -179,6 +189,19 @@ def run_chunk(payload: ChunkPayload, clock: Callable[[], float] | None = None) -
     cpu_s = time.process_time() - start_cpu_s
     switches1 = _voluntary_switches()
     switches = None if switches0 is None or switches1 is None else switches1 - switches0
+    if in_process:
+        return ChunkResult(
+            b"",
+            len(results),
+            compute_s,
+            cpu_s,
+            0,
+            failure,
+            switches,
+            n_unrun=0 if failure is not None else n_unrun,
+            recent_s_per_item=recent_s_per_item,
+            results=results,
+        )
     try:
         results_bytes = cloudpickle.dumps(results)
     except Exception:

@@ -529,6 +529,21 @@ more about a neighbour's burst than about the pool (a 2-core CI run once saw the
 20 ms of 1 ms calls look slower than serial)."""
 
 
+def serial_s_per_item_now(*, probed_s: float, worker_wall_s: float, worker_cpu_s: float) -> float:
+    """What a call would cost in the caller now, to judge a running pool against.
+
+    The probe's figure, unless the workers show calls have become slower since: for calls
+    that compute, by their CPU time (their wall time also counts the cores the workers and
+    the parent take from each other, which serial would not pay); for calls that wait, by
+    their wall time (waiting is not shared). Never below the probe's figure.
+    """
+    if worker_wall_s > 0 and worker_cpu_s / worker_wall_s < CPU_BOUND_SHARE:
+        now_s = worker_wall_s
+    else:
+        now_s = worker_cpu_s
+    return max(probed_s, now_s)
+
+
 def pool_is_losing(
     *,
     parent_s_per_item: float,

@@ -410,6 +410,9 @@ class AdaptiveProcessPoolExecutor(Executor):
         try:
             run.start()
         except BaseException as exc:
+            # Cancels what was sent and releases the backend (a pool kept open for this run
+            # would otherwise outlive shutdown(wait=False)).
+            run.abandon(interrupted=isinstance(exc, KeyboardInterrupt))
             close_progress()
             if isinstance(exc, KeyboardInterrupt):
                 # Interrupted while probing in a worker: do not leave it running.

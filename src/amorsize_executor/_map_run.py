@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import logging
+import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
@@ -32,7 +35,7 @@ from concurrent.futures import TimeoutError as FuturesTimeoutError
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from itertools import chain, starmap
-from typing import Any
+from typing import Any, TypeVar
 
 import cloudpickle
 
@@ -81,6 +84,21 @@ PROGRESS_INTERVAL_S = 0.1
 WORKER_PROBE_FIRST_ITEMS = 1
 """Items in the first chunk of a probe run in a worker; each further probe chunk is four
 times larger until the measured compute time is long enough to trust."""
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _locked(method: _Method) -> _Method:
+    """Run the method holding the run's lock: ``shutdown()`` may act on a run from another
+    thread than the one reading its results, and both change the chunks in flight."""
+
+    @functools.wraps(method)
+    def wrapper(self: MapRun, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -143,6 +161,7 @@ class MapRun:
         self._chunksize = 1
         self._window = 1
         self._observed_s_per_item = 0.0
+        self._observed_cpu_s_per_item = 0.0
         self._chunksizes: list[int] = []
         self._busy_s = 0.0
         self._started_s = time.perf_counter()
@@ -154,10 +173,15 @@ class MapRun:
         self._stream_failed = False
         self._shutdown = False
         self._closed = False
+        self._in_process = bool(getattr(backend, "runs_in_process", False))
+        """Chunks run in this process (threads): sent as objects, never pickled."""
         self._budgets = options.chunksize is None and hasattr(backend, "keep_open")
         """Whether chunks get a time budget: the user fixed no chunk size, and the backend
         can stay open after ``shutdown(wait=False)`` until handed-back items are resent."""
         self._keeping_backend_open = False
+        self._lock = threading.RLock()
+        """Guards the chunks in flight (``_pending`` and its counts); never held while
+        waiting for a result."""
 
     # -- start: probe and plan --------------------------------------------------------
 
@@ -187,9 +211,12 @@ class MapRun:
             or n_left * first_call_s < _cost_model.PRESTART_MIN_SERIAL_S
         ):
             return  # decided without reading the machine
-        n_cores, _ = _cost_model.choose_usable_cores(
-            self._read_facts(self._backend), cpu_bound=True
-        )
+        try:
+            facts = self._read_facts(self._backend)
+        except Exception as exc:
+            logger.debug("early start skipped: facts unreadable (%s)", exc)
+            return
+        n_cores, _ = _cost_model.choose_usable_cores(facts, cpu_bound=True)
         n_workers = _cost_model.workers_to_start_early(
             first_call_s=first_call_s,
             first_cpu_s=first_cpu_s,
@@ -199,7 +226,10 @@ class MapRun:
         )
         if n_workers:
             logger.debug("starting %d worker(s) while the probe runs", n_workers)
-            self._backend.prepare(n_workers)
+            try:
+                self._backend.prepare(n_workers)
+            except Exception as exc:  # a guess only: the plan starts what it needs
+                logger.debug("early start failed (%s); the plan decides", exc)
 
     def _probe_in_worker(self) -> None:
         """Measure by running small first chunks on a worker: ``fn`` must not run here."""
@@ -261,6 +291,11 @@ class MapRun:
 
     def _make_plan(self, measurements: WorkMeasurements, *, exhausted: bool) -> None:
         m = self._options
+        if self._in_process:
+            # Nothing is pickled on the way to a thread: neither cost nor picklability count.
+            measurements = replace(
+                measurements, item_bytes=0.0, result_bytes=0.0, pickle_s_per_item=0.0
+            )
         remaining = 0 if exhausted or self._error is not None else self._source.n_remaining
         if remaining == 0 and m.serial_allowed:
             plan = self._plan_with(
@@ -270,7 +305,12 @@ class MapRun:
             plan = self._plan_reading_facts_if_needed(
                 measurements, remaining, serial_allowed=m.serial_allowed
             )
-        if plan.mode == "parallel" and self._error is None and not exhausted:
+        if (
+            plan.mode == "parallel"
+            and self._error is None
+            and not exhausted
+            and not self._in_process
+        ):
             try:
                 self._fn_bytes = dumps_callable(self._fn)
             except Exception as exc:
@@ -347,6 +387,7 @@ class MapRun:
 
     # -- parallel: submit, collect, feed back --------------------------------------------
 
+    @_locked
     def _submit_next(self, size: int) -> _Chunk | None:
         """Pull up to ``size`` items and submit them as one chunk; ``None`` if nothing was
         pulled. An input or pickling error is recorded at its position."""
@@ -364,6 +405,10 @@ class MapRun:
     def _submit_items(self, first_index: int, items: list[tuple[Any, ...]]) -> _Chunk | None:
         """Submit ``items`` (the input from ``first_index`` on) as one chunk, counted in
         flight but not yet placed in ``_pending``; ``None`` if nothing could be sent."""
+        if self._in_process:
+            budget_s, check_every = self._chunk_budget(len(items))
+            payload = ChunkPayload(b"", b"", budget_s, check_every, fn=self._fn, items=items)
+            return self._send(first_index, items, payload)
         if self._fn_bytes is None:
             self._fn_bytes = dumps_callable(self._fn)
         try:
@@ -379,7 +424,13 @@ class MapRun:
                 return None
             items_bytes = cloudpickle.dumps(items)
         budget_s, check_every = self._chunk_budget(len(items))
-        payload = ChunkPayload(self._fn_bytes, items_bytes, budget_s, check_every)
+        return self._send(
+            first_index, items, ChunkPayload(self._fn_bytes, items_bytes, budget_s, check_every)
+        )
+
+    def _send(
+        self, first_index: int, items: list[tuple[Any, ...]], payload: ChunkPayload
+    ) -> _Chunk | None:
         try:
             future = self._backend.submit_chunk(payload)
         except RuntimeError as exc:
@@ -388,7 +439,9 @@ class MapRun:
             return None
         self._in_flight_items += len(items)
         self._chunksizes.append(len(items))
-        return _Chunk(first_index, len(items), future, items if budget_s is not None else None)
+        return _Chunk(
+            first_index, len(items), future, items if payload.budget_s is not None else None
+        )
 
     def _chunk_budget(self, n_items: int) -> tuple[float | None, int]:
         """The time budget of a new chunk and how often its worker reads the clock; no
@@ -405,47 +458,61 @@ class MapRun:
         )
         return budget_s, _cost_model.budget_check_every(s_per_item)
 
+    @_locked
     def _resend_unrun(self) -> None:
         """Chunks that stopped at their budget: send their unstarted items again, split over
         the workers, placed right after them so results keep their order. Every finished
         budgeted chunk is looked at once; a piece may stop and be split again in turn."""
-        plan = self._plan
         position = 0
         while position < len(self._pending):
             chunk = self._pending[position]
             position += 1
             if chunk.items is None or not chunk.future.done():
                 continue
-            items, chunk.items = chunk.items, None
-            if chunk.future.cancelled() or chunk.future.exception() is not None:
-                continue
-            result = chunk.future.result()
-            if result.n_unrun <= 0 or result.failure is not None or plan is None:
-                continue
-            rest = items[result.n_results :]
-            first_index = chunk.first_index + result.n_results
-            chunk.n_items = result.n_results
-            self._in_flight_items -= len(rest)
-            sizes = _cost_model.split_unrun(
-                n_unrun=len(rest),
-                recent_s_per_item=result.recent_s_per_item,
-                n_workers=plan.n_workers,
-                task_roundtrip_s=plan.facts.task_roundtrip_s,
-            )
-            for size in sizes:
-                piece = self._submit_items(first_index, rest[:size])
-                if piece is None:
-                    break  # the error is recorded at the piece's position
+            for piece in self._split_off_unrun(chunk):
                 self._pending.insert(position, piece)
                 position += 1
-                first_index += size
-                rest = rest[size:]
 
+    def _split_off_unrun(self, chunk: _Chunk) -> list[_Chunk]:
+        """The chunks that carry a finished budgeted chunk's unstarted items (none if it ran
+        them all, failed or was cancelled), already sent; ``chunk`` then counts only the
+        items it ran. Looks at a chunk once."""
+        items, chunk.items = chunk.items, None
+        plan = self._plan
+        if items is None or plan is None:
+            return []
+        if chunk.future.cancelled() or chunk.future.exception() is not None:
+            return []
+        result = chunk.future.result()
+        if result.n_unrun <= 0 or result.failure is not None:
+            return []
+        rest = items[result.n_results :]
+        first_index = chunk.first_index + result.n_results
+        chunk.n_items = result.n_results
+        self._in_flight_items -= len(rest)
+        sizes = _cost_model.split_unrun(
+            n_unrun=len(rest),
+            recent_s_per_item=result.recent_s_per_item,
+            n_workers=plan.n_workers,
+            task_roundtrip_s=plan.facts.task_roundtrip_s,
+        )
+        pieces: list[_Chunk] = []
+        for size in sizes:
+            piece = self._submit_items(first_index, rest[:size])
+            if piece is None:
+                break  # the error is recorded at the piece's position
+            pieces.append(piece)
+            first_index += size
+            rest = rest[size:]
+        return pieces
+
+    @_locked
     def _stop_keeping_backend_open(self) -> None:
         if self._keeping_backend_open:
             self._keeping_backend_open = False
             self._backend.allow_close()  # type: ignore[attr-defined]
 
+    @_locked
     def _fill(self) -> None:
         """Keep the workers fed: submit chunks while fewer than ``window`` items are
         unfinished and the outstanding items stay under ``_outstanding_cap()``."""
@@ -479,7 +546,8 @@ class MapRun:
         everything at once; we refill on every completion instead, within bounds.
         """
         self._resend_unrun()
-        head = self._pending[0].future
+        with self._lock:
+            head = self._pending[0].future
         while not head.done():
             timeout_s = None
             if self._options.deadline_s is not None:
@@ -487,7 +555,8 @@ class MapRun:
                 if timeout_s <= 0:
                     return  # ``_wait`` raises the TimeoutError in place
             # Only unfinished ones: a finished future would wake the wait at once, forever.
-            unfinished = [chunk.future for chunk in self._pending if not chunk.future.done()]
+            with self._lock:
+                unfinished = [c.future for c in self._pending if not c.future.done()]
             wait(unfinished, timeout=timeout_s, return_when=FIRST_COMPLETED)
             self._resend_unrun()
             self._fill()
@@ -516,7 +585,11 @@ class MapRun:
             self._set_error(exc, chunk.first_index)
             return None
         try:
-            results: list[Any] = cloudpickle.loads(result.results_bytes)
+            results: list[Any] = (
+                result.results
+                if result.results is not None
+                else cloudpickle.loads(result.results_bytes)
+            )
         except Exception as exc:
             self._set_error(
                 UnpicklableResultError(chunk.first_index, "result", f"cannot be loaded: {exc}"),
@@ -544,10 +617,15 @@ class MapRun:
         if outcome.n_results == 0 or self._plan is None:
             return
         per_item_s = outcome.compute_s / outcome.n_results
+        cpu_per_item_s = outcome.cpu_s / outcome.n_results
         if self._observed_s_per_item == 0.0:
             self._observed_s_per_item = per_item_s
+            self._observed_cpu_s_per_item = cpu_per_item_s
         else:
             self._observed_s_per_item += FEEDBACK_WEIGHT * (per_item_s - self._observed_s_per_item)
+            self._observed_cpu_s_per_item += FEEDBACK_WEIGHT * (
+                cpu_per_item_s - self._observed_cpu_s_per_item
+            )
         if self._options.chunksize is not None:
             return
         plan = self._plan
@@ -593,9 +671,14 @@ class MapRun:
             return
         m = plan.measurements
         parent_s_per_item = self._steady_parent_s / self._steady_items
+        serial_s_per_item = _cost_model.serial_s_per_item_now(
+            probed_s=m.wall_s_per_item,
+            worker_wall_s=self._observed_s_per_item,
+            worker_cpu_s=self._observed_cpu_s_per_item,
+        )
         if not _cost_model.pool_is_losing(
             parent_s_per_item=parent_s_per_item,
-            serial_s_per_item=m.wall_s_per_item,
+            serial_s_per_item=serial_s_per_item,
             n_chunks_measured=self._n_chunks_received - n_startup_chunks,
             measured_s=self._steady_parent_s,
         ):
@@ -610,7 +693,7 @@ class MapRun:
                 *plan.reasons,
                 f"switched to serial part-way: each result cost the caller "
                 f"{format_seconds(parent_s_per_item)} from the pool against "
-                f"{format_seconds(m.wall_s_per_item)} for a call here; the rest ran here",
+                f"{format_seconds(serial_s_per_item)} for a call here; the rest ran here",
             ),
         )
         self._publish_plan(self._plan)
@@ -750,10 +833,11 @@ class MapRun:
         plan = self._plan_reading_facts_if_needed(measurements, remaining, serial_allowed=True)
         if plan.mode != "parallel":
             return False
-        try:
-            self._fn_bytes = dumps_callable(self._fn)
-        except Exception:
-            return False
+        if not self._in_process:
+            try:
+                self._fn_bytes = dumps_callable(self._fn)
+            except Exception:
+                return False
         plan = replace(
             plan,
             reasons=(
@@ -779,7 +863,16 @@ class MapRun:
         segments = self._segments()
         results: ResultIterator = ResultIterator.from_iterable(segments)  # type: ignore[assignment]
         results.segments = segments
+        # A generator never started runs no ``finally``: closing or dropping the iterator
+        # must still cancel the chunks sent by ``start()`` and release the backend.
+        finalizer = weakref.finalize(results, self.abandon)
+        finalizer.atexit = False
+        results.finalizer = finalizer
         return results
+
+    def abandon(self, *, interrupted: bool = False) -> None:
+        """End the run without reading on: cancel what is pending, release the backend."""
+        self._close(interrupted)
 
     def _segments(self) -> Generator[Iterable[Any], None, None]:
         interrupted = False
@@ -794,9 +887,15 @@ class MapRun:
                 if self._pending:
                     started_s = time.perf_counter()
                     self._await_head()
-                    chunk = self._pending.popleft()
-                    self._in_flight_items -= chunk.n_items
+                    with self._lock:
+                        chunk = self._pending.popleft()
                     outcome = self._wait(chunk)
+                    with self._lock:
+                        if chunk.items is not None and outcome is not None:
+                            # Finished after ``_await_head`` looked (a deadline cut its
+                            # wait short): its unstarted items go out now, next in line.
+                            self._pending.extendleft(reversed(self._split_off_unrun(chunk)))
+                        self._in_flight_items -= chunk.n_items
                     waited_s = time.perf_counter() - started_s
                     if outcome is not None:
                         self._learn(outcome)
@@ -839,12 +938,13 @@ class MapRun:
             return
         self._closed = True
         self._cancel_pending()
+        if interrupted:
+            # Before the backend is released: a deferred close would take the pool away.
+            self._backend.terminate_workers()
         self._stop_keeping_backend_open()
         self._source.close()
         if self._options.on_finish is not None:
             self._options.on_finish()
-        if interrupted:
-            self._backend.terminate_workers()
         if self._plan is not None:
             wall_s = time.perf_counter() - self._started_s
             self._publish_plan(
@@ -862,12 +962,14 @@ class MapRun:
                 )
             )
 
+    @_locked
     def _cancel_pending(self) -> None:
         for chunk in self._pending:
             chunk.future.cancel()
         self._pending.clear()
         self._in_flight_items = 0
 
+    @_locked
     def _set_error(self, error: BaseException, index: int) -> None:
         """Record the error that ends the stream; an earlier position wins."""
         if self._error is None or index < self._error_index:
@@ -890,29 +992,36 @@ class MapRun:
         run over an input of known length submits the rest now, so the results can still
         be read after the ``with`` block, exactly as with the stdlib's eager ``map``.
         """
-        self._shutdown = True
-        if cancel_futures:
-            for chunk in self._pending:
-                chunk.future.cancel()
-            self._stop_keeping_backend_open()
-            return
-        if (
-            self._options.drain_on_shutdown
-            and self._plan is not None
-            and self._plan.mode == "parallel"
-            and not self._fell_back
-        ):
-            while self._error is None and not self._source.exhausted:
-                if self._submit_next(self._chunksize) is None:
-                    break
+        with self._lock:
+            self._shutdown = True
+            if cancel_futures:
+                for chunk in self._pending:
+                    chunk.future.cancel()
+                self._stop_keeping_backend_open()
+                return
+            if (
+                self._options.drain_on_shutdown
+                and self._plan is not None
+                and self._plan.mode == "parallel"
+                and not self._fell_back
+            ):
+                while self._error is None and not self._source.exhausted:
+                    if self._submit_next(self._chunksize) is None:
+                        break
         if wait:
             # Chunks sent before now may still stop at their budget: resend their unstarted
             # items (without a budget now) while the pool is open, until none is left.
-            while budgeted := [c.future for c in self._pending if c.items is not None]:
+            while True:
+                with self._lock:
+                    budgeted = [c.future for c in self._pending if c.items is not None]
+                if not budgeted:
+                    break
                 concurrent.futures.wait(budgeted)
                 self._resend_unrun()
             self._stop_keeping_backend_open()
-            for chunk in list(self._pending):
+            with self._lock:
+                in_flight = list(self._pending)
+            for chunk in in_flight:
                 with contextlib.suppress(CancelledError):
                     chunk.future.exception()
 
@@ -922,10 +1031,12 @@ class ResultIterator(chain):  # type: ignore[type-arg]
     like the stdlib's generator, can be closed to stop the work early."""
 
     segments: Generator[Iterable[Any], None, None]
+    finalizer: weakref.finalize[Any, Any]
 
     def close(self) -> None:
         """Stop: cancel what is pending and read no more input."""
         self.segments.close()
+        self.finalizer()
 
 
 @dataclass(frozen=True)

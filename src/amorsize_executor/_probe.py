@@ -123,41 +123,25 @@ def probe(
     gets the first call's wall and CPU seconds as soon as they are known (the caller may
     start workers then, while the probe goes on).
 
-    The garbage collector is paused meanwhile, as ``timeit`` does: the argument tuples the
-    probe builds would otherwise trigger a collection of the whole heap now and then, a
-    pause of a millisecond or more in a large program that a fast job's figures (and its
-    total time) would carry. Whatever the probe allocates is collected after it.
+    The garbage collector is paused while a group of fast calls is timed, as ``timeit``
+    does: the argument tuples the probe builds would otherwise trigger a collection of the
+    whole heap inside a group now and then, a pause of a millisecond or more in a large
+    program, which a sub-microsecond call's figure would carry. Slow calls, the first one
+    and the memory-metered one run with the collector as the caller has it, so a call that
+    makes cyclic garbage is measured with the memory it really needs.
     """
-    was_enabled = gc.isenabled()
-    hook = after_first_call
-    if hook is not None and was_enabled:
-        user_hook = hook
-
-        def hook(wall_s: float, cpu_s: float) -> None:
-            # Workers forked now must not inherit a paused collector.
-            gc.enable()
-            try:
-                user_hook(wall_s, cpu_s)
-            finally:
-                gc.disable()
-
-    gc.disable()
-    try:
-        return _probe_items(
-            fn,
-            source,
-            wall_clock=wall_clock,
-            cpu_clock=cpu_clock,
-            dumps=dumps,
-            budget_s=budget_s,
-            max_items=max_items,
-            measure_memory=measure_memory,
-            voluntary_switches=voluntary_switches,
-            after_first_call=hook,
-        )
-    finally:
-        if was_enabled:
-            gc.enable()
+    return _probe_items(
+        fn,
+        source,
+        wall_clock=wall_clock,
+        cpu_clock=cpu_clock,
+        dumps=dumps,
+        budget_s=budget_s,
+        max_items=max_items,
+        measure_memory=measure_memory,
+        voluntary_switches=voluntary_switches,
+        after_first_call=after_first_call,
+    )
 
 
 def _probe_items(
@@ -216,6 +200,13 @@ def _probe_items(
                 result, memory_bytes = meter(lambda: fn(*batch[0]))  # noqa: B023 - called now
                 results.append(result)
                 traced = True
+            elif len(batch) > 1 and gc.isenabled():
+                gc.disable()
+                try:
+                    for args in batch:
+                        results.append(fn(*args))
+                finally:
+                    gc.enable()
             else:
                 for args in batch:
                     results.append(fn(*args))

@@ -261,6 +261,9 @@ class ThreadBackend:
 
     # -- submitting --------------------------------------------------------------------------
 
+    runs_in_process = True
+    """``map()`` hands chunks over as objects: nothing is pickled (see ``ChunkPayload.fn``)."""
+
     def submit_chunk(self, payload: ChunkPayload) -> Future[ChunkResult]:
         return self._submit_to_pool(run_chunk, payload)
 

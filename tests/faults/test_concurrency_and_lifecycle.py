@@ -184,3 +184,53 @@ def test_a_huge_lazy_input_keeps_memory_bounded() -> None:
     assert n_seen == n_items and total == 48 * n_items
     growth_mb = (peak - baseline) / 2**20
     assert growth_mb < 200, f"RSS grew by {growth_mb:.0f} MB"
+
+
+def _sleep_skewed(x: int) -> int:
+    import time
+
+    time.sleep(0.0005 if x % 60 < 40 else 0.01)  # stretches 20x slower: chunks stop early
+    return x
+
+
+def test_shutdown_from_another_thread_while_chunks_are_resent_keeps_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``shutdown(wait=True)`` resends handed-back items on its own thread while the reader
+    does the same on another: the window between finding a chunk's place and inserting its
+    pieces is widened on the shutdown thread, so any unguarded interleaving shows."""
+    import threading
+    import time
+
+    from amorsize_executor import _cost_model
+
+    split = _cost_model.split_unrun
+    shutdown_thread: list[threading.Thread] = []
+
+    def slow_split(**kwargs: int | float) -> list[int]:
+        if threading.current_thread() in shutdown_thread:
+            time.sleep(0.2)
+        return split(**kwargs)
+
+    monkeypatch.setattr(_cost_model, "split_unrun", slow_split)
+    ex = AdaptiveProcessPoolExecutor(max_workers=2)
+    results = ex.map(_sleep_skewed, range(400))
+    got: list[int] = []
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            for value in results:
+                got.append(value)
+                time.sleep(0.003)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    time.sleep(0.15)
+    shutdown_thread.append(threading.current_thread())
+    ex.shutdown(wait=True)
+    reader.join(60)
+    assert not errors
+    assert got == list(range(400))
