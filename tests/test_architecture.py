@@ -19,6 +19,7 @@ LAYERS = {
     "_system_facts": "mechanism",
     "_start_cost_cache": "mechanism",
     "_chunk_worker": "mechanism",
+    "_close_gate": "mechanism",
     "_pool_backend": "mechanism",
     "_shared_pools": "mechanism",
     "_dask_backend": "mechanism",
@@ -33,9 +34,10 @@ LAYERS = {
 ALLOWED = {
     "data": {"data"},
     "policy": {"data"},
-    # Backends submit the worker-side entry point, which every backend shares.
-    "mechanism": {"data", "_chunk_worker"},
-    "facade": {"data", "policy", "mechanism", "facade", "_chunk_worker"},
+    # Backends submit the worker-side entry point, which every backend shares, and close
+    # through the same gate.
+    "mechanism": {"data", "_chunk_worker", "_close_gate"},
+    "facade": {"data", "policy", "mechanism", "facade", "_chunk_worker", "_close_gate"},
 }
 
 # Named exceptions within a layer: the shared warm pool is a PoolBackend (a subclass).

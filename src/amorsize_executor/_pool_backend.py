@@ -33,6 +33,7 @@ from ._chunk_worker import (
     init_worker,
     run_chunk,
 )
+from ._close_gate import CloseGate
 from ._errors import RemoteTraceback
 
 logger = logging.getLogger("amorsize_executor")
@@ -123,8 +124,9 @@ class PoolBackend:
         self._lock = threading.RLock()
         self._count_lock = threading.Lock()
         self._n_in_flight = 0
-        self._n_keeping_open = 0
-        self._close_deferred = False
+        self._close_gate = CloseGate(
+            lambda wait, cancel: self._close(wait=wait, cancel_futures=cancel)
+        )
         self._closed = False
 
     @property
@@ -311,24 +313,13 @@ class PoolBackend:
         """A ``map()`` run may yet resend items its chunks handed back: until the matching
         ``allow_close()``, ``shutdown(wait=False)`` lets the pool run on instead of closing
         it, and closes it at that call."""
-        with self._lock:
-            self._n_keeping_open += 1
+        self._close_gate.keep_open()
 
     def allow_close(self) -> None:
-        with self._lock:
-            self._n_keeping_open -= 1
-            close_now = self._close_deferred and self._n_keeping_open == 0
-            if close_now:
-                self._close_deferred = False
-        if close_now:
-            self._close(wait=False, cancel_futures=False)
+        self._close_gate.allow_close()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        with self._lock:
-            if self._n_keeping_open and not wait and not cancel_futures:
-                self._close_deferred = True
-                return
-        self._close(wait=wait, cancel_futures=cancel_futures)
+        self._close_gate.shutdown(wait, cancel_futures)
 
     def _close(self, *, wait: bool, cancel_futures: bool) -> None:
         with self._lock:

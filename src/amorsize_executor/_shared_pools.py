@@ -27,6 +27,7 @@ from multiprocessing.context import BaseContext
 from typing import Any
 
 from ._chunk_worker import ChunkPayload, ChunkResult
+from ._close_gate import CloseGate
 from ._pool_backend import PoolBackend
 
 
@@ -211,8 +212,9 @@ class SharedPoolHandle:
         self._submit_lock = threading.RLock()
         self._lock = threading.Lock()
         self._futures: set[Future[Any]] = set()
-        self._n_keeping_open = 0
-        self._close_deferred = False
+        self._close_gate = CloseGate(
+            lambda wait, cancel: self._detach(wait=wait, cancel_futures=cancel)
+        )
         self.closed = False
         backend.add_handle(self)
 
@@ -269,25 +271,14 @@ class SharedPoolHandle:
         return self._backend.worker_pids()
 
     def keep_open(self) -> None:
-        with self._lock:
-            self._n_keeping_open += 1
+        self._close_gate.keep_open()
 
     def allow_close(self) -> None:
-        with self._lock:
-            self._n_keeping_open -= 1
-            close_now = self._close_deferred and self._n_keeping_open == 0
-            if close_now:
-                self._close_deferred = False
-        if close_now:
-            self._detach(wait=False, cancel_futures=False)
+        self._close_gate.allow_close()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Detach from the shared pool; its workers stay alive until their idle timeout."""
-        with self._lock:
-            if self._n_keeping_open and not wait and not cancel_futures:
-                self._close_deferred = True
-                return
-        self._detach(wait=wait, cancel_futures=cancel_futures)
+        self._close_gate.shutdown(wait, cancel_futures)
 
     def _detach(self, *, wait: bool, cancel_futures: bool) -> None:
         with self._submit_lock, self._lock:

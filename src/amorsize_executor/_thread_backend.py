@@ -30,6 +30,7 @@ from dataclasses import replace
 from typing import Any
 
 from ._chunk_worker import ChunkPayload, ChunkResult, run_chunk
+from ._close_gate import CloseGate
 from ._records import SystemFacts
 
 logger = logging.getLogger("amorsize_executor")
@@ -146,8 +147,9 @@ class ThreadBackend:
         self._generation = 0
         """Counts pools: a call of a pool given up by ``terminate_workers`` no longer counts
         as in flight, so a stuck thread cannot keep the next pool from growing."""
-        self._n_keeping_open = 0
-        self._close_deferred = False
+        self._close_gate = CloseGate(
+            lambda wait, cancel: self._close(wait=wait, cancel_futures=cancel)
+        )
         self._closed = False
 
     # -- what the cost model needs to know -------------------------------------------------
@@ -304,26 +306,15 @@ class ThreadBackend:
         """As ``PoolBackend.keep_open``: until the matching ``allow_close()``,
         ``shutdown(wait=False)`` lets the pool run on (a ``map()`` run may yet resend items
         its chunks handed back), and closes it at that call."""
-        with self._lock:
-            self._n_keeping_open += 1
+        self._close_gate.keep_open()
 
     def allow_close(self) -> None:
-        with self._lock:
-            self._n_keeping_open -= 1
-            close_now = self._close_deferred and self._n_keeping_open == 0
-            if close_now:
-                self._close_deferred = False
-        if close_now:
-            self._close(wait=False, cancel_futures=False)
+        self._close_gate.allow_close()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """As ``ThreadPoolExecutor.shutdown``; ``wait=True`` also waits for the threads of
         calls ``terminate_workers`` could not stop and of an earlier ``shutdown(wait=False)``."""
-        with self._lock:
-            if self._n_keeping_open and not wait and not cancel_futures:
-                self._close_deferred = True
-                return
-        self._close(wait=wait, cancel_futures=cancel_futures)
+        self._close_gate.shutdown(wait, cancel_futures)
 
     def _close(self, *, wait: bool, cancel_futures: bool) -> None:
         with self._lock:
