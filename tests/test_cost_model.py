@@ -186,8 +186,6 @@ def test_revise_chunksize_moves_toward_the_target_at_most_twofold() -> None:
         cm.revise_chunksize(
             chunksize=10,
             observed_s_per_item=1e-4,
-            n_items_left=None,
-            n_workers=2,
             task_roundtrip_s=1e-4,
         )
         == 20
@@ -197,26 +195,44 @@ def test_revise_chunksize_moves_toward_the_target_at_most_twofold() -> None:
         cm.revise_chunksize(
             chunksize=16,
             observed_s_per_item=1e-2,
-            n_items_left=None,
-            n_workers=2,
             task_roundtrip_s=1e-4,
         )
         == 8
     )
 
 
-def test_revise_chunksize_shrinks_near_the_end() -> None:
-    # 12 items left over 3 workers: at most ceil(12 / 6) = 2 per chunk.
-    assert (
-        cm.revise_chunksize(
-            chunksize=64,
-            observed_s_per_item=1e-4,
-            n_items_left=12,
-            n_workers=3,
-            task_roundtrip_s=1e-4,
-        )
-        == 2
-    )
+def test_guided_chunksize_shrinks_near_the_end() -> None:
+    # 12 items not yet sent over 3 workers: at most ceil(12 / 6) = 2 per chunk.
+    assert cm.guided_chunksize(chunksize=64, n_items_unsent=12, n_workers=3) == 2
+    # Far from the end, the fed-back size stands; with an unknown length, always.
+    assert cm.guided_chunksize(chunksize=64, n_items_unsent=10_000, n_workers=3) == 64
+    assert cm.guided_chunksize(chunksize=64, n_items_unsent=None, n_workers=3) == 64
+    # The last items go one by one, never zero.
+    assert cm.guided_chunksize(chunksize=64, n_items_unsent=1, n_workers=3) == 1
+    assert cm.guided_chunksize(chunksize=64, n_items_unsent=0, n_workers=3) == 1
+
+
+def test_guided_chunks_stop_shrinking_at_a_few_milliseconds_of_work() -> None:
+    # 0.2 ms per item: GUIDED_MIN_CHUNK_S (2 ms) is 10 items, however few are left ...
+    assert cm.guided_chunksize(chunksize=64, n_items_unsent=12, n_workers=3, s_per_item=2e-4) == 10
+    # ... but never more than the fed-back size, and slow items still go one by one.
+    assert cm.guided_chunksize(chunksize=4, n_items_unsent=12, n_workers=3, s_per_item=2e-4) == 4
+    assert cm.guided_chunksize(chunksize=64, n_items_unsent=12, n_workers=3, s_per_item=0.02) == 2
+    assert cm.guided_chunksize(chunksize=64, n_items_unsent=1, n_workers=3, s_per_item=0.02) == 1
+
+
+def test_guided_chunks_put_a_slow_end_into_many_small_chunks() -> None:
+    # Sending 42 items (the last 42 of a job) chunk by chunk on 2 workers: the sizes fall
+    # geometrically, so the final items travel in chunks of one or two, not in one chunk.
+    sizes, unsent = [], 42
+    while unsent:
+        size = cm.guided_chunksize(chunksize=64, n_items_unsent=unsent, n_workers=2)
+        sizes.append(size)
+        unsent -= size
+    assert sizes == sorted(sizes, reverse=True)
+    assert sizes[0] == 11
+    assert sizes[-4:] == [1, 1, 1, 1]
+    assert len(sizes) >= 10
 
 
 def test_start_method_is_fork_only_when_single_threaded_on_linux() -> None:
@@ -318,20 +334,18 @@ def test_zero_overheads_and_many_items_give_parallel(n_cores, n_items) -> None: 
 @given(st.integers(1, 10**4), seconds, st.none() | st.integers(0, 10**6), st.integers(1, 64))
 def test_revised_chunks_stay_within_bounds(chunksize, per_item_s, n_left, n_workers) -> None:  # type: ignore[no-untyped-def]
     size = cm.revise_chunksize(
-        chunksize=chunksize,
-        observed_s_per_item=per_item_s,
-        n_items_left=n_left,
-        n_workers=n_workers,
-        task_roundtrip_s=1e-4,
+        chunksize=chunksize, observed_s_per_item=per_item_s, task_roundtrip_s=1e-4
     )
-    assert size >= 1
-    assert size <= 2 * chunksize
+    # Moves at most twofold per step, toward the duration cap.
+    assert 1 <= size <= 2 * chunksize
+    assert size >= chunksize // 2
+    assert size * per_item_s <= cm.MAX_CHUNK_S or size <= chunksize
+    guided = cm.guided_chunksize(chunksize=size, n_items_unsent=n_left, n_workers=n_workers)
+    assert 1 <= guided <= size
     if n_left is not None:
-        assert size <= max(1, math.ceil(n_left / (2 * n_workers)))
+        assert guided <= max(1, math.ceil(n_left / (2 * n_workers)))
     else:
-        # Moves at most twofold per step, toward the duration cap.
-        assert size >= chunksize // 2
-        assert size * per_item_s <= cm.MAX_CHUNK_S or size <= chunksize
+        assert guided == size
 
 
 def test_preempted_but_never_waiting_work_counts_as_cpu_bound() -> None:

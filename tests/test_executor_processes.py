@@ -270,3 +270,34 @@ def test_a_crash_in_submit_does_not_break_later_calls() -> None:
             ex.submit(crash, 0).result(timeout=60)
         assert ex.submit(busy, 3).result(timeout=60) == busy(3)
         assert list(ex.map(busy, range(5), timeout=60)) == [busy(x) for x in range(5)]
+
+
+def test_forked_workers_do_not_collect_what_they_inherited() -> None:
+    # The caller's objects are frozen while the workers fork (their collections skip them)
+    # and unfrozen at once in the caller, whose own collections stay as they were.
+    import gc
+    import multiprocessing
+
+    assert gc.get_freeze_count() == 0
+    with AdaptiveProcessPoolExecutor(
+        max_workers=1, mp_context=multiprocessing.get_context("fork")
+    ) as ex:
+        inherited_frozen = ex.submit(gc.get_freeze_count).result(timeout=60)
+    assert inherited_frozen > 1000
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_freeze_of_the_callers_own_is_left_alone() -> None:
+    import gc
+    import multiprocessing
+
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with AdaptiveProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("fork")
+        ) as ex:
+            assert ex.submit(int).result(timeout=60) == 0
+        assert gc.get_freeze_count() >= frozen  # not unfrozen behind the caller's back
+    finally:
+        gc.unfreeze()

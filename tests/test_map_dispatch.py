@@ -271,3 +271,55 @@ def test_given_facts_are_used_as_given(fake_backend: FakeBackend) -> None:
         list(ex.map(abs, range(-2000, 0)))
         plan = ex.last_plan
     assert plan is not None and plan.facts == SERIAL
+
+
+def test_the_last_chunks_of_a_known_length_input_shrink_to_single_items(
+    fake_backend: FakeBackend,
+) -> None:
+    with executor(fake_backend) as ex:
+        assert list(ex.map(slow_double, range(400))) == [2 * x for x in range(400)]
+    sizes = [len(chunk) for chunk in fake_backend.chunks]
+    # Guided self-scheduling: each chunk is at most half a worker's share of what is left,
+    # so the sizes fall toward the end and the very last items go one by one.
+    assert max(sizes) > 4
+    tail = sizes[-6:]
+    assert tail == sorted(tail, reverse=True)
+    assert sizes[-2:] == [1, 1]
+
+
+def _complete(held: tuple[Any, Any]) -> None:
+    future, payload = held
+    if future.set_running_or_notify_cancel():
+        future.set_result(fakes._run_as_worker(payload))
+
+
+def test_a_chunk_finishing_behind_the_head_refills_the_window(
+    fake_backend: FakeBackend,
+) -> None:
+    # The consumer waits on the oldest chunk; a later one finishing first must still wake it
+    # to send more work (else that worker idles until the oldest chunk is done).
+    fake_backend.hold = True
+    with executor(fake_backend) as ex:
+        results = ex.map(slow_double, range(3000))
+        probed = ex.last_plan.measurements.n_probed  # type: ignore[union-attr]
+        n_first_window = len(fake_backend.chunks)
+        assert n_first_window >= 2
+        got: list[int] = []
+        consumer = threading.Thread(target=lambda: got.extend(results))
+        consumer.start()
+        # Wait until the consumer has read the probe's results and waits on the head.
+        deadline = time.monotonic() + 20
+        while len(got) < probed and time.monotonic() < deadline:
+            time.sleep(0.001)
+        _complete(fake_backend.held.pop(1))  # the second chunk, not the head
+        while len(fake_backend.chunks) == n_first_window and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert len(fake_backend.chunks) > n_first_window  # sent before the head finished
+        assert not fake_backend.held[0][0].done()
+        fake_backend.hold = False
+        while consumer.is_alive() and time.monotonic() < deadline:
+            while fake_backend.held:
+                _complete(fake_backend.held.pop(0))
+            consumer.join(0.01)
+        assert not consumer.is_alive()
+    assert got == [2 * x for x in range(3000)]

@@ -76,6 +76,11 @@ for the parent between chunks."""
 WINDOW_MAX_BYTES = 256 * 1024 * 1024
 """Default cap on the pickled bytes (items and results) held in flight by one ``map()``."""
 
+GUIDED_MIN_CHUNK_S = 0.002
+"""Near the end of the input, chunks shrink no further than this much work: ten dispatch
+round trips (about 0.2 ms each here), so each still spends most of its time computing,
+while a last chunk this short leaves the other workers idle for at most as long."""
+
 CHUNK_BUDGET_FACTOR = 2.0
 """A chunk that has run this many times its expected duration stops starting items and
 sends the rest back to be split among the workers. A false stop is cheap (one round trip,
@@ -415,16 +420,13 @@ def revise_chunksize(
     *,
     chunksize: int,
     observed_s_per_item: float,
-    n_items_left: int | None,
-    n_workers: int,
     task_roundtrip_s: float,
 ) -> int:
     """The next chunk's size from what completed chunks measured (runtime feedback).
 
     Aims each chunk at ``TARGET_CHUNK_S`` (and at least a hundred dispatch round trips),
-    moving at most a factor of two per step so one odd chunk cannot swing the size; near
-    the end of a known-length input, shrinks so each worker's last chunk is at most half of
-    its remaining share (guided self-scheduling) and the last chunks finish together.
+    moving at most a factor of two per step so one odd chunk cannot swing the size. The end
+    of the input is ``guided_chunksize``'s business, applied as each chunk is sent.
     """
     if observed_s_per_item <= 0:
         target = chunksize * 2
@@ -436,9 +438,26 @@ def revise_chunksize(
         max(1, int(MAX_CHUNK_S / observed_s_per_item)) if observed_s_per_item > 0 else target,
     )
     size = min(MAX_CHUNK_ITEMS, max(chunksize // 2, min(chunksize * 2, target)))
-    if n_items_left is not None:
-        size = min(size, max(1, math.ceil(n_items_left / (2 * n_workers))))
     return max(1, size)
+
+
+def guided_chunksize(
+    *, chunksize: int, n_items_unsent: int | None, n_workers: int, s_per_item: float = 0.0
+) -> int:
+    """The size of the chunk about to be sent, shrunk near the end of a known-length input
+    (guided self-scheduling): at most half of each worker's share of the items not yet
+    sent, so the last chunks are short and finish together, and a slow stretch at the end
+    lands in several small chunks that every worker takes a part of, not in one long one.
+    Items already in flight do not count: they are some worker's already.
+
+    Never below ``GUIDED_MIN_CHUNK_S`` of work at ``s_per_item`` (nor below one item): the
+    chunks of a fast end would otherwise cost more in dispatch than they balance.
+    """
+    if n_items_unsent is None:
+        return max(1, chunksize)
+    guided = math.ceil(n_items_unsent / (2 * max(1, n_workers)))
+    floor = int(GUIDED_MIN_CHUNK_S / s_per_item) if s_per_item > 0 else 1
+    return max(1, min(chunksize, max(guided, floor)))
 
 
 def chunk_budget_s(*, n_items: int, s_per_item: float, task_roundtrip_s: float) -> float:

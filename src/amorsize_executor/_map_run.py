@@ -11,7 +11,7 @@ layer, the probe, the cost model and a backend.
     serial: fn(*args) in the caller; revisited at doubling item counts, may switch
     parallel: chunks ──► backend.submit_chunk ──► window of futures ──► results in order
                   ▲                                         │
-                  └──── _cost_model.revise_chunksize ◄──────┘ chunk compute times
+                  └── revise_chunksize, guided_chunksize ◄──┘ chunk compute times, items left
 
 Results leave in input order through one generator: probe results, then serial results or
 chunk results, then the error that ended the stream (from ``fn``, the input, or pickling) at
@@ -30,7 +30,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
+from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
@@ -122,8 +122,10 @@ class MapOptions:
     """Called once when the result stream ends, however it ends (closes a progress bar)."""
 
 
-@dataclass
+@dataclass(eq=False)
 class _Chunk:
+    """A chunk in flight; compared by identity (two chunks are never the same)."""
+
     first_index: int
     n_items: int
     future: Future[ChunkResult]
@@ -182,6 +184,14 @@ class MapRun:
         self._lock = threading.RLock()
         """Guards the chunks in flight (``_pending`` and its counts); never held while
         waiting for a result."""
+        self._done_lock = threading.Lock()
+        """Guards what chunk completions update, from the pool's threads: taken alone or
+        inside ``_lock``, never the other way round."""
+        self._n_unfinished = 0
+        """Items of the chunks sent whose futures are not done yet."""
+        self._finished_budgeted: deque[_Chunk] = deque()
+        """Budgeted chunks that finished since ``_resend_unrun`` last looked."""
+        self._a_chunk_finished = threading.Event()
 
     # -- start: probe and plan --------------------------------------------------------
 
@@ -439,9 +449,25 @@ class MapRun:
             return None
         self._in_flight_items += len(items)
         self._chunksizes.append(len(items))
-        return _Chunk(
+        chunk = _Chunk(
             first_index, len(items), future, items if payload.budget_s is not None else None
         )
+        with self._done_lock:
+            self._n_unfinished += len(items)
+        future.add_done_callback(functools.partial(self._on_chunk_done, chunk, len(items)))
+        return chunk
+
+    def _on_chunk_done(self, chunk: _Chunk, n_items: int, _future: Future[ChunkResult]) -> None:
+        """Count a chunk finished and wake the consumer; runs in the pool's thread (or at
+        once, in this one, for a future already done). Keeping the count here, not by
+        asking every future in flight whether it is done, keeps the parent's work per
+        chunk constant: on a machine whose cores the workers fill, the parent's CPU time
+        is taken from them."""
+        with self._done_lock:
+            self._n_unfinished -= n_items
+            if chunk.items is not None:
+                self._finished_budgeted.append(chunk)
+        self._a_chunk_finished.set()
 
     def _chunk_budget(self, n_items: int) -> tuple[float | None, int]:
         """The time budget of a new chunk and how often its worker reads the clock; no
@@ -462,16 +488,26 @@ class MapRun:
     def _resend_unrun(self) -> None:
         """Chunks that stopped at their budget: send their unstarted items again, split over
         the workers, placed right after them so results keep their order. Every finished
-        budgeted chunk is looked at once; a piece may stop and be split again in turn."""
-        position = 0
-        while position < len(self._pending):
-            chunk = self._pending[position]
-            position += 1
-            if chunk.items is None or not chunk.future.done():
+        budgeted chunk is looked at once; a piece may stop and be split again in turn. A
+        chunk the consumer already took off the queue is left to it (it splits the chunk
+        itself, see ``_segments``)."""
+        while True:
+            with self._done_lock:
+                if not self._finished_budgeted:
+                    return
+                chunk = self._finished_budgeted.popleft()
+            if chunk.items is None:
+                continue
+            if not _has_unrun_items(chunk.future):
+                chunk.items = None
+                continue
+            try:
+                position = self._pending.index(chunk)
+            except ValueError:
                 continue
             for piece in self._split_off_unrun(chunk):
-                self._pending.insert(position, piece)
                 position += 1
+                self._pending.insert(position, piece)
 
     def _split_off_unrun(self, chunk: _Chunk) -> list[_Chunk]:
         """The chunks that carry a finished budgeted chunk's unstarted items (none if it ran
@@ -524,8 +560,20 @@ class MapRun:
             and self._in_flight_items < self._outstanding_cap()
             and self._n_unfinished_items() < self._window
         ):
-            if self._submit_next(self._chunksize) is None:
+            if self._submit_next(self._next_chunksize()) is None:
                 break
+
+    def _next_chunksize(self) -> int:
+        """The size of the next chunk: the fed-back size, or smaller near the end of the
+        input (``_cost_model.guided_chunksize``); the user's ``chunksize`` exactly."""
+        if self._options.chunksize is not None or self._plan is None:
+            return self._chunksize
+        return _cost_model.guided_chunksize(
+            chunksize=self._chunksize,
+            n_items_unsent=self._source.n_remaining,
+            n_workers=self._plan.n_workers,
+            s_per_item=self._observed_s_per_item or self._plan.measurements.wall_s_per_item,
+        )
 
     def _outstanding_cap(self) -> int:
         """Items submitted but not yet consumed: the user's ``buffersize`` exactly, as in
@@ -535,7 +583,7 @@ class MapRun:
         return MAX_OUTSTANDING_WINDOWS * self._window
 
     def _n_unfinished_items(self) -> int:
-        return sum(chunk.n_items for chunk in self._pending if not chunk.future.done())
+        return self._n_unfinished
 
     def _await_head(self) -> None:
         """Wait until the oldest chunk is done, refilling whenever any chunk finishes.
@@ -554,10 +602,9 @@ class MapRun:
                 timeout_s = self._options.deadline_s - time.monotonic()
                 if timeout_s <= 0:
                     return  # ``_wait`` raises the TimeoutError in place
-            # Only unfinished ones: a finished future would wake the wait at once, forever.
-            with self._lock:
-                unfinished = [c.future for c in self._pending if not c.future.done()]
-            wait(unfinished, timeout=timeout_s, return_when=FIRST_COMPLETED)
+            # Cleared before looking, so a chunk finishing meanwhile wakes the next wait.
+            self._a_chunk_finished.wait(timeout_s)
+            self._a_chunk_finished.clear()
             self._resend_unrun()
             self._fill()
         self._resend_unrun()
@@ -629,13 +676,9 @@ class MapRun:
         if self._options.chunksize is not None:
             return
         plan = self._plan
-        n_remaining = self._source.n_remaining
-        n_left = None if n_remaining is None else n_remaining + self._in_flight_items
         self._chunksize = _cost_model.revise_chunksize(
             chunksize=self._chunksize,
             observed_s_per_item=self._observed_s_per_item,
-            n_items_left=n_left,
-            n_workers=plan.n_workers,
             task_roundtrip_s=plan.facts.task_roundtrip_s,
         )
         if self._options.buffersize is None:
@@ -1006,7 +1049,7 @@ class MapRun:
                 and not self._fell_back
             ):
                 while self._error is None and not self._source.exhausted:
-                    if self._submit_next(self._chunksize) is None:
+                    if self._submit_next(self._next_chunksize()) is None:
                         break
         if wait:
             # Chunks sent before now may still stop at their budget: resend their unstarted
@@ -1048,6 +1091,14 @@ class _ChunkOutcome:
     items_bytes: int
     results_bytes: bytes
     voluntary_switches: int | None
+
+
+def _has_unrun_items(future: Future[ChunkResult]) -> bool:
+    """Whether a finished chunk handed items back unstarted (it stopped at its budget)."""
+    if future.cancelled() or future.exception() is not None:
+        return False
+    result = future.result()
+    return result.n_unrun > 0 and result.failure is None
 
 
 def _failure_exception(result: ChunkResult, first_index: int) -> BaseException:

@@ -11,12 +11,14 @@ Which start method to use is the facade's decision, passed in as ``choose_contex
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import gc
 import logging
 import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.context import BaseContext
@@ -75,6 +77,29 @@ def _start_method_of(mp_context: BaseContext | None) -> str:
     if mp_context is None:
         return "loky"
     return str(mp_context.get_start_method())
+
+
+@contextlib.contextmanager
+def _heap_frozen_while_forking(start_method: str) -> Iterator[None]:
+    """Keep the caller's objects out of the forked workers' garbage collections.
+
+    loky runs a full collection in each worker after its first task (and when its memory
+    grows). In a forked worker that collection would walk every object inherited from the
+    caller, writing to each one's header, so the copy-on-write pages get copied: measured
+    here, it held the first chunk of one worker back by 5-10 ms. Objects frozen at the
+    fork (``gc.freeze``, as the gc module's documentation advises for fork without exec)
+    are skipped by the workers' collections; the caller unfreezes them at once, so its own
+    collections are unchanged. A caller that froze objects itself is left alone, since
+    ``gc.unfreeze`` would undo its freeze.
+    """
+    if start_method != "fork" or gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _no_record(start_method: str, seconds: float) -> None:
@@ -180,14 +205,16 @@ class PoolBackend:
             old.shutdown(wait=True)
         started_s = time.perf_counter()
         context = self._next_context()
-        self._pool = self._make_pool(n_workers, context)
-        self._pool_context = context
-        self._pool_size = n_workers
-        self._broken = False
-        method = self.start_method
-        logger.debug("started a %s pool of %d worker(s)", method, n_workers)
-        # The first no-op answered tells how long a worker takes to start on this machine.
-        first_answer = self._pool.submit(int)
+        with _heap_frozen_while_forking(_start_method_of(context)):
+            self._pool = self._make_pool(n_workers, context)
+            self._pool_context = context
+            self._pool_size = n_workers
+            self._broken = False
+            method = self.start_method
+            logger.debug("started a %s pool of %d worker(s)", method, n_workers)
+            # The first no-op answered tells how long a worker takes to start on this
+            # machine; submitting it forks the workers.
+            first_answer = self._pool.submit(int)
         record = self._record_start_s
 
         def on_answer(future: Future[Any]) -> None:

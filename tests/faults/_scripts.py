@@ -25,8 +25,11 @@ from ..contract._helpers import alive
 
 PRELUDE = textwrap.dedent(
     """
-    import os, sys, time
+    import faulthandler, os, signal, sys, time
     from amorsize_executor import AdaptiveProcessPoolExecutor
+
+    # A program that hangs is asked for every thread's stack (see Script.exited_within).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     def report(*words):
         # One write per line: lines from several processes never interleave.
@@ -64,8 +67,11 @@ class Script:
         self._queue.put(None)
 
     def _read_stderr(self) -> None:
+        # In pieces as they come, so a program that hangs has shown what it wrote so far.
         assert self.process.stderr is not None
-        self._stderr.append(self.process.stderr.read())
+        fd = self.process.stderr.fileno()
+        for piece in iter(lambda: os.read(fd, 65536), b""):
+            self._stderr.append(piece)
 
     @property
     def stderr(self) -> str:
@@ -120,9 +126,14 @@ class Script:
             self.process.send_signal(signal.SIGINT)
 
     def exited_within(self, deadline_s: float) -> bool:
+        """Whether the program exited in time; if not, its threads' stacks are put on its
+        stderr (faulthandler, registered by ``PRELUDE``) for the failure message."""
         try:
             self.process.wait(timeout=deadline_s)
         except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGUSR1)
+            time.sleep(2)
             return False
         return True
 

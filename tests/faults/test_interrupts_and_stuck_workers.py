@@ -54,7 +54,7 @@ def interrupted_run(tmp_path: Path, body: str, *, whole_group: bool, wait_for: s
         script.interrupt(whole_group=whole_group)
         exited = script.exited_within(EXIT_DEADLINE_S)
         assert exited, (
-            f"still running {EXIT_DEADLINE_S} s after SIGINT; stderr: {script.stderr[-3000:]}"
+            f"still running {EXIT_DEADLINE_S} s after SIGINT; stderr: {script.stderr[-8000:]}"
         )
         assert script.process.returncode != 0
         assert not any(line[:1] == ["finished"] for line in script.lines)
