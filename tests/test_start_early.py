@@ -17,8 +17,9 @@ from .test_probe import ScriptedClock, items, no_memory, run, timed_fn
 
 def early(**overrides: Any) -> int:
     values: dict[str, Any] = {
-        "first_call_s": 5e-3,
-        "first_cpu_s": 5e-3,
+        "fastest_call_s": 5e-3,
+        "its_cpu_s": 5e-3,
+        "n_calls_timed": 1,
         "n_items_left": 300,
         "n_usable_cores": 4,
         "max_workers": None,
@@ -33,7 +34,7 @@ def test_a_long_cpu_bound_job_starts_one_worker_per_core() -> None:
 
 def test_the_users_cap_and_the_item_count_bound_the_early_workers() -> None:
     assert early(max_workers=2) == 2
-    assert early(n_items_left=3, first_call_s=0.1, first_cpu_s=0.1) == 3
+    assert early(n_items_left=3, fastest_call_s=0.1, its_cpu_s=0.1) == 3
 
 
 @pytest.mark.parametrize(
@@ -41,15 +42,44 @@ def test_the_users_cap_and_the_item_count_bound_the_early_workers() -> None:
     [
         {"n_items_left": None},  # unknown length: the job may be short
         {"n_items_left": 10},  # 50 ms of work: under PRESTART_MIN_SERIAL_S
-        {"first_cpu_s": 1e-3},  # waiting-bound: the worker count is not known yet
+        {"its_cpu_s": 1e-3},  # waiting-bound: the worker count is not known yet
         {"n_usable_cores": 1},  # one core: a pool cannot win on CPU-bound work
-        {"first_call_s": 0.0},
+        {"fastest_call_s": 0.0},
         # a fast first call says little (200k trivial items once looked like 0.4 s of work)
-        {"first_call_s": 2e-6, "first_cpu_s": 2e-6, "n_items_left": 200_000},
+        {"fastest_call_s": 2e-6, "its_cpu_s": 2e-6, "n_items_left": 200_000},
+        # a lone first call of 0.5 ms may be a one-off (a lazy import, a cold cache) ...
+        {"fastest_call_s": 5e-4, "its_cpu_s": 5e-4, "n_items_left": 100_000},
+        # ... and two calls need a tenth of a millisecond each
+        {"fastest_call_s": 5e-5, "its_cpu_s": 5e-5, "n_calls_timed": 2, "n_items_left": 10**6},
     ],
 )
 def test_no_early_start_without_a_clear_case(overrides: dict[str, Any]) -> None:
     assert early(**overrides) == 0
+
+
+def test_two_sub_millisecond_calls_make_a_case_that_one_does_not() -> None:
+    # 0.2 ms calls over 3000 items: 0.6 s of work, clear once a second call confirms it.
+    assert early(fastest_call_s=2e-4, its_cpu_s=2e-4, n_items_left=3000, n_calls_timed=1) == 0
+    assert early(fastest_call_s=2e-4, its_cpu_s=2e-4, n_items_left=3000, n_calls_timed=2) == 4
+
+
+def test_the_probe_reports_its_first_two_calls_with_the_fastest_so_far() -> None:
+    clock, cpu = ScriptedClock(), ScriptedClock()
+    durations = {0: 3e-3, 1: 1e-3, 2: 2e-3}
+    seen: list[tuple[float, float, int]] = []
+    run(
+        timed_fn(clock, lambda x: durations.get(x, 1e-3), cpu_share=1.0, cpu=cpu),
+        items(10),
+        clock,
+        cpu,
+        after_timed_call=lambda wall, cpu_s, n: seen.append((wall, cpu_s, n)),
+    )
+    # The first call (3 ms), then the memory-metered one (1 ms, not timed), then the second
+    # timed call (2 ms): the fastest of the two timed ones is reported, and no more.
+    assert seen == [
+        (pytest.approx(3e-3), pytest.approx(3e-3), 1),
+        (pytest.approx(2e-3), pytest.approx(2e-3), 2),
+    ]
 
 
 def test_the_probe_reports_its_first_call_once_with_the_collector_running() -> None:
@@ -61,7 +91,9 @@ def test_the_probe_reports_its_first_call_once_with_the_collector_running() -> N
         items(50),
         clock,
         cpu,
-        after_first_call=lambda wall, cpu_s: seen.append((wall, cpu_s, gc.isenabled())),
+        after_timed_call=lambda wall, cpu_s, n: (
+            seen.append((wall, cpu_s, gc.isenabled())) if n == 1 else None
+        ),
     )
     assert seen == [(pytest.approx(1e-3), pytest.approx(5e-4), True)]
     assert outcome.measurements.n_probed > 1

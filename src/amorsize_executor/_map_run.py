@@ -181,6 +181,7 @@ class MapRun:
         """Whether chunks get a time budget: the user fixed no chunk size, and the backend
         can stay open after ``shutdown(wait=False)`` until handed-back items are resent."""
         self._keeping_backend_open = False
+        self._started_early = False
         self._lock = threading.RLock()
         """Guards the chunks in flight (``_pending`` and its counts); never held while
         waiting for a result."""
@@ -203,7 +204,7 @@ class MapRun:
             self._probe_in_worker()
 
     def _probe_in_caller(self) -> None:
-        outcome = _probe.probe(self._fn, self._source, after_first_call=self._start_workers_early)
+        outcome = _probe.probe(self._fn, self._source, after_timed_call=self._start_workers_early)
         self._ready.extend(outcome.results)
         if outcome.error is not None:
             # fn raised, or the input itself raised while producing the next item.
@@ -211,30 +212,34 @@ class MapRun:
         self._busy_s += outcome.measurements.wall_s_per_item * len(outcome.results)
         self._make_plan(outcome.measurements, exhausted=outcome.exhausted)
 
-    def _start_workers_early(self, first_call_s: float, first_cpu_s: float) -> None:
-        """Start the pool while the probe goes on when its first call already says the job
-        is long and CPU-bound (see ``_cost_model.workers_to_start_early``)."""
-        n_left = self._source.n_remaining
-        if (
-            n_left is None
-            or first_call_s < _cost_model.PRESTART_MIN_CALL_S
-            or n_left * first_call_s < _cost_model.PRESTART_MIN_SERIAL_S
-        ):
-            return  # decided without reading the machine
+    def _start_workers_early(self, fastest_call_s: float, its_cpu_s: float, n_timed: int) -> None:
+        """Start the pool while the probe goes on when its first calls already say the job
+        is long and CPU-bound (see ``_cost_model.workers_to_start_early``); once at most."""
+        if self._started_early:
+            return
+
+        def workers_for(n_cores: int) -> int:
+            return _cost_model.workers_to_start_early(
+                fastest_call_s=fastest_call_s,
+                its_cpu_s=its_cpu_s,
+                n_calls_timed=n_timed,
+                n_items_left=self._source.n_remaining,
+                n_usable_cores=n_cores,
+                max_workers=self._options.max_workers,
+            )
+
+        # Decided on the most cores there could be first: reading the machine costs more
+        # than most calls, and most jobs are ruled out without it.
+        if not workers_for(max(2, _system_facts.read_logical_cores())):
+            return
         try:
             facts = self._read_facts(self._backend)
         except Exception as exc:
             logger.debug("early start skipped: facts unreadable (%s)", exc)
             return
-        n_cores, _ = _cost_model.choose_usable_cores(facts, cpu_bound=True)
-        n_workers = _cost_model.workers_to_start_early(
-            first_call_s=first_call_s,
-            first_cpu_s=first_cpu_s,
-            n_items_left=n_left,
-            n_usable_cores=n_cores,
-            max_workers=self._options.max_workers,
-        )
+        n_workers = workers_for(_cost_model.choose_usable_cores(facts, cpu_bound=True)[0])
         if n_workers:
+            self._started_early = True
             logger.debug("starting %d worker(s) while the probe runs", n_workers)
             try:
                 self._backend.prepare(n_workers)

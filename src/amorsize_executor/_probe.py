@@ -109,7 +109,7 @@ def probe(
     max_items: int = PROBE_MAX_ITEMS,
     measure_memory: Callable[[Callable[[], Any]], tuple[Any, int]] | None = None,
     voluntary_switches: Callable[[], int | None] | None = None,
-    after_first_call: Callable[[float, float], None] | None = None,
+    after_timed_call: Callable[[float, float, int], None] | None = None,
 ) -> ProbeOutcome:
     """Run ``fn(*args)`` for the first items of ``source`` and measure them.
 
@@ -119,9 +119,10 @@ def probe(
     second one (up to twice the budget) so that memory is known whenever there is more input.
 
     Exceptions raised by ``fn``, or by ``source`` while producing an item, are caught and
-    returned, not raised: the caller delivers them at their position. ``after_first_call``
-    gets the first call's wall and CPU seconds as soon as they are known (the caller may
-    start workers then, while the probe goes on).
+    returned, not raised: the caller delivers them at their position. ``after_timed_call``
+    is told, after each of the first two timed calls, the wall and CPU seconds of the
+    fastest of them so far and how many were timed (the caller may start workers then,
+    while the probe goes on).
 
     The garbage collector is paused while a group of fast calls is timed, as ``timeit``
     does: the argument tuples the probe builds would otherwise trigger a collection of the
@@ -140,7 +141,7 @@ def probe(
         max_items=max_items,
         measure_memory=measure_memory,
         voluntary_switches=voluntary_switches,
-        after_first_call=after_first_call,
+        after_timed_call=after_timed_call,
     )
 
 
@@ -155,7 +156,7 @@ def _probe_items(
     max_items: int,
     measure_memory: Callable[[Callable[[], Any]], tuple[Any, int]] | None,
     voluntary_switches: Callable[[], int | None] | None,
-    after_first_call: Callable[[float, float], None] | None,
+    after_timed_call: Callable[[float, float, int], None] | None,
 ) -> ProbeOutcome:
     meter = measure_memory if measure_memory is not None else measure_peak_memory
     switches = voluntary_switches if voluntary_switches is not None else count_voluntary_switches
@@ -171,6 +172,7 @@ def _probe_items(
     exhausted = False
     n_pulled = 0
     batch_size = 1
+    fastest_call: tuple[float, float] | None = None
     start_s = wall_clock()
     while len(results) < max_items and error is None and not exhausted:
         # The second call runs alone under the memory meter (the first is timed: if it is
@@ -218,8 +220,11 @@ def _probe_items(
             break  # a partial batch's time is not a clean sample
         error = input_error
         if not tracing:
-            if not batch_means and after_first_call is not None:
-                after_first_call(wall1 - wall0, cpu1 - cpu0)
+            if len(batch_means) < 2 and after_timed_call is not None:
+                # Per call: the second timed group is one call, or two of a fast function.
+                call = ((wall1 - wall0) / len(batch), (cpu1 - cpu0) / len(batch))
+                fastest_call = call if fastest_call is None else min(fastest_call, call)
+                after_timed_call(*fastest_call, len(batch_means) + 1)
             batch_means.append((wall1 - wall0) / len(batch))
             timed_wall_s += wall1 - wall0
             timed_cpu_s += cpu1 - cpu0
