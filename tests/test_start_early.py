@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gc
+import time
 from typing import Any
 
 import pytest
@@ -145,6 +146,12 @@ def count_call(x: int) -> int:
     return x
 
 
+def count_call_slowly(x: int) -> int:
+    """Slow enough (1 ms) for a plan on free, instant workers to go parallel."""
+    time.sleep(0.001)
+    return count_call(x)
+
+
 class RecordingBackend(FakeBackend):
     """Records how many calls the probe had made whenever workers are asked for."""
 
@@ -165,8 +172,11 @@ def test_map_starts_workers_after_the_first_probed_call(monkeypatch: pytest.Monk
     backend = RecordingBackend()
     with AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts()) as ex:
         assert list(ex.map(count_call, range(100))) == list(range(100))
+        n_probed = ex.last_plan.measurements.n_probed  # type: ignore[union-attr]
     assert backend.calls_at_prepare[0] == 1  # during the probe, right after its first call
     assert backend.prepared[0] == 3
+    # The probe reports two timed calls, and the rule says yes to both: workers start once.
+    assert sum(1 for n in backend.calls_at_prepare if n < n_probed) == 1
 
 
 def test_map_does_not_start_workers_early_when_the_rule_says_no(
@@ -178,8 +188,10 @@ def test_map_does_not_start_workers_early_when_the_rule_says_no(
     CALLS.clear()
     backend = RecordingBackend()
     with AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts()) as ex:
-        assert list(ex.map(count_call, range(100))) == list(range(100))
-    assert all(n > 1 for n in backend.calls_at_prepare)
+        assert list(ex.map(count_call_slowly, range(100))) == list(range(100))
+        n_probed = ex.last_plan.measurements.n_probed  # type: ignore[union-attr]
+    assert backend.calls_at_prepare  # the plan started workers ...
+    assert all(n >= n_probed for n in backend.calls_at_prepare)  # ... once the probe ended
 
 
 def test_the_favourable_bound_costs_no_start_when_workers_are_warm() -> None:

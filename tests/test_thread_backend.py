@@ -578,3 +578,31 @@ def test_map_on_threads_shares_state_and_needs_nothing_picklable() -> None:
         plan = ex.last_plan
     assert sorted(seen) == list(range(200))
     assert plan is not None and plan.mode == "parallel" and plan.n_workers > 1
+
+
+class Blob:
+    """A result that can be watched with a weak reference."""
+
+
+def blob_after_a_wait(x: int) -> Blob:
+    time.sleep(0.001)
+    return Blob()
+
+
+def test_read_results_are_freed_without_a_garbage_collection() -> None:
+    # With threads, a chunk's results travel as the objects themselves. Once read and
+    # dropped by the caller, nothing of the run may keep them: a reference cycle (a chunk,
+    # its future, the future's callbacks) would hold them until a full collection.
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        with AdaptiveProcessPoolExecutor(backend="threads") as ex:
+            refs = [weakref.ref(blob) for blob in ex.map(blob_after_a_wait, range(300))]
+            plan = ex.last_plan
+        assert plan is not None and plan.mode == "parallel"
+        assert len(refs) == 300
+        assert [ref for ref in refs if ref() is not None] == []
+    finally:
+        gc.enable()

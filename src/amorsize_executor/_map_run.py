@@ -190,7 +190,7 @@ class MapRun:
         inside ``_lock``, never the other way round."""
         self._n_unfinished = 0
         """Items of the chunks sent whose futures are not done yet."""
-        self._finished_budgeted: deque[_Chunk] = deque()
+        self._finished_budgeted: deque[Future[ChunkResult]] = deque()
         """Budgeted chunks that finished since ``_resend_unrun`` last looked."""
         self._a_chunk_finished = threading.Event()
 
@@ -454,15 +454,19 @@ class MapRun:
             return None
         self._in_flight_items += len(items)
         self._chunksizes.append(len(items))
-        chunk = _Chunk(
-            first_index, len(items), future, items if payload.budget_s is not None else None
-        )
+        budgeted = payload.budget_s is not None
+        chunk = _Chunk(first_index, len(items), future, items if budgeted else None)
         with self._done_lock:
             self._n_unfinished += len(items)
-        future.add_done_callback(functools.partial(self._on_chunk_done, chunk, len(items)))
+        # Neither the chunk nor this run is held by the callback: a future keeps its
+        # callbacks after running them, and a cycle through them would keep every read
+        # chunk's results in memory until a full garbage collection.
+        future.add_done_callback(
+            functools.partial(_tell_run_chunk_done, weakref.ref(self), len(items), budgeted)
+        )
         return chunk
 
-    def _on_chunk_done(self, chunk: _Chunk, n_items: int, _future: Future[ChunkResult]) -> None:
+    def _on_chunk_done(self, future: Future[ChunkResult], n_items: int, budgeted: bool) -> None:
         """Count a chunk finished and wake the consumer; runs in the pool's thread (or at
         once, in this one, for a future already done). Keeping the count here, not by
         asking every future in flight whether it is done, keeps the parent's work per
@@ -470,8 +474,8 @@ class MapRun:
         is taken from them."""
         with self._done_lock:
             self._n_unfinished -= n_items
-            if chunk.items is not None:
-                self._finished_budgeted.append(chunk)
+            if budgeted:
+                self._finished_budgeted.append(future)
         self._a_chunk_finished.set()
 
     def _chunk_budget(self, n_items: int) -> tuple[float | None, int]:
@@ -490,29 +494,36 @@ class MapRun:
         return budget_s, _cost_model.budget_check_every(s_per_item)
 
     @_locked
-    def _resend_unrun(self) -> None:
+    def _resend_unrun(self, *, every_finished: bool = False) -> None:
         """Chunks that stopped at their budget: send their unstarted items again, split over
         the workers, placed right after them so results keep their order. Every finished
-        budgeted chunk is looked at once; a piece may stop and be split again in turn. A
-        chunk the consumer already took off the queue is left to it (it splits the chunk
-        itself, see ``_segments``)."""
-        while True:
-            with self._done_lock:
-                if not self._finished_budgeted:
-                    return
-                chunk = self._finished_budgeted.popleft()
+        budgeted chunk is looked at once; a piece may stop and be split again in turn.
+
+        Looked at: the chunks whose callbacks reported them finished, the oldest chunk if it
+        is done (a future is done before its callbacks have run, and the consumer is about
+        to take it), and with ``every_finished`` every done chunk in flight. A chunk the
+        consumer already took off the queue is left to it (see ``_segments``)."""
+        with self._done_lock:
+            # Kept alive for the whole pass: the ids below must not be reused meanwhile.
+            finished = list(self._finished_budgeted)
+            self._finished_budgeted.clear()
+        finished_ids = {id(future) for future in finished}
+        if not finished_ids and not every_finished:
+            head = self._pending[0] if self._pending else None
+            if head is None or head.items is None or not head.future.done():
+                return
+        position = 0
+        while position < len(self._pending):
+            chunk = self._pending[position]
+            position += 1
             if chunk.items is None:
                 continue
-            if not _has_unrun_items(chunk.future):
-                chunk.items = None
-                continue
-            try:
-                position = self._pending.index(chunk)
-            except ValueError:
-                continue
-            for piece in self._split_off_unrun(chunk):
-                position += 1
-                self._pending.insert(position, piece)
+            if id(chunk.future) in finished_ids or (
+                (position == 1 or every_finished) and chunk.future.done()
+            ):
+                for piece in self._split_off_unrun(chunk):
+                    self._pending.insert(position, piece)
+                    position += 1
 
     def _split_off_unrun(self, chunk: _Chunk) -> list[_Chunk]:
         """The chunks that carry a finished budgeted chunk's unstarted items (none if it ran
@@ -1065,7 +1076,7 @@ class MapRun:
                 if not budgeted:
                     break
                 concurrent.futures.wait(budgeted)
-                self._resend_unrun()
+                self._resend_unrun(every_finished=True)
             self._stop_keeping_backend_open()
             with self._lock:
                 in_flight = list(self._pending)
@@ -1098,12 +1109,13 @@ class _ChunkOutcome:
     voluntary_switches: int | None
 
 
-def _has_unrun_items(future: Future[ChunkResult]) -> bool:
-    """Whether a finished chunk handed items back unstarted (it stopped at its budget)."""
-    if future.cancelled() or future.exception() is not None:
-        return False
-    result = future.result()
-    return result.n_unrun > 0 and result.failure is None
+def _tell_run_chunk_done(
+    run_ref: weakref.ref[MapRun], n_items: int, budgeted: bool, future: Future[ChunkResult]
+) -> None:
+    """A chunk future's done-callback: tells its run, if the run is still alive."""
+    run = run_ref()
+    if run is not None:
+        run._on_chunk_done(future, n_items, budgeted)
 
 
 def _failure_exception(result: ChunkResult, first_index: int) -> BaseException:

@@ -88,9 +88,11 @@ def _heap_frozen_while_forking(start_method: str) -> Iterator[None]:
     caller, writing to each one's header, so the copy-on-write pages get copied: measured
     here, it held the first chunk of one worker back by 5-10 ms. Objects frozen at the
     fork (``gc.freeze``, as the gc module's documentation advises for fork without exec)
-    are skipped by the workers' collections; the caller unfreezes them at once, so its own
-    collections are unchanged. A caller that froze objects itself is left alone, since
-    ``gc.unfreeze`` would undo its freeze.
+    are skipped by the workers' collections; the caller unfreezes them at once, which puts
+    them in its oldest generation (objects young at that moment wait for a full
+    collection, as if they had survived two younger ones). A caller that froze objects
+    itself is left alone, since ``gc.unfreeze`` would undo its freeze. Workers loky forks
+    again later (after an idle timeout) fork without this.
     """
     if start_method != "fork" or gc.get_freeze_count():
         yield
