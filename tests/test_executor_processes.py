@@ -298,6 +298,8 @@ def test_a_freeze_of_the_callers_own_is_left_alone() -> None:
             max_workers=1, mp_context=multiprocessing.get_context("fork")
         ) as ex:
             assert ex.submit(int).result(timeout=60) == 0
-        assert gc.get_freeze_count() >= frozen  # not unfrozen behind the caller's back
+        # Not unfrozen behind the caller's back (that would leave none); a few frozen
+        # objects may have been freed meanwhile (Python 3.13 frees them by refcount).
+        assert gc.get_freeze_count() > frozen // 2
     finally:
         gc.unfreeze()
