@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
@@ -102,6 +103,51 @@ def _heap_frozen_while_forking(start_method: str) -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+
+
+_LIVE_BACKENDS: weakref.WeakSet[PoolBackend] = weakref.WeakSet()
+"""Every pool backend of this process that has started a pool (see ``_kill_workers_on_ctrl_c``)."""
+
+_exit_hook_lock = threading.Lock()
+_exit_hook_registered = False
+
+
+def _kill_workers_on_ctrl_c() -> None:
+    """At interpreter exit after an uncaught ``KeyboardInterrupt``, kill every pool's workers.
+
+    A Ctrl-C that lands in the caller's own code (the body of a ``for`` loop over ``map()``'s
+    results, say) never reaches the result iterator, so the workers are not killed there.
+    The interpreter then exits, and the pools' exit hooks wait for their workers to finish
+    the calls they are running: with a stuck or long call, the program hangs after Ctrl-C.
+    This hook runs before those (``threading._register_atexit`` hooks run last registered
+    first, and it is registered after loky's) and, only when the program is ending on a
+    ``KeyboardInterrupt``, kills the workers so the pools' hooks find them gone. A normal
+    exit waits for running calls, as the stdlib does.
+    """
+    last = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+    if not isinstance(last, KeyboardInterrupt):
+        return
+    for backend in list(_LIVE_BACKENDS):
+        pool = backend._pool
+        if pool is not None:
+            backend._kill(pool)
+
+
+def _register_exit_hook_once() -> None:
+    """Register ``_kill_workers_on_ctrl_c``, after the first pool started (which registers
+    loky's own exit hook, the one it must run before)."""
+    global _exit_hook_registered
+    with _exit_hook_lock:
+        if _exit_hook_registered:
+            return
+        register = getattr(threading, "_register_atexit", None)
+        if register is None:  # not CPython: nothing to run before
+            return
+        try:
+            register(_kill_workers_on_ctrl_c)
+        except RuntimeError:  # the interpreter is already shutting down
+            return
+        _exit_hook_registered = True
 
 
 def _no_record(start_method: str, seconds: float) -> None:
@@ -217,6 +263,8 @@ class PoolBackend:
             # The first no-op answered tells how long a worker takes to start on this
             # machine; submitting it forks the workers.
             first_answer = self._pool.submit(int)
+        _LIVE_BACKENDS.add(self)
+        _register_exit_hook_once()
         record = self._record_start_s
 
         def on_answer(future: Future[Any]) -> None:

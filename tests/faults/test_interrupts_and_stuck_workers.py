@@ -77,6 +77,27 @@ def test_sigint_to_the_main_process_while_iterating_kills_the_workers(tmp_path: 
     interrupted_run(tmp_path, SLOW_ITEMS + PARALLEL_MAIN, whole_group=False, wait_for="result")
 
 
+def test_sigint_in_the_callers_own_loop_body_kills_the_workers(tmp_path: Path) -> None:
+    """The interrupt lands in the caller's code between two results, never in the result
+    iterator: the program ends on the KeyboardInterrupt, and the workers, stuck in ``fn``,
+    must not hold its exit up (the pools' exit hooks would wait for their calls)."""
+    body = (
+        SLOW_ITEMS
+        + """
+if __name__ == "__main__":
+    ex = AdaptiveProcessPoolExecutor(max_workers=2, isolate=True)
+    ex.submit(int).result()
+    report("workers", *ex._backend.worker_pids())
+    for r in ex.map(slow, range(8)):
+        report("result", r)
+        while True:  # the caller's own long work: Ctrl-C lands here
+            time.sleep(0.01)
+    report("finished")
+"""
+    )
+    interrupted_run(tmp_path, body, whole_group=False, wait_for="result")
+
+
 def test_ctrl_c_while_fn_runs_in_the_caller(tmp_path: Path) -> None:
     body = (
         ALL_SLOW
