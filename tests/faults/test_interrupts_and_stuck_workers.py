@@ -36,15 +36,18 @@ def slow(x):
     return x
 """
 
-PARALLEL_MAIN = """
+PARALLEL_MAIN_TEMPLATE = """
 if __name__ == "__main__":
     ex = AdaptiveProcessPoolExecutor(max_workers=2, isolate=True)
     ex.submit(int).result()
     report("workers", *ex._backend.worker_pids())
     for r in ex.map(slow, range(8)):
         report("result", r)
+        {loop_body}
     report("finished")
 """
+
+PARALLEL_MAIN = PARALLEL_MAIN_TEMPLATE.format(loop_body="pass")
 
 
 def interrupted_run(tmp_path: Path, body: str, *, whole_group: bool, wait_for: str) -> None:
@@ -81,20 +84,8 @@ def test_sigint_in_the_callers_own_loop_body_kills_the_workers(tmp_path: Path) -
     """The interrupt lands in the caller's code between two results, never in the result
     iterator: the program ends on the KeyboardInterrupt, and the workers, stuck in ``fn``,
     must not hold its exit up (the pools' exit hooks would wait for their calls)."""
-    body = (
-        SLOW_ITEMS
-        + """
-if __name__ == "__main__":
-    ex = AdaptiveProcessPoolExecutor(max_workers=2, isolate=True)
-    ex.submit(int).result()
-    report("workers", *ex._backend.worker_pids())
-    for r in ex.map(slow, range(8)):
-        report("result", r)
-        while True:  # the caller's own long work: Ctrl-C lands here
-            time.sleep(0.01)
-    report("finished")
-"""
-    )
+    # The caller's own long work after the first result: Ctrl-C lands in it.
+    body = SLOW_ITEMS + PARALLEL_MAIN_TEMPLATE.format(loop_body="while True: time.sleep(0.01)")
     interrupted_run(tmp_path, body, whole_group=False, wait_for="result")
 
 
