@@ -69,6 +69,19 @@ def test_batch_is_counted_when_settled() -> None:
     assert source.exhausted
 
 
+def test_bare_batch_hands_out_the_one_iterables_items_and_counts_them() -> None:
+    source = Source((iter(range(5)),))  # no length: counted as the batch is read
+    assert next(source) == (0,)  # pulls through the zipped tuples and bare batches mix
+    assert list(source.bare_batch(3)) == [1, 2, 3]
+    assert source.settle_batch(3) == 3
+    assert source.n_pulled == 4
+    assert list(source.bare_batch(3)) == [4]
+    assert source.settle_batch(3) == 1
+    assert source.exhausted
+    assert source.bare_batch(3) is None  # closed
+    assert Source(([1, 2], "ab")).bare_batch(2) is None  # two iterables: tuples it is
+
+
 def test_zip_semantics_stop_at_the_shortest() -> None:
     source = Source(([1, 2, 3], "ab"))
     assert source.n_total == 2

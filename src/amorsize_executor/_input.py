@@ -55,8 +55,10 @@ class Source:
                     f"other iterable"
                 ) from None
         self._iterator: Iterator[tuple[Any, ...]] | None = zip(*iterators)  # noqa: B905 - map() stops at the shortest
-        # One iterable of known length can be read directly, at C speed (see single_batch).
-        self._single = iterators[0] if len(iterators) == 1 and self.has_len else None
+        # One iterable can be read directly, at C speed (see bare_batch), and without
+        # counting when its length is known (see single_batch).
+        self._bare = iterators[0] if len(iterators) == 1 else None
+        self._single = self._bare if self.has_len else None
         self.n_pulled = 0
         self.exhausted = False
         self.input_error: BaseException | None = None
@@ -135,6 +137,15 @@ class Source:
         self._batch_counter = count()
         return map(itemgetter(0), zip(islice(self._iterator, n_items), self._batch_counter))  # noqa: B905
 
+    def bare_batch(self, n_items: int) -> Iterator[Any] | None:
+        """Like ``batch``, but the bare items of the one input iterable (not 1-tuples, so
+        ``map`` can take them, one layer less per item than ``starmap``), or ``None`` when
+        there are several iterables. Call ``settle_batch`` once it is exhausted."""
+        if self._bare is None or self._iterator is None:
+            return None
+        self._batch_counter = count()
+        return map(itemgetter(0), zip(islice(self._bare, n_items), self._batch_counter))  # noqa: B905
+
     def single_batch(self, n_items: int) -> tuple[Iterator[Any], int] | None:
         """Up to ``n_items`` bare items (not tuples) straight from the one input iterable, and
         how many, or
@@ -160,4 +171,5 @@ class Source:
         """Stop reading: nothing more is pulled from the user's iterables."""
         self._iterator = None
         self._single = None
+        self._bare = None
         self.exhausted = True

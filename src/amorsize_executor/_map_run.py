@@ -823,7 +823,11 @@ class MapRun:
                         yield map(fn, single[0])
                         self._delivered(single[1])
                     else:
-                        yield starmap(fn, source.batch(n_rest))
+                        bare = source.bare_batch(n_rest)
+                        if bare is not None:
+                            yield map(fn, bare)
+                        else:
+                            yield starmap(fn, source.batch(n_rest))
                         self._delivered(source.settle_batch(n_rest))
                 else:
                     yield self._checked_calls(n_rest)
