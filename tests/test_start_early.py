@@ -164,15 +164,24 @@ class RecordingBackend(FakeBackend):
         super().prepare(n_workers)
 
 
-def test_map_starts_workers_after_the_first_probed_call(monkeypatch: pytest.MonkeyPatch) -> None:
+def map_with_early_start_rule(
+    monkeypatch: pytest.MonkeyPatch, n_early_workers: int, fn: Any
+) -> tuple[RecordingBackend, int]:
+    """Map ``fn`` over 100 items with the early-start rule answering ``n_early_workers``
+    whenever it is asked; the backend and how many items the probe ran."""
     monkeypatch.setattr(_cost_model, "PRESTART_MIN_SERIAL_S", 0.0)
     monkeypatch.setattr(_cost_model, "PRESTART_MIN_CALL_S", 0.0)
-    monkeypatch.setattr(_cost_model, "workers_to_start_early", lambda **_: 3)
+    monkeypatch.setattr(_cost_model, "workers_to_start_early", lambda **_: n_early_workers)
     CALLS.clear()
     backend = RecordingBackend()
     with AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts()) as ex:
-        assert list(ex.map(count_call, range(100))) == list(range(100))
+        assert list(ex.map(fn, range(100))) == list(range(100))
         n_probed = ex.last_plan.measurements.n_probed  # type: ignore[union-attr]
+    return backend, n_probed
+
+
+def test_map_starts_workers_after_the_first_probed_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    backend, n_probed = map_with_early_start_rule(monkeypatch, 3, count_call)
     assert backend.calls_at_prepare[0] == 1  # during the probe, right after its first call
     assert backend.prepared[0] == 3
     # The probe reports two timed calls, and the rule says yes to both: workers start once.
@@ -182,14 +191,7 @@ def test_map_starts_workers_after_the_first_probed_call(monkeypatch: pytest.Monk
 def test_map_does_not_start_workers_early_when_the_rule_says_no(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(_cost_model, "PRESTART_MIN_SERIAL_S", 0.0)
-    monkeypatch.setattr(_cost_model, "PRESTART_MIN_CALL_S", 0.0)
-    monkeypatch.setattr(_cost_model, "workers_to_start_early", lambda **_: 0)
-    CALLS.clear()
-    backend = RecordingBackend()
-    with AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts()) as ex:
-        assert list(ex.map(count_call_slowly, range(100))) == list(range(100))
-        n_probed = ex.last_plan.measurements.n_probed  # type: ignore[union-attr]
+    backend, n_probed = map_with_early_start_rule(monkeypatch, 0, count_call_slowly)
     assert backend.calls_at_prepare  # the plan started workers ...
     assert all(n >= n_probed for n in backend.calls_at_prepare)  # ... once the probe ended
 
