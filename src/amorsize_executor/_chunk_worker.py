@@ -19,6 +19,8 @@ from typing import Any
 
 import cloudpickle
 
+from ._errors import UnpicklableExceptionError
+
 THREAD_ENV_VARS = (
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
@@ -236,7 +238,15 @@ def run_chunk(payload: ChunkPayload, clock: Callable[[], float] | None = None) -
 def call_pickled(fn_bytes: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run one ``submit()``ted call whose function travelled as ``dumps_callable`` bytes."""
     fn = cloudpickle.loads(fn_bytes)
-    return fn(*args, **kwargs)
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:
+        if _round_trips(exc):
+            raise
+        # Would reach the parent as the pool's generic "failed to un-serialize" error: a
+        # stand-in keeps the type's name and the message, and the traceback text (with the
+        # original exception's, chained) travels as its __cause__.
+        raise UnpicklableExceptionError(None, type(exc).__qualname__, str(exc)) from exc
 
 
 def _voluntary_switches() -> int | None:

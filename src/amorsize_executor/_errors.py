@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import pickle
 from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures.process import _RemoteTraceback as _StdlibRemoteTraceback
+
+RemoteTraceback = _StdlibRemoteTraceback
+"""Carries the traceback text (``.tb``) of an exception raised in a worker; set as
+``__cause__`` of the re-raised exception, as the stdlib does, so both tracebacks are printed.
+It is the stdlib's own class (``concurrent.futures.process._RemoteTraceback``), so code
+written for ``ProcessPoolExecutor`` (``cause.tb``, ``type(cause)``) keeps working."""
 
 
-class RemoteTraceback(Exception):
-    """Carries the traceback text of an exception raised in a worker; set as ``__cause__``
-    of the re-raised exception, as the stdlib does, so both tracebacks are printed."""
-
-    def __init__(self, tb_text: str) -> None:
-        super().__init__(tb_text)
-        self.tb_text = tb_text
-
-    def __str__(self) -> str:
-        return self.tb_text
+def remote_traceback(tb_text: str) -> RemoteTraceback:
+    """A ``RemoteTraceback`` carrying ``tb_text`` (the stdlib's class stores the text; its
+    type stubs claim a traceback object)."""
+    return RemoteTraceback(tb_text)  # type: ignore[arg-type]
 
 
 class UnpicklableItemError(pickle.PicklingError):
@@ -49,13 +50,20 @@ class UnpicklableExceptionError(Exception):
     """``fn`` raised an exception in a worker that could not be pickled back; this stands in
     for it with its type, message and traceback."""
 
-    def __init__(self, index: int, type_name: str, message: str) -> None:
+    def __init__(self, index: int | None, type_name: str, message: str) -> None:
+        where = "" if index is None else f"item {index}: "
         super().__init__(
-            f"item {index}: fn raised {type_name}({message}), which cannot be pickled back "
+            f"{where}fn raised {type_name}({message}), which cannot be pickled back "
             f"from the worker process (its traceback is attached as __cause__)"
         )
         self.index = index
+        """The item's position in ``map()``'s input; ``None`` for a ``submit()``ted call."""
         self.type_name = type_name
+        self.message = message
+
+    def __reduce__(self) -> tuple[type[UnpicklableExceptionError], tuple[int | None, str, str]]:
+        # Sent from the worker for a submit()ted call: rebuilt from its three parts.
+        return (type(self), (self.index, self.type_name, self.message))
 
 
 class WorkerCrashedError(BrokenProcessPool):

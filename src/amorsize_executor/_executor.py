@@ -43,6 +43,23 @@ memory that changes over seconds, and it keeps a burst of small ``map()`` calls 
 about 0.4 ms each to read cgroup files."""
 
 
+_interpreter_exiting = False
+"""Set once the interpreter has begun to shut down (see ``_note_interpreter_exit``)."""
+
+
+def _note_interpreter_exit() -> None:
+    """Runs when the interpreter begins to shut down (before ``atexit`` handlers), as the
+    stdlib's own hook does: from then on ``submit()`` and ``map()`` refuse new work with the
+    stdlib's message instead of reaching a pool that is being torn down."""
+    global _interpreter_exiting
+    _interpreter_exiting = True
+
+
+_register_atexit = getattr(threading, "_register_atexit", None)
+if _register_atexit is not None:  # CPython 3.9+; elsewhere ``sys.is_finalizing`` only
+    _register_atexit(_note_interpreter_exit)
+
+
 def _check_positive_int(name: str, value: object, *, message: str | None = None) -> None:
     if value is None:
         return
@@ -327,6 +344,8 @@ class AdaptiveProcessPoolExecutor(Executor):
             )
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
+        if _interpreter_exiting or sys.is_finalizing():
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """As ``ProcessPoolExecutor.submit``: the call goes straight to the pool."""
@@ -381,6 +400,8 @@ class AdaptiveProcessPoolExecutor(Executor):
             _check_progress(progress)
         with self._lock:
             self._check_usable()
+        if not iterables:
+            return iter(())  # as the stdlib: zip() of no iterables is empty
         source = Source(iterables)
         deadline_s = None if timeout is None else time.monotonic() + timeout
         on_progress, close_progress = _make_progress(

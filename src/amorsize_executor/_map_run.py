@@ -42,14 +42,14 @@ import cloudpickle
 from . import _cost_model, _probe, _system_facts
 from ._chunk_worker import ChunkPayload, ChunkResult, dumps_callable
 from ._errors import (
-    RemoteTraceback,
     UnpicklableExceptionError,
     UnpicklableItemError,
     UnpicklableResultError,
     WorkerCrashedError,
+    remote_traceback,
 )
 from ._input import Source
-from ._pool_backend import Backend
+from ._pool_backend import Backend, to_stdlib_error
 from ._records import Plan, RunOutcome, SystemFacts, WorkMeasurements, format_seconds
 
 logger = logging.getLogger("amorsize_executor")
@@ -641,11 +641,11 @@ class MapRun:
             error = WorkerCrashedError(
                 chunk.first_index, chunk.first_index + chunk.n_items - 1, str(exc)
             )
-            error.__cause__ = exc
+            error.__cause__ = to_stdlib_error(exc)
             self._set_error(error, chunk.first_index)
             return None
         except Exception as exc:  # the chunk could not run at all (e.g. unpickling)
-            self._set_error(exc, chunk.first_index)
+            self._set_error(to_stdlib_error(exc), chunk.first_index)
             return None
         try:
             results: list[Any] = (
@@ -1133,7 +1133,7 @@ def _failure_exception(result: ChunkResult, first_index: int) -> BaseException:
         error = UnpicklableExceptionError(index, failure.type_name, str(failure.error))
     else:
         error = failure.error
-    error.__cause__ = RemoteTraceback(failure.tb_text)
+    error.__cause__ = remote_traceback(failure.tb_text)
     return error
 
 

@@ -37,7 +37,7 @@ from ._chunk_worker import (
     run_chunk,
 )
 from ._close_gate import CloseGate
-from ._errors import RemoteTraceback
+from ._errors import remote_traceback
 
 logger = logging.getLogger("amorsize_executor")
 
@@ -201,6 +201,8 @@ class PoolBackend:
             lambda wait, cancel: self._close(wait=wait, cancel_futures=cancel)
         )
         self._closed = False
+        self._first_answer: Future[Any] | None = None
+        """The pool's own no-op that times the first worker's start (not the user's work)."""
 
     @property
     def n_warm_workers(self) -> int:
@@ -263,6 +265,7 @@ class PoolBackend:
             # The first no-op answered tells how long a worker takes to start on this
             # machine; submitting it forks the workers.
             first_answer = self._pool.submit(int)
+            self._first_answer = first_answer
         _LIVE_BACKENDS.add(self)
         _register_exit_hook_once()
         record = self._record_start_s
@@ -328,11 +331,18 @@ class PoolBackend:
     def _submit_to_pool(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
         with self._lock:
             try:
-                future = self._current_pool().submit(fn, *args, **kwargs)
-            except BrokenProcessPool:
-                # Broken since the last call (a crash the pool noticed first): replace it once.
-                self._broken = True
-                future = self._current_pool().submit(fn, *args, **kwargs)
+                try:
+                    future = self._current_pool().submit(fn, *args, **kwargs)
+                except BrokenProcessPool:
+                    # Broken since the last call (a crash the pool noticed first): replace
+                    # it once.
+                    self._broken = True
+                    future = self._current_pool().submit(fn, *args, **kwargs)
+            except Exception as exc:
+                mapped = to_stdlib_error(exc)
+                if mapped is exc:
+                    raise
+                raise mapped from None
             self._track(future)
         return future
 
@@ -407,17 +417,58 @@ class PoolBackend:
             return
         if isinstance(pool, loky.ProcessPoolExecutor):
             if cancel_futures:
-                _cancel_pending(pool)
+                _cancel_pending(pool, not_counted=self._first_answer)
             pool.shutdown(wait=wait)
         else:
             pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
-def _cancel_pending(pool: loky.ProcessPoolExecutor) -> None:
-    """loky's ``shutdown`` has no ``cancel_futures``: cancel the futures not yet running."""
+EXTRA_QUEUED_CALLS = 1
+"""The stdlib's ``concurrent.futures.process.EXTRA_QUEUED_CALLS``: its call queue holds this
+many calls beyond one per worker, and a call in that queue is no longer cancellable."""
+
+
+def _cancel_pending(pool: loky.ProcessPoolExecutor, not_counted: Future[Any] | None) -> None:
+    """loky's ``shutdown`` has no ``cancel_futures``: cancel the futures no worker holds.
+
+    As in the stdlib, the oldest calls up to the size of its call queue (one per worker plus
+    ``EXTRA_QUEUED_CALLS``) count as held by the workers and complete, even when loky's
+    manager thread has not moved them to its own queue yet: the stdlib's manager always
+    fills its call queue before it looks at the shutdown flag, so a ``shutdown`` right after
+    ``submit`` still lets the first calls run. ``not_counted`` (the pool's start-timing
+    no-op) takes no place among them.
+    """
     pending: dict[Any, Any] = dict(getattr(pool, "_pending_work_items", None) or {})
-    for work_item in pending.values():
+    n_held = int(getattr(pool, "_max_workers", 1)) + EXTRA_QUEUED_CALLS
+    for _, work_item in sorted(pending.items(), key=lambda pair: pair[0]):
+        if work_item.future is not_counted:
+            continue
+        if n_held > 0 and not work_item.future.done():
+            n_held -= 1
+            continue
         work_item.future.cancel()
+
+
+def to_stdlib_error(error: BaseException) -> BaseException:
+    """The stdlib's exception for one of loky's, with the same message (``error`` itself
+    when it is not loky's): callers of a drop-in ``ProcessPoolExecutor`` never see a loky
+    type. loky's ``ShutdownExecutorError`` becomes ``RuntimeError``, its
+    ``BrokenProcessPool`` and ``TerminatedWorkerError`` become the stdlib's
+    ``BrokenProcessPool``; a worker traceback (loky's private class) becomes ours."""
+    if isinstance(error, loky.process_executor.ShutdownExecutorError):
+        mapped: BaseException = RuntimeError(*error.args)
+    elif isinstance(error, BrokenProcessPool) and type(error) is not BrokenProcessPool:
+        if not type(error).__module__.startswith("loky"):
+            return error  # ours (WorkerCrashedError): already the stdlib's type
+        mapped = BrokenProcessPool(*error.args)
+    else:
+        return error
+    cause = error.__cause__
+    if cause is not None and type(cause).__name__ == "_RemoteTraceback":
+        cause = remote_traceback(str(cause))
+    mapped.__cause__ = cause
+    mapped.__suppress_context__ = True
+    return mapped
 
 
 class _RelayFuture(Future[Any]):
@@ -435,6 +486,10 @@ class _RelayFuture(Future[Any]):
             return False
         return super().cancel()
 
+    def running(self) -> bool:
+        """Running once the pool handed the call to a worker, as the stdlib's future."""
+        return super().running() or (not self.done() and self._inner.running())
+
     def _follow(self, inner: Future[Any]) -> None:
         if inner.cancelled():
             Future.cancel(self)
@@ -446,7 +501,9 @@ class _RelayFuture(Future[Any]):
         if error is None:
             self.set_result(inner.result())
             return
-        cause = error.__cause__
-        if cause is not None and type(cause).__name__ == "_RemoteTraceback":
-            error.__cause__ = RemoteTraceback(str(cause))
-        self.set_exception(error)
+        mapped = to_stdlib_error(error)
+        if mapped is error:
+            cause = error.__cause__
+            if cause is not None and type(cause).__name__ == "_RemoteTraceback":
+                error.__cause__ = remote_traceback(str(cause))
+        self.set_exception(mapped)

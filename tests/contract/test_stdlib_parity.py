@@ -1,0 +1,186 @@
+"""Where ``ProcessPoolExecutor``'s contract is easy to miss: cancellation at shutdown, the
+``running()`` state, the exception types at every edge (never one of loky's), exceptions that
+cannot be unpickled, and ``map(fn)`` with no iterables. Real processes throughout."""
+
+from __future__ import annotations
+
+import concurrent.futures.process
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import amorsize_executor
+from amorsize_executor import AdaptiveProcessPoolExecutor, UnpicklableExceptionError
+
+from ..faults import _work as _faults
+from . import _work
+from ._helpers import wait_for_file
+from ._paths import PATHS, ExecPath
+
+pytestmark = pytest.mark.timeout(90)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# -- shutdown(cancel_futures=True) and running() --------------------------------------------
+
+
+def test_shutdown_cancel_futures_lets_the_calls_workers_hold_complete() -> None:
+    # Right after the submits, as CPython's test_cancel_futures does: the pool has barely
+    # started, yet the calls its call queue would hold (one per worker, plus one) run.
+    ex = AdaptiveProcessPoolExecutor(max_workers=2)
+    futures = [ex.submit(_work.sleep_for, 0.05, i) for i in range(30)]
+    ex.shutdown(cancel_futures=True)
+    cancelled = [f for f in futures if f.cancelled()]
+    completed = [f for f in futures if not f.cancelled()]
+    assert cancelled, "shutdown(cancel_futures=True) cancelled nothing"
+    assert futures[:3] == completed[:3], "the calls the workers hold were cancelled"
+    for future in completed:
+        assert future.done()
+        assert future.exception() is None
+
+
+def test_a_future_a_worker_runs_reports_running_and_refuses_cancel(tmp_path: Path) -> None:
+    release, started = tmp_path / "release", tmp_path / "started"
+    with AdaptiveProcessPoolExecutor(max_workers=1) as ex:
+        future = ex.submit(_work.wait_for_path, str(release), "done", str(started))
+        wait_for_file(started)
+        assert future.running()
+        assert not future.cancel()
+        release.touch()
+        assert future.result(timeout=60) == "done"
+        assert not future.running()
+
+
+def test_shutdown_cancel_futures_does_not_cancel_a_running_call(tmp_path: Path) -> None:
+    release, started = tmp_path / "release", tmp_path / "started"
+    ex = AdaptiveProcessPoolExecutor(max_workers=1)
+    running = ex.submit(_work.wait_for_path, str(release), "done", str(started))
+    wait_for_file(started)
+    queued = [ex.submit(_work.square, i) for i in range(10)]
+    ex.shutdown(wait=False, cancel_futures=True)
+    release.touch()
+    assert running.result(timeout=60) == "done"
+    assert any(f.cancelled() for f in queued)
+
+
+# -- exception types: the stdlib's, never loky's ----------------------------------------------
+
+
+def _run_script(body: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    package_root = str(Path(amorsize_executor.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(body)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("call", ["submit", "map"])
+def test_new_work_after_the_interpreter_began_to_exit_raises_the_stdlib_error(
+    call: str,
+) -> None:
+    proc = _run_script(
+        f"""
+        import atexit
+        from amorsize_executor import AdaptiveProcessPoolExecutor
+
+        ex = AdaptiveProcessPoolExecutor(2)
+        ex.submit(abs, -1).result()
+
+        @atexit.register
+        def late():
+            try:
+                if {call!r} == "submit":
+                    ex.submit(abs, -2)
+                else:
+                    list(ex.map(abs, [-2]))
+            except Exception as exc:
+                print(type(exc).__module__, type(exc).__qualname__, exc, sep="|")
+        """
+    )
+    assert proc.stdout.strip() == (
+        "builtins|RuntimeError|cannot schedule new futures after interpreter shutdown"
+    ), proc.stderr
+
+
+@pytest.mark.parametrize("call", ["submit", "map"])
+def test_new_work_after_shutdown_raises_the_stdlib_error(call: str) -> None:
+    ex = AdaptiveProcessPoolExecutor(max_workers=1)
+    ex.submit(abs, -1).result(timeout=60)
+    ex.shutdown()
+    with pytest.raises(RuntimeError) as info:
+        if call == "submit":
+            ex.submit(abs, -2)
+        else:
+            ex.map(abs, [-2])
+    assert type(info.value) is RuntimeError
+    assert str(info.value) == "cannot schedule new futures after shutdown"
+
+
+def test_a_worker_dying_in_submit_gives_the_stdlib_broken_process_pool() -> None:
+    with AdaptiveProcessPoolExecutor(max_workers=1) as ex:
+        future = ex.submit(_faults.exit_now, os.getpid())
+        error = future.exception(timeout=60)
+        assert type(error) is concurrent.futures.process.BrokenProcessPool, type(error)
+        # The executor goes on with a new pool, as documented.
+        assert ex.submit(abs, -3).result(timeout=60) == 3
+
+
+def test_a_worker_dying_in_map_gives_a_stdlib_broken_process_pool_cause() -> None:
+    with (
+        AdaptiveProcessPoolExecutor(max_workers=1, isolate=True) as ex,
+        pytest.raises(concurrent.futures.process.BrokenProcessPool) as info,
+    ):
+        list(ex.map(_faults.exit_at, range(4), [2] * 4, [os.getpid()] * 4))
+    chain = []
+    error: BaseException | None = info.value
+    while error is not None:
+        chain.append(type(error))
+        error = error.__cause__ or error.__context__
+    assert all(not t.__module__.startswith("loky") for t in chain), chain
+
+
+# -- exceptions that cannot be unpickled in the parent ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fn", "type_name"),
+    [
+        (_faults.raise_lock_holding_at, "LockHoldingError"),
+        (_faults.raise_two_argument_at, "TwoArgumentError"),
+    ],
+    ids=["holds-a-lock", "init-needs-two-args"],
+)
+def test_submit_keeps_the_name_message_and_traceback_of_an_unpicklable_exception(
+    fn: object, type_name: str
+) -> None:
+    with AdaptiveProcessPoolExecutor(max_workers=1) as ex:
+        error = ex.submit(fn, 5, 5).exception(timeout=60)  # type: ignore[arg-type]
+        assert isinstance(error, UnpicklableExceptionError), repr(error)
+        assert error.type_name == type_name
+        assert error.index is None
+        assert type_name in str(error) and "at 5" in str(error), str(error)
+        cause = error.__cause__
+        assert isinstance(cause, amorsize_executor.RemoteTraceback)
+        assert fn.__name__ in str(cause)  # type: ignore[attr-defined]
+        # The pool survives it.
+        assert ex.submit(abs, -4).result(timeout=60) == 4
+
+
+# -- map(fn) with no iterables ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", PATHS, ids=[p.name for p in PATHS])
+def test_map_with_no_iterables_is_empty(path: ExecPath) -> None:
+    with path.executor() as ex:
+        assert list(path.map(ex, _work.square)) == []
