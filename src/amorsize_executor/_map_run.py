@@ -34,7 +34,7 @@ from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
-from itertools import chain, starmap
+from itertools import chain, repeat, starmap
 from typing import Any, TypeVar
 
 import cloudpickle
@@ -289,7 +289,7 @@ class MapRun:
                 or n_items >= _probe.PROBE_MAX_ITEMS
             ):
                 break
-            size *= 4
+            size = self._capped_chunksize(size * 4)
         per = max(1.0, n_items)
         measurements = WorkMeasurements(
             n_probed=int(n_items),
@@ -579,16 +579,27 @@ class MapRun:
             if self._submit_next(self._next_chunksize()) is None:
                 break
 
+    def _capped_chunksize(self, size: int) -> int:
+        """``size``, or 1 when ``map()`` has a ``timeout`` and no ``chunksize``: a worker sends
+        a chunk's results back together, so a slow item would hold the finished results of
+        its chunk past the deadline; the stdlib (``chunksize=1``) yields each of them."""
+        if self._options.deadline_s is not None and self._options.chunksize is None:
+            return 1
+        return size
+
     def _next_chunksize(self) -> int:
         """The size of the next chunk: the fed-back size, or smaller near the end of the
-        input (``_cost_model.guided_chunksize``); the user's ``chunksize`` exactly."""
+        input (``_cost_model.guided_chunksize``); the user's ``chunksize`` exactly; 1 under a
+        deadline (``_capped_chunksize``)."""
         if self._options.chunksize is not None or self._plan is None:
             return self._chunksize
-        return _cost_model.guided_chunksize(
-            chunksize=self._chunksize,
-            n_items_unsent=self._source.n_remaining,
-            n_workers=self._plan.n_workers,
-            s_per_item=self._observed_s_per_item or self._plan.measurements.wall_s_per_item,
+        return self._capped_chunksize(
+            _cost_model.guided_chunksize(
+                chunksize=self._chunksize,
+                n_items_unsent=self._source.n_remaining,
+                n_workers=self._plan.n_workers,
+                s_per_item=self._observed_s_per_item or self._plan.measurements.wall_s_per_item,
+            )
         )
 
     def _outstanding_cap(self) -> int:
@@ -796,25 +807,26 @@ class MapRun:
             except Exception:
                 if timed:
                     self._delivered(len(timed))
-                    yield timed
+                    yield _handed_on(timed)
                 raise
             timed_s, timed_cpu_s = perf() - t0, cpu() - c0
+            n_timed = len(timed)  # handing the results on empties the list
             if timed:
-                self._delivered(len(timed))
-                yield timed
+                self._delivered(n_timed)
+                yield _handed_on(timed)
             if source.input_error is not None:
                 raise source.input_error
-            per_item_s = timed_s / len(timed) if timed else 0.0
+            per_item_s = timed_s / n_timed if n_timed else 0.0
             checkpoint *= 2
             # Re-plan on fresh figures, before the bulk of the batch runs, so a switch to a
             # pool takes that bulk with it.
-            if timed and not (self._shutdown or source.exhausted):
+            if n_timed and not (self._shutdown or source.exhausted):
                 self._busy_s += per_item_s * n_batch
                 if self._worth_revisiting(per_item_s) and self._revisit(
-                    per_item_s, timed_cpu_s / len(timed)
+                    per_item_s, timed_cpu_s / n_timed
                 ):
                     return
-            n_rest = n_batch - len(timed)
+            n_rest = n_batch - n_timed
             if n_rest > 0 and not source.exhausted:
                 if progress is None and per_item_s < STRICT_SERIAL_S:
                     # C speed: no Python code per item (see STRICT_SERIAL_S for the cost).
@@ -847,12 +859,14 @@ class MapRun:
         progress = self._options.on_progress
         for args in self._source.iter_up_to(n_items):
             try:
-                result = fn(*args)
+                # In a list popped as it is yielded: this generator must not keep the
+                # result alive after the consumer dropped it (as the stdlib's iterator).
+                result = [fn(*args)]
             except BaseException:
                 self._stream_failed = True
                 raise
             self._n_delivered += 1
-            yield result
+            yield result.pop()
             if progress is not None:
                 progress(1)
         if self._source.input_error is not None:
@@ -945,7 +959,7 @@ class MapRun:
                     batch = list(self._ready)
                     self._ready.clear()
                     self._delivered(len(batch))
-                    yield batch
+                    yield _handed_on(batch)
                     continue
                 if self._pending:
                     started_s = time.perf_counter()
@@ -966,6 +980,9 @@ class MapRun:
                             self._fill()
                         self._ready.extend(outcome.results)
                         self._judge_pool(outcome.n_results, waited_s)
+                    # Not kept across the yield that hands the results on (a chunk run in
+                    # this process keeps its result list in its future).
+                    chunk = outcome = None  # type: ignore[assignment]
                     continue
                 if self._error is not None:
                     self._cancel_pending()
@@ -1135,6 +1152,14 @@ def _failure_exception(result: ChunkResult, first_index: int) -> BaseException:
         error = failure.error
     error.__cause__ = remote_traceback(failure.tb_text)
     return error
+
+
+def _handed_on(results: list[Any]) -> Iterator[Any]:
+    """The results in order, each dropped from ``results`` as it is handed to the consumer
+    (C speed): a consumer that drops each result frees it, as with the stdlib's iterator,
+    which pops each result off its list as it yields it."""
+    results.reverse()
+    return map(list.pop, repeat(results, len(results)))
 
 
 def _first_unpicklable(items: list[tuple[Any, ...]]) -> tuple[int, Exception]:

@@ -120,3 +120,19 @@ def fail_at_position(value: int, index: int, bad_index: int) -> int:
     if index == bad_index:
         raise ValueError(f"failed at position {index}")
     return 3 * value - index
+
+
+class Token:
+    """A result that can be weakly referenced: tells whether anyone still holds it."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+def make_token(x: int) -> Token:
+    return Token(x)
+
+
+def big_bytes(x: int, n_bytes: int) -> bytes:
+    """A result of ``n_bytes`` bytes (distinct per item, so nothing is shared)."""
+    return bytes([x % 256]) * n_bytes

@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import tracemalloc
+import weakref
 from pathlib import Path
 
 import pytest
@@ -184,3 +186,64 @@ def test_submit_keeps_the_name_message_and_traceback_of_an_unpicklable_exception
 def test_map_with_no_iterables_is_empty(path: ExecPath) -> None:
     with path.executor() as ex:
         assert list(path.map(ex, _work.square)) == []
+
+
+# -- results are not kept alive once handed on ------------------------------------------------
+
+
+@pytest.mark.parametrize("path", PATHS, ids=[p.name for p in PATHS])
+def test_a_result_the_consumer_dropped_is_freed(path: ExecPath) -> None:
+    with path.executor() as ex:
+        n_seen = 0
+        for token in path.map(ex, _work.make_token, range(300)):
+            ref = weakref.ref(token)
+            del token
+            assert ref() is None, f"result {n_seen} is still alive after the consumer dropped it"
+            n_seen += 1
+        assert n_seen == 300
+
+
+def test_a_consumer_dropping_results_holds_at_most_a_chunk_of_them() -> None:
+    n_bytes, n_items = 8 * 2**20, 8
+    with AdaptiveProcessPoolExecutor(max_workers=1, isolate=True) as ex:
+        tracemalloc.start()
+        try:
+            live = []
+            results = ex.map(
+                _work.big_bytes, range(n_items), [n_bytes] * n_items, chunksize=n_items
+            )
+            for result in results:
+                assert len(result) == n_bytes
+                del result
+                live.append(tracemalloc.get_traced_memory()[0])
+        finally:
+            tracemalloc.stop()
+    # After the last result was dropped, neither the chunk's other results nor its pickled
+    # form may still be held (before: all eight results and the chunk's bytes, 128 MiB).
+    assert live[-1] < 2 * n_bytes, [f"{b / 2**20:.0f} MiB" for b in live]
+
+
+# -- map(..., timeout=...) --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_quick", [2, 40], ids=["in-the-probe", "after-the-probe"])
+@pytest.mark.parametrize("path", PATHS, ids=[p.name for p in PATHS])
+def test_map_timeout_yields_every_result_finished_before_the_deadline(
+    path: ExecPath, n_quick: int
+) -> None:
+    # The stdlib's test_map_timeout: map(time.sleep, [0, 0, 6], timeout=5) yields None,
+    # None, then raises. The slow item outlasts the deadline by far; the quick ones finish
+    # long before it, whatever the load.
+    delays = [0.0] * n_quick + [30.0]
+    got = []
+    with path.executor() as ex:
+        results = path.map(ex, _work.sleep_for, delays, range(len(delays)), timeout=3)
+        with pytest.raises(TimeoutError):
+            for value in results:
+                got.append(value)
+        ex.terminate_workers()
+    if path.map_kwargs.get("chunksize", 1) > 1:
+        # The user's own chunksize: a chunk's results come back together, as in the stdlib.
+        assert got == list(range(len(got)))
+    else:
+        assert got == list(range(n_quick))
