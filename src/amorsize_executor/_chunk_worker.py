@@ -13,6 +13,7 @@ import os
 import pickle
 import sys
 import traceback
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +47,11 @@ def dumps_callable(fn: Callable[..., Any]) -> bytes:
     if importable:
         try:
             data = pickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
-            if pickle.loads(data) is fn:
+            loaded = pickle.loads(data)
+            # A method is a new object at each access: the same function bound to the same
+            # object (a classmethod's class) is equal. By value, cloudpickle would drop
+            # the source lines from the worker's traceback.
+            if loaded is fn or (isinstance(fn, types.MethodType) and loaded == fn):
                 return data
         except Exception:
             pass

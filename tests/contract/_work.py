@@ -136,3 +136,9 @@ def make_token(x: int) -> Token:
 def big_bytes(x: int, n_bytes: int) -> bytes:
     """A result of ``n_bytes`` bytes (distinct per item, so nothing is shared)."""
     return bytes([x % 256]) * n_bytes
+
+
+class Raiser:
+    @classmethod
+    def raise_from_classmethod(cls) -> None:
+        raise RuntimeError(123)  # the line a worker's traceback must show

@@ -152,6 +152,17 @@ def test_a_worker_dying_in_map_gives_a_stdlib_broken_process_pool_cause() -> Non
     assert all(not t.__module__.startswith("loky") for t in chain), chain
 
 
+def test_a_classmethod_keeps_its_source_lines_in_the_worker_traceback() -> None:
+    # CPython's test_traceback: the worker's traceback shows the line that raised. A method
+    # pickled by value (cloudpickle) would show no source line.
+    with AdaptiveProcessPoolExecutor(max_workers=1) as ex:
+        error = ex.submit(_work.Raiser.raise_from_classmethod).exception(timeout=60)
+    assert isinstance(error, RuntimeError) and error.args == (123,)
+    cause = error.__cause__
+    assert type(cause) is concurrent.futures.process._RemoteTraceback
+    assert "the line a worker's traceback must show" in cause.tb
+
+
 # -- exceptions that cannot be unpickled in the parent ---------------------------------------
 
 

@@ -2,7 +2,7 @@
 
 The public-contract tests of ``ProcessPoolExecutor`` (the tests the stdlib generates for its
 process-pool mixins) are imported from the running interpreter's stdlib (never copied here),
-and each generated test class is subclassed with ``executor_type`` set to
+and each generated test class of the mode gets ``executor_type`` set to
 ``AdaptiveProcessPoolExecutor`` (or, with ``--isolate``, to a subclass that passes
 ``isolate=True``). The scripts some tests run in a child interpreter import the executor by
 name from ``concurrent.futures``; a prelude puts it there.
@@ -184,13 +184,13 @@ def build_suite(
                 _setup(self)
                 seen.append(type(self.executor))
 
-            substituted = type(
-                cls.__name__,
-                (cls,),
-                {"executor_type": executor_type, "setUp": set_up, "__module__": module.__name__},
-            )
+            # Changed in place (this process runs one mode only), not subclassed: the
+            # generated class stays importable by its name, so its methods that tests
+            # submit pickle by reference, as with the stdlib.
+            cls.executor_type = executor_type
+            cls.setUp = set_up
             mixin_names = {base.__name__ for base in cls.__mro__}
-            for test in loader.loadTestsFromTestCase(substituted):
+            for test in loader.loadTestsFromTestCase(cls):
                 reason = _excluded_reason(test, mixin_names, isolate)
                 if reason is None:
                     suite.addTest(test)
