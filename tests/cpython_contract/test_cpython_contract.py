@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from .run import MODES, SUMMARY_MARK
+from .run import IN_CALLER_CRASHES, MODES, SUMMARY_MARK
 
-pytestmark = [
+ONLY_ON_313 = [
     pytest.mark.skipif(
         sys.version_info[:2] != (3, 13),
         reason="the yardstick is CPython 3.13's test.test_concurrent_futures; other versions' "
@@ -85,7 +85,16 @@ def summaries() -> Iterator[dict[tuple[str, bool], dict[str, Any]]]:
                 proc.wait()
 
 
+def test_each_test_skipped_for_an_in_caller_crash_is_named_in_the_differences() -> None:
+    text = (ROOT / "docs" / "differences.md").read_text()
+    for name in IN_CALLER_CRASHES:
+        assert f"`{name}`" in text, f"docs/differences.md does not name {name}"
+
+
 @pytest.mark.parametrize(("mode", "isolate"), RUNS, ids=[_label(*r) for r in RUNS])
+@ONLY_ON_313[0]
+@ONLY_ON_313[1]
+@ONLY_ON_313[2]
 def test_cpython_process_pool_contract(
     summaries: dict[tuple[str, bool], dict[str, Any]], mode: str, isolate: bool
 ) -> None:
