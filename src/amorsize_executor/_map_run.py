@@ -78,6 +78,13 @@ MAX_OUTSTANDING_WINDOWS = 4
 """Finished chunks may wait for the consumer up to this many windows' worth of items, so a
 slow oldest chunk does not idle the workers, while memory stays bounded."""
 
+MAX_READ_AHEAD_BYTES = 4 * 2**20
+"""Pickled input bytes that may be in flight (sent, results not yet consumed) without a
+``buffersize``: a few MiB keep two to dozens of workers fed with chunks of any size, while
+a long input of large items (a generator of 2 KiB items, say) is not read tens of
+thousands of items (tens of MiB) ahead of the consumer. At least one chunk more than the
+workers is always allowed in flight."""
+
 PROGRESS_INTERVAL_S = 0.1
 """With a progress callback, serial work reports at least this often (in predicted time)."""
 
@@ -164,6 +171,8 @@ class MapRun:
         self._window = 1
         self._observed_s_per_item = 0.0
         self._observed_cpu_s_per_item = 0.0
+        self._observed_item_bytes = 0.0
+        """Pickled bytes per input item of the latest chunk (0 until one came back)."""
         self._chunksizes: list[int] = []
         self._busy_s = 0.0
         self._started_s = time.perf_counter()
@@ -580,12 +589,28 @@ class MapRun:
                 break
 
     def _capped_chunksize(self, size: int) -> int:
-        """``size``, or 1 when ``map()`` has a ``timeout`` and no ``chunksize``: a worker sends
-        a chunk's results back together, so a slow item would hold the finished results of
-        its chunk past the deadline; the stdlib (``chunksize=1``) yields each of them."""
-        if self._options.deadline_s is not None and self._options.chunksize is None:
+        """``size`` as automatic chunking may use it (the user's ``chunksize`` is kept): 1 when
+        ``map()`` has a ``timeout`` (a worker sends a chunk's results back together, so a
+        slow item would hold the finished results of its chunk past the deadline; the
+        stdlib, ``chunksize=1``, yields each of them), and no more than large items allow."""
+        if self._options.chunksize is not None:
+            return size
+        if self._options.deadline_s is not None:
             return 1
+        item_bytes = self._item_bytes()
+        if item_bytes > 0:
+            # Chunks of large items stay small enough that one per worker, plus one, fits
+            # the read-ahead (see MAX_READ_AHEAD_BYTES).
+            n_workers = self._plan.n_workers if self._plan is not None else 1
+            size = min(size, max(1, int(MAX_READ_AHEAD_BYTES / ((n_workers + 1) * item_bytes))))
         return size
+
+    def _item_bytes(self) -> float:
+        """Pickled bytes per input item: the latest chunk's, or the probe's."""
+        plan = self._plan
+        return max(
+            self._observed_item_bytes, plan.measurements.item_bytes if plan is not None else 0.0
+        )
 
     def _next_chunksize(self) -> int:
         """The size of the next chunk: the fed-back size, or smaller near the end of the
@@ -607,7 +632,18 @@ class MapRun:
         the stdlib; else several windows, so finished chunks can wait for the consumer."""
         if self._options.buffersize is not None:
             return self._options.buffersize
-        return MAX_OUTSTANDING_WINDOWS * self._window
+        return min(MAX_OUTSTANDING_WINDOWS * self._window, self._read_ahead_cap())
+
+    def _read_ahead_cap(self) -> int:
+        """Items whose pickled input fits ``MAX_READ_AHEAD_BYTES``, and never fewer than one
+        chunk more than there are workers (so none of them waits for input)."""
+        plan = self._plan
+        item_bytes = self._item_bytes()
+        n_workers = plan.n_workers if plan is not None else 1
+        floor = (n_workers + 1) * self._capped_chunksize(max(1, self._chunksize))
+        if item_bytes <= 0:
+            return max(floor, MAX_READ_AHEAD_BYTES)
+        return max(floor, int(MAX_READ_AHEAD_BYTES / item_bytes))
 
     def _n_unfinished_items(self) -> int:
         return self._n_unfinished
@@ -690,6 +726,7 @@ class MapRun:
     def _learn(self, outcome: _ChunkOutcome) -> None:
         if outcome.n_results == 0 or self._plan is None:
             return
+        self._observed_item_bytes = outcome.items_bytes / outcome.n_results
         per_item_s = outcome.compute_s / outcome.n_results
         cpu_per_item_s = outcome.cpu_s / outcome.n_results
         if self._observed_s_per_item == 0.0:

@@ -11,6 +11,7 @@ import sys
 import textwrap
 import tracemalloc
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -258,3 +259,29 @@ def test_map_timeout_yields_every_result_finished_before_the_deadline(
         assert got == list(range(len(got)))
     else:
         assert got == list(range(n_quick))
+
+
+# -- bounded read-ahead -----------------------------------------------------------------------
+
+
+def test_large_items_are_read_ahead_by_a_few_mib_not_by_tens_of_thousands() -> None:
+    item_bytes, n_items = 2048, 60_000
+    pulled = 0
+
+    def items() -> Iterator[bytes]:
+        nonlocal pulled
+        while True:
+            pulled += 1
+            yield bytes(item_bytes)
+
+    worst = 0
+    with AdaptiveProcessPoolExecutor(max_workers=2, isolate=True) as ex:
+        results = ex.map(len, items())
+        for n_consumed, length in enumerate(results):
+            assert length == item_bytes
+            worst = max(worst, pulled - n_consumed)
+            if n_consumed == n_items:
+                break
+        results.close()  # type: ignore[attr-defined]
+    # Before: about 40,000 items (78 MiB) read ahead of the consumer.
+    assert worst * item_bytes < 12 * 2**20, f"{worst} items read ahead"
