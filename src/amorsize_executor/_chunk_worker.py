@@ -227,6 +227,19 @@ def run_chunk(payload: ChunkPayload, clock: Callable[[], float] | None = None) -
             )
         results = results[:offset]
         results_bytes = cloudpickle.dumps(results)
+    else:
+        unloadable = _first_unloadable_exception(results)
+        if unloadable is not None:
+            offset, load_error = unloadable
+            failure = ChunkFailure(
+                offset,
+                _safe_exception(load_error),
+                "".join(traceback.format_exception(load_error)),
+                "result",
+                type(results[offset]).__qualname__,
+            )
+            results = results[:offset]
+            results_bytes = cloudpickle.dumps(results)
     return ChunkResult(
         results_bytes,
         len(results),
@@ -269,6 +282,25 @@ def _picklable(obj: object) -> bool:
     except Exception:
         return False
     return True
+
+
+def _first_unloadable_exception(results: list[Any]) -> tuple[int, Exception] | None:
+    """The first result that is an exception object failing to unpickle, with the error.
+
+    Such a result (an exception class whose ``__init__`` needs more arguments than it passes
+    to ``Exception``) pickles here but would fail to load in the parent, losing the whole
+    chunk there; found here, it is reported at its own index with its type, after the
+    results before it. Only exception objects are checked: the type scan runs at C speed,
+    and other results are not unpickled twice."""
+    if not any(issubclass(t, BaseException) for t in set(map(type, results))):
+        return None
+    for offset, result in enumerate(results):
+        if isinstance(result, BaseException):
+            try:
+                cloudpickle.loads(cloudpickle.dumps(result))
+            except Exception as exc:
+                return offset, exc
+    return None
 
 
 def _round_trips(exc: BaseException) -> bool:
