@@ -454,27 +454,32 @@ def to_stdlib_error(error: BaseException) -> BaseException:
     when it is not loky's): callers of a drop-in ``ProcessPoolExecutor`` never see a loky
     type. loky's ``ShutdownExecutorError`` becomes ``RuntimeError``, its
     ``BrokenProcessPool`` and ``TerminatedWorkerError`` become the stdlib's
-    ``BrokenProcessPool``; a worker traceback (loky's private class) becomes ours."""
+    ``BrokenProcessPool``; a worker traceback (loky's private class) becomes a
+    ``RemoteTraceback``, on a user's exception too."""
+    cause = error.__cause__
+    if cause is not None and _is_loky(cause):
+        cause = remote_traceback(str(cause))
     if isinstance(error, loky.process_executor.ShutdownExecutorError):
         mapped: BaseException = RuntimeError(*error.args)
-    elif isinstance(error, BrokenProcessPool) and type(error) is not BrokenProcessPool:
-        if not type(error).__module__.startswith("loky"):
-            return error  # ours (WorkerCrashedError): already the stdlib's type
+    elif isinstance(error, BrokenProcessPool) and _is_loky(error):
         mapped = BrokenProcessPool(*error.args)
     else:
+        error.__cause__ = cause  # a user's exception: only its worker traceback is loky's
         return error
-    cause = error.__cause__
-    if cause is not None and type(cause).__name__ == "_RemoteTraceback":
-        cause = remote_traceback(str(cause))
     mapped.__cause__ = cause
     mapped.__suppress_context__ = True
     return mapped
 
 
+def _is_loky(error: BaseException) -> bool:
+    return type(error).__module__.split(".")[0] == "loky"
+
+
 class _RelayFuture(Future[Any]):
     """The future ``submit()`` returns: it follows the pool's own future, so cancelling it
-    cancels the work, and gives a worker's exception our ``RemoteTraceback`` as
-    ``__cause__`` (the pool's is a private class), as ``map()`` does."""
+    cancels the work, and hands a worker's exception on with the stdlib's types
+    (``to_stdlib_error``): its traceback as a ``RemoteTraceback`` ``__cause__``, as
+    ``map()`` does."""
 
     def __init__(self, inner: Future[Any]) -> None:
         super().__init__()
@@ -501,9 +506,4 @@ class _RelayFuture(Future[Any]):
         if error is None:
             self.set_result(inner.result())
             return
-        mapped = to_stdlib_error(error)
-        if mapped is error:
-            cause = error.__cause__
-            if cause is not None and type(cause).__name__ == "_RemoteTraceback":
-                error.__cause__ = remote_traceback(str(cause))
-        self.set_exception(mapped)
+        self.set_exception(to_stdlib_error(error))

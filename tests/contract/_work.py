@@ -142,3 +142,14 @@ class Raiser:
     @classmethod
     def raise_from_classmethod(cls) -> None:
         raise RuntimeError(123)  # the line a worker's traceback must show
+
+
+def _refuse_to_load() -> None:
+    raise ValueError("this object refuses to load")
+
+
+class FailsToLoad:
+    """Pickles anywhere, fails to unpickle (in a worker: the chunk cannot run at all)."""
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return (_refuse_to_load, ())

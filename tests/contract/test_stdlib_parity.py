@@ -21,7 +21,7 @@ from amorsize_executor import AdaptiveProcessPoolExecutor, UnpicklableExceptionE
 
 from ..faults import _work as _faults
 from . import _work
-from ._helpers import wait_for_file
+from ._helpers import drain, wait_for_file
 from ._paths import PATHS, ExecPath
 
 pytestmark = pytest.mark.timeout(90)
@@ -285,3 +285,15 @@ def test_large_items_are_read_ahead_by_a_few_mib_not_by_tens_of_thousands() -> N
         results.close()  # type: ignore[attr-defined]
     # Before: about 40,000 items (78 MiB) read ahead of the consumer.
     assert worst * item_bytes < 12 * 2**20, f"{worst} items read ahead"
+
+
+def test_an_exception_of_a_chunk_that_could_not_run_carries_no_loky_type() -> None:
+    # The items fail to unpickle in the worker: the chunk's future fails in the pool itself.
+    with AdaptiveProcessPoolExecutor(max_workers=1, isolate=True) as ex:
+        _, error = drain(ex.map(_work.identity, [_work.FailsToLoad()]))
+    assert error is not None
+    chain = []
+    while error is not None:
+        chain.append(type(error))
+        error = error.__cause__ or error.__context__
+    assert all(not t.__module__.startswith("loky") for t in chain), chain
