@@ -153,3 +153,21 @@ class FailsToLoad:
 
     def __reduce__(self) -> tuple[object, tuple[()]]:
         return (_refuse_to_load, ())
+
+
+def append_one(values: list[int]) -> int:
+    """Mutates its argument, as a careless ``fn`` may."""
+    values.append(1)
+    return len(values)
+
+
+def handshake(x: int, last: int, path: str) -> int:
+    """Item ``last`` waits (a few seconds at most) until ``path`` exists, which the consumer
+    creates once it has received the result before it."""
+    if x == last:
+        deadline = time.monotonic() + 5
+        while not os.path.exists(path):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{path} never appeared: earlier results were held back")
+            time.sleep(0.005)
+    return x
