@@ -615,7 +615,7 @@ class MapRun:
     def _next_chunksize(self) -> int:
         """The size of the next chunk: the fed-back size, or smaller near the end of the
         input (``_cost_model.guided_chunksize``); the user's ``chunksize`` exactly; 1 under a
-        deadline (``_capped_chunksize``)."""
+        deadline, and fewer items when they are large (``_capped_chunksize``)."""
         if self._options.chunksize is not None or self._plan is None:
             return self._chunksize
         return self._capped_chunksize(
@@ -629,7 +629,8 @@ class MapRun:
 
     def _outstanding_cap(self) -> int:
         """Items submitted but not yet consumed: the user's ``buffersize`` exactly, as in
-        the stdlib; else several windows, so finished chunks can wait for the consumer."""
+        the stdlib; else several windows, so finished chunks can wait for the consumer, and
+        no more than ``MAX_READ_AHEAD_BYTES`` of pickled input."""
         if self._options.buffersize is not None:
             return self._options.buffersize
         return min(MAX_OUTSTANDING_WINDOWS * self._window, self._read_ahead_cap())

@@ -250,7 +250,7 @@ def test_map_timeout_yields_every_result_finished_before_the_deadline(
     got = []
     with path.executor() as ex:
         results = path.map(ex, _work.sleep_for, delays, range(len(delays)), timeout=3)
-        with pytest.raises(TimeoutError):
+        with pytest.raises(concurrent.futures.TimeoutError):
             for value in results:
                 got.append(value)
         ex.terminate_workers()
