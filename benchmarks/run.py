@@ -107,10 +107,13 @@ class Series:
 # ---------------------------------------------------------------------------- children
 
 
-def _child_env() -> dict[str, str]:
+def _child_env(source_dir: Path | None = None) -> dict[str, str]:
+    """The child's environment: this checkout's ``benchmarks`` importable and, with
+    ``source_dir``, the ``amorsize_executor`` found there ahead of the installed one."""
     env = dict(os.environ)
+    first = [str(source_dir)] if source_dir is not None else []
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+        p for p in (*first, str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
     )
     return env
 
@@ -144,8 +147,13 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def run_child(args: Sequence[str], timeout_s: float) -> dict[str, Any]:
+def run_child(
+    args: Sequence[str], timeout_s: float, *, source_dir: Path | None = None
+) -> dict[str, Any]:
     """Run ``python -m benchmarks._one ARGS`` in its own session; return its JSON record.
+
+    ``source_dir`` (a ``src`` folder) makes the child import the library from there, to
+    compare two versions of it (``benchmarks/versions.py``).
 
     Output goes to temporary files, not pipes, so a worker that outlives the child cannot
     hold the parent up. Whatever is left of the child's process group afterwards is counted
@@ -156,7 +164,7 @@ def run_child(args: Sequence[str], timeout_s: float) -> dict[str, Any]:
         proc = subprocess.Popen(
             cmd,
             cwd=REPO_ROOT,
-            env=_child_env(),
+            env=_child_env(source_dir),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
