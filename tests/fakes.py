@@ -12,6 +12,7 @@ from typing import Any
 import cloudpickle
 
 from amorsize_executor._chunk_worker import ChunkPayload, ChunkResult, run_chunk
+from amorsize_executor._records import SystemFacts
 
 IN_FAKE_WORKER = False
 """True while the fake backend runs a chunk: lets tests tell worker calls from caller calls."""
@@ -73,6 +74,13 @@ class FakeBackend:
     receive_delay_per_item_s: float = 0.0
     """Seconds a chunk's ``result()`` takes per item: a transport slower than the work."""
     """Runs that asked the backend to stay open for resent items, not yet released."""
+
+    runs_in_process = False
+    can_keep_open = True
+    on_this_machine = True
+
+    def read_facts(self) -> SystemFacts | None:
+        return None
 
     @property
     def n_warm_workers(self) -> int:

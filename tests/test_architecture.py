@@ -19,6 +19,8 @@ LAYERS = {
     "_system_facts": "mechanism",
     "_start_cost_cache": "mechanism",
     "_chunk_worker": "mechanism",
+    "_backend": "mechanism",
+    "_machine": "mechanism",
     "_close_gate": "mechanism",
     "_pool_backend": "mechanism",
     "_shared_pools": "mechanism",
@@ -36,12 +38,16 @@ ALLOWED = {
     "policy": {"data"},
     # Backends submit the worker-side entry point, which every backend shares, and close
     # through the same gate.
-    "mechanism": {"data", "_chunk_worker", "_close_gate"},
+    "mechanism": {"data", "_chunk_worker", "_close_gate", "_backend"},
     "facade": {"data", "policy", "mechanism", "facade", "_chunk_worker", "_close_gate"},
 }
 
-# Named exceptions within a layer: the shared warm pool is a PoolBackend (a subclass).
-MODULE_ALLOWED = {"_shared_pools": {"_pool_backend"}}
+# Named exceptions within a layer: the shared warm pool is a PoolBackend (a subclass),
+# and the facts of a backend are assembled from the system facts and the start-cost cache.
+MODULE_ALLOWED = {
+    "_shared_pools": {"_pool_backend"},
+    "_machine": {"_system_facts", "_start_cost_cache"},
+}
 
 # No clock, no file, no process, no environment in the policy layer.
 POLICY_FORBIDDEN = {

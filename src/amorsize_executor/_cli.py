@@ -51,7 +51,7 @@ import psutil
 
 import amorsize_executor
 
-from . import _cost_model, _probe, _start_cost_cache, _system_facts
+from . import _cost_model, _machine, _probe, _start_cost_cache, _system_facts
 from ._executor import AdaptiveProcessPoolExecutor, start_method_now
 from ._input import Source
 from ._records import Plan, SystemFacts, format_bytes, format_seconds
@@ -346,14 +346,7 @@ def _start_method_now() -> _StartChoice:
 
 def _facts_for(start: _StartChoice) -> SystemFacts:
     """The facts a new executor would plan with (no warm workers) using ``start``."""
-    method = start[0]
-    cached_s = _start_cost_cache.load_worker_start_s(method)
-    facts = _system_facts.read_system_facts(
-        method,
-        worker_start_s=cached_s,
-        worker_start_source="measured" if cached_s is not None else "estimate",
-    )
-    return facts
+    return _machine.facts_for_start_method(start[0])
 
 
 def _context_for(method: str) -> BaseContext | None:

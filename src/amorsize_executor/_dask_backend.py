@@ -1,7 +1,7 @@
 """Run ``map()`` chunks and submitted calls on a dask.distributed cluster, and measure what
 that cluster offers.
 
-Mechanism layer. ``DaskBackend`` satisfies the ``Backend`` protocol of ``_pool_backend`` by
+Mechanism layer. ``DaskBackend`` satisfies the ``Backend`` protocol of ``_backend`` by
 submitting each chunk as one dask task (``run_chunk``, the same function a local worker runs)
 and handing back a ``concurrent.futures.Future`` bridged from the dask future, so the map
 pipeline cannot tell a cluster from a local pool. ``read_cluster_facts`` reports the cluster as
@@ -168,6 +168,18 @@ class DaskBackend:
     @property
     def start_method(self) -> str:
         return START_METHOD
+
+    runs_in_process = False
+    can_keep_open = False
+    """A cluster's workers outlive this client: there is no close to hold back, so chunks get
+    no time budget (``keep_open``/``allow_close`` do nothing)."""
+    on_this_machine = False
+
+    def keep_open(self) -> None:
+        """Nothing to hold open (see ``can_keep_open``)."""
+
+    def allow_close(self) -> None:
+        """Nothing to release (see ``can_keep_open``)."""
 
     def read_facts(self) -> SystemFacts:
         """The cluster's facts (see ``read_cluster_facts``), re-read at most every

@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 import cloudpickle
 
 from . import _cost_model, _probe, _system_facts
+from ._backend import Backend
 from ._chunk_worker import ChunkPayload, ChunkResult, dumps_callable
 from ._errors import (
     RemoteTraceback,
@@ -49,7 +50,6 @@ from ._errors import (
     WorkerCrashedError,
 )
 from ._input import Source
-from ._pool_backend import Backend
 from ._records import Plan, RunOutcome, SystemFacts, WorkMeasurements, format_seconds
 
 logger = logging.getLogger("amorsize_executor")
@@ -175,9 +175,9 @@ class MapRun:
         self._stream_failed = False
         self._shutdown = False
         self._closed = False
-        self._in_process = bool(getattr(backend, "runs_in_process", False))
+        self._in_process = backend.runs_in_process
         """Chunks run in this process (threads): sent as objects, never pickled."""
-        self._budgets = options.chunksize is None and hasattr(backend, "keep_open")
+        self._budgets = options.chunksize is None and backend.can_keep_open
         """Whether chunks get a time budget: the user fixed no chunk size, and the backend
         can stay open after ``shutdown(wait=False)`` until handed-back items are resent."""
         self._keeping_backend_open = False
@@ -376,9 +376,12 @@ class MapRun:
         transfers) is serial on the real ones, and reading the machine (cgroup files,
         psutil) would cost a tiny job more than its work."""
         if serial_allowed and self._options.local_machine:
-            # Warm workers start for free: the bound then has no start cost at all.
+            # Warm workers, and threads of this process, start for free: the bound then has
+            # no start cost at all.
             fastest_start_s = (
-                0.0 if self._backend.n_warm_workers else _system_facts.fastest_start_prior_s()
+                0.0
+                if self._backend.n_warm_workers or self._in_process
+                else _system_facts.fastest_start_prior_s()
             )
             bound = self._plan_with(
                 SystemFacts.most_favourable(_system_facts.read_logical_cores(), fastest_start_s),
@@ -485,7 +488,7 @@ class MapRun:
         if not self._budgets or self._shutdown or plan is None or plan.mode != "parallel":
             return None, 1
         if not self._keeping_backend_open:
-            self._backend.keep_open()  # type: ignore[attr-defined]
+            self._backend.keep_open()
             self._keeping_backend_open = True
         s_per_item = self._observed_s_per_item or plan.measurements.wall_s_per_item
         budget_s = _cost_model.chunk_budget_s(
@@ -562,7 +565,7 @@ class MapRun:
     def _stop_keeping_backend_open(self) -> None:
         if self._keeping_backend_open:
             self._keeping_backend_open = False
-            self._backend.allow_close()  # type: ignore[attr-defined]
+            self._backend.allow_close()
 
     @_locked
     def _fill(self) -> None:

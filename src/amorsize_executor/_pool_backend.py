@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.context import BaseContext
-from typing import Any, Protocol
+from typing import Any
 
 import loky
 import psutil
@@ -38,40 +38,9 @@ from ._chunk_worker import (
 )
 from ._close_gate import CloseGate
 from ._errors import RemoteTraceback
+from ._records import SystemFacts
 
 logger = logging.getLogger("amorsize_executor")
-
-
-class Backend(Protocol):
-    """What the executor needs from a pool of workers."""
-
-    @property
-    def n_warm_workers(self) -> int:
-        """Workers alive now: starting that many costs nothing."""
-        ...
-
-    @property
-    def start_method(self) -> str: ...
-
-    def prepare(self, n_workers: int) -> None:
-        """Make at least ``n_workers`` workers available (never more than the user's cap)."""
-        ...
-
-    def submit_chunk(self, payload: ChunkPayload) -> Future[ChunkResult]: ...
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]: ...
-
-    def mark_broken(self) -> None:
-        """A worker died: the next ``prepare`` replaces the pool."""
-        ...
-
-    def terminate_workers(self) -> None:
-        """Kill every worker now (stuck or interrupted work); the pool is replaced on next use."""
-        ...
-
-    def worker_pids(self) -> list[int]: ...
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None: ...
 
 
 def _start_method_of(mp_context: BaseContext | None) -> str:
@@ -201,6 +170,16 @@ class PoolBackend:
             lambda wait, cancel: self._close(wait=wait, cancel_futures=cancel)
         )
         self._closed = False
+
+    # -- what the backend contract declares (see ``_backend.Backend``) ----------------------
+
+    runs_in_process = False
+    can_keep_open = True
+    on_this_machine = True
+
+    def read_facts(self) -> SystemFacts | None:
+        """``None``: the workers run on this machine, whose facts ``_machine`` reads."""
+        return None
 
     @property
     def n_warm_workers(self) -> int:

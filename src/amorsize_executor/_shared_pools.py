@@ -29,6 +29,7 @@ from typing import Any
 from ._chunk_worker import ChunkPayload, ChunkResult
 from ._close_gate import CloseGate
 from ._pool_backend import PoolBackend
+from ._records import SystemFacts
 
 
 class _Same:
@@ -226,6 +227,16 @@ class SharedPoolHandle:
             backend = self._backend = _backend_for(self.recipe)
             backend.add_handle(self)
         return backend
+
+    # -- what the backend contract declares (see ``_backend.Backend``) ----------------------
+
+    runs_in_process = False
+    can_keep_open = True
+    on_this_machine = True
+
+    def read_facts(self) -> SystemFacts | None:
+        """``None``: the shared workers run on this machine, whose facts ``_machine`` reads."""
+        return None
 
     @property
     def n_warm_workers(self) -> int:

@@ -1,7 +1,7 @@
 """Run ``map()`` chunks and submitted calls in threads of this process: the opt-in
 ``backend="threads"``, for calls that mostly wait (I/O, sleeps, locks).
 
-Mechanism layer. ``ThreadBackend`` satisfies the ``Backend`` protocol of ``_pool_backend``
+Mechanism layer. ``ThreadBackend`` satisfies the ``Backend`` protocol of ``_backend``
 with one ``concurrent.futures.ThreadPoolExecutor``: a chunk runs ``run_chunk``, the function a
 worker process runs, so the map pipeline cannot tell threads from processes; a submitted call
 runs as it is, nothing pickled. ``thread_facts`` describes what threads offer as
@@ -154,6 +154,11 @@ class ThreadBackend:
 
     # -- what the cost model needs to know -------------------------------------------------
 
+    runs_in_process = True
+    """``map()`` hands chunks over as objects: nothing is pickled (see ``ChunkPayload.fn``)."""
+    can_keep_open = True
+    on_this_machine = True
+
     @property
     def n_warm_workers(self) -> int:
         """The pool's size: its threads start on demand, in about ``THREAD_START_S``."""
@@ -262,9 +267,6 @@ class ThreadBackend:
         return future
 
     # -- submitting --------------------------------------------------------------------------
-
-    runs_in_process = True
-    """``map()`` hands chunks over as objects: nothing is pickled (see ``ChunkPayload.fn``)."""
 
     def submit_chunk(self, payload: ChunkPayload) -> Future[ChunkResult]:
         return self._submit_to_pool(run_chunk, payload)
