@@ -282,11 +282,10 @@ class MapRun:
                 switches += result.voluntary_switches
             else:
                 switches = None
-            elapsed_s = time.perf_counter() - probe_started_s
-            if (
-                compute_s >= _probe.PROBE_MIN_S
-                or elapsed_s >= _probe.PROBE_BUDGET_S
-                or n_items >= _probe.PROBE_MAX_ITEMS
+            if _probe.probe_is_done(
+                n_items=int(n_items),
+                elapsed_s=time.perf_counter() - probe_started_s,
+                trusted=compute_s >= _probe.PROBE_MIN_S,
             ):
                 break
             size *= 4
