@@ -14,6 +14,7 @@ LAYERS = {
     "_records": "data",
     "_errors": "data",
     "_cost_model": "policy",
+    "_steering": "policy",
     "_input": "mechanism",
     "_probe": "mechanism",
     "_system_facts": "mechanism",
@@ -26,6 +27,10 @@ LAYERS = {
     "_shared_pools": "mechanism",
     "_dask_backend": "mechanism",
     "_thread_backend": "mechanism",
+    "_planning": "run",
+    "_chunk_window": "run",
+    "_serial_run": "run",
+    "_worker_probe": "run",
     "_map_run": "facade",
     "_executor": "facade",
     "_cli": "facade",
@@ -35,11 +40,14 @@ LAYERS = {
 
 ALLOWED = {
     "data": {"data"},
-    "policy": {"data"},
+    "policy": {"data", "policy"},
     # Backends submit the worker-side entry point, which every backend shares, and close
     # through the same gate.
     "mechanism": {"data", "_chunk_worker", "_close_gate", "_backend"},
-    "facade": {"data", "policy", "mechanism", "facade", "_chunk_worker", "_close_gate"},
+    # The rooms of one map() run: each is handed numbers, callables and clocks, and none
+    # imports another (the run wires them), so each can be read and tested alone.
+    "run": {"data", "policy", "mechanism"},
+    "facade": {"data", "policy", "mechanism", "run", "facade"},
 }
 
 # Named exceptions within a layer: the shared warm pool is a PoolBackend (a subclass),
@@ -47,6 +55,8 @@ ALLOWED = {
 MODULE_ALLOWED = {
     "_shared_pools": {"_pool_backend"},
     "_machine": {"_system_facts", "_start_cost_cache"},
+    # The worker-side probe reads the chunk outcomes the window hands it.
+    "_worker_probe": {"_chunk_window"},
 }
 
 # No clock, no file, no process, no environment in the policy layer.

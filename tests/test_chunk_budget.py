@@ -300,58 +300,7 @@ def test_pool_is_losing_only_past_the_margin_and_with_enough_evidence() -> None:
     assert not _cost_model.pool_is_losing(parent_s_per_item=1.0, serial_s_per_item=0.0, **enough)
 
 
-WHERE: list[bool] = []
-
-
-def sleepy_triple(x: int) -> int:
-    from . import fakes
-
-    WHERE.append(fakes.IN_FAKE_WORKER)
-    total = 0
-    for i in range(5_000):  # a fraction of a millisecond of CPU: CPU-bound, one core each
-        total += i & 3
-    return 3 * x + total - total
-
-
-def test_a_pool_slower_than_serial_hands_the_rest_to_the_caller() -> None:
-    WHERE.clear()
-    # Each item costs the parent 5 ms to ship against a fraction of that to compute here.
-    backend = FakeBackend(receive_delay_per_item_s=0.005)
-    with AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts()) as ex:
-        # Small chunks, so the steady state is seen early (the rule is the same for any size).
-        results = list(ex.map(sleepy_triple, range(400), chunksize=5))
-        plan = ex.last_plan
-    assert results == [3 * x for x in range(400)]
-    assert plan is not None and plan.mode == "parallel" and plan.outcome is not None
-    assert plan.outcome.switched_to_serial
-    assert "switched to serial part-way" in plan.explain()
-    assert len(WHERE) == 400  # every item exactly once, in a worker or here
-    n_in_workers = sum(WHERE)
-    assert 0 < n_in_workers < 400 - plan.measurements.n_probed
-    assert WHERE[-1] is False  # the end ran in the caller
-
-
-def test_a_pool_slower_than_serial_keeps_going_when_fn_may_not_run_here() -> None:
-    WHERE.clear()
-    backend = FakeBackend(receive_delay_per_item_s=0.002)
-    with AdaptiveProcessPoolExecutor(
-        backend=backend, system_facts=make_facts(), isolate=True
-    ) as ex:
-        assert list(ex.map(sleepy_triple, range(100))) == [3 * x for x in range(100)]
-        plan = ex.last_plan
-    assert plan is not None and plan.outcome is not None
-    assert not plan.outcome.switched_to_serial
-    assert all(WHERE)
-
-
-def test_the_switch_to_serial_is_made_and_explained_once() -> None:
-    WHERE.clear()
-    backend = FakeBackend(receive_delay_per_item_s=0.005)
-    with AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts()) as ex:
-        assert list(ex.map(sleepy_triple, range(300), chunksize=5)) == [3 * x for x in range(300)]
-        plan = ex.last_plan
-    assert plan is not None
-    assert sum("switched to serial part-way" in reason for reason in plan.reasons) == 1
+# The switch to serial itself, on a scripted clock: tests/test_run_clocks.py.
 
 
 def test_the_serial_figure_follows_calls_that_got_slower() -> None:

@@ -237,25 +237,6 @@ def test_progress_without_tqdm_says_how_to_install(
         ex.map(slow_double, range(5), progress=True)
 
 
-def slower_after_300(x: int) -> int:
-    time.sleep(0.0001 if x < 300 else 0.003)
-    return 2 * x
-
-
-def test_known_length_replans_when_calls_get_slower(fake_backend: FakeBackend) -> None:
-    # The probe sees 0.1 ms calls: 900 items (90 ms) are not worth a 0.2 s start. From item
-    # 300 on calls take 3 ms; at the re-plan near item 512 the rest (about 1.1 s serial) is.
-    facts = make_facts(worker_start_s=0.2)
-    with executor(fake_backend, facts) as ex:
-        results = list(ex.map(slower_after_300, list(range(900))))
-        plan = ex.last_plan
-    assert results == [2 * x for x in range(900)]
-    assert plan is not None and plan.outcome is not None
-    assert plan.outcome.switched_to_parallel
-    dispatched = [args[0] for args in fake_backend.items_dispatched]
-    assert dispatched == list(range(900 - len(dispatched), 900))
-
-
 def test_a_clearly_serial_job_does_not_read_the_machine(fake_backend: FakeBackend) -> None:
     # 2,000 additions: serial even with every core free and the fastest start, so the plan
     # is made on that bound and no cgroup or psutil figure is read.
