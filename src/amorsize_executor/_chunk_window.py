@@ -13,7 +13,7 @@ Sizes come from the ``Steering`` the run hands over (``steering``); the window d
 nothing about them. It reads one clock, ``monotonic`` (injectable), for the ``timeout``
 deadline. Thread safety: ``shutdown()`` may act from another thread than the consumer's, so
 what changes the chunks in flight holds ``lock``; chunk completions, which arrive on the
-pool's threads, only take ``_done_lock``.
+pool's threads, only touch ``Completions``.
 """
 
 from __future__ import annotations
@@ -32,15 +32,11 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import cloudpickle
-
+from . import _chunk_io
 from ._backend import Backend
+from ._chunk_io import ChunkOutcome
 from ._chunk_worker import ChunkPayload, ChunkResult, dumps_callable
 from ._errors import (
-    RemoteTraceback,
-    UnpicklableExceptionError,
-    UnpicklableItemError,
-    UnpicklableResultError,
     WorkerCrashedError,
 )
 from ._input import Source
@@ -72,17 +68,68 @@ class Chunk:
     """Kept while a budgeted chunk runs: the items it may hand back unstarted."""
 
 
-@dataclass(frozen=True)
-class ChunkOutcome:
-    """A chunk's results, loaded, and what its worker measured."""
+class Completions:
+    """Chunk completions, counted as they happen: the items still unfinished, the budgeted
+    chunks finished since last asked, and a wake-up for the consumer.
 
-    results: list[Any]
-    n_results: int
-    compute_s: float
-    cpu_s: float
-    items_bytes: int
-    results_bytes: bytes
-    voluntary_switches: int | None
+    The counts change in the pool's threads (a future's done-callback) and only under this
+    object's own lock, taken alone or inside the window's ``lock``, never the other way
+    round. Counting here, not by asking every future in flight whether it is done, keeps
+    the parent's work per chunk constant: on a machine whose cores the workers fill, the
+    parent's CPU time is taken from them.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.n_unfinished = 0
+        """Items of the chunks sent whose futures are not done yet."""
+        self._finished_budgeted: deque[Future[ChunkResult]] = deque()
+        self._a_chunk_finished = threading.Event()
+
+    def watch(self, future: Future[ChunkResult], n_items: int, budgeted: bool) -> None:
+        """Count a chunk of ``n_items`` just sent until its future is done."""
+        with self._lock:
+            self.n_unfinished += n_items
+        # Neither the chunk nor this object is held by the callback: a future keeps its
+        # callbacks after running them, and a cycle through them would keep every read
+        # chunk's results in memory until a full garbage collection.
+        future.add_done_callback(
+            functools.partial(_tell_chunk_done, weakref.ref(self), n_items, budgeted)
+        )
+
+    def on_done(self, future: Future[ChunkResult], n_items: int, budgeted: bool) -> None:
+        """Count a chunk finished and wake the consumer; runs in the pool's thread (or at
+        once, in this one, for a future already done)."""
+        with self._lock:
+            self.n_unfinished -= n_items
+            if budgeted:
+                self._finished_budgeted.append(future)
+        self._a_chunk_finished.set()
+
+    def take_finished_budgeted(self) -> list[Future[ChunkResult]]:
+        """The budgeted chunks that finished since the last call."""
+        with self._lock:
+            finished = list(self._finished_budgeted)
+            self._finished_budgeted.clear()
+        return finished
+
+    def wait(self, timeout_s: float | None) -> None:
+        """Wait until a chunk finishes (or ``timeout_s`` passes)."""
+        self._a_chunk_finished.wait(timeout_s)
+        # Cleared before the caller looks, so a chunk finishing meanwhile wakes the next wait.
+        self._a_chunk_finished.clear()
+
+
+def _tell_chunk_done(
+    completions_ref: weakref.ref[Completions],
+    n_items: int,
+    budgeted: bool,
+    future: Future[ChunkResult],
+) -> None:
+    """A chunk future's done-callback: tells its counter, if it is still alive."""
+    completions = completions_ref()
+    if completions is not None:
+        completions.on_done(future, n_items, budgeted)
 
 
 class ChunkWindow:
@@ -134,14 +181,7 @@ class ChunkWindow:
         self.lock = threading.RLock()
         """Guards the chunks in flight (``pending`` and its counts); never held while
         waiting for a result."""
-        self._done_lock = threading.Lock()
-        """Guards what chunk completions update, from the pool's threads: taken alone or
-        inside ``lock``, never the other way round."""
-        self._n_unfinished = 0
-        """Items of the chunks sent whose futures are not done yet."""
-        self._finished_budgeted: deque[Future[ChunkResult]] = deque()
-        """Budgeted chunks that finished since ``_resend_unrun`` last looked."""
-        self._a_chunk_finished = threading.Event()
+        self._completions = Completions()
 
     # -- errors at their positions ----------------------------------------------------------
 
@@ -193,7 +233,7 @@ class ChunkWindow:
             self.error is None
             and not self._source.exhausted
             and self.in_flight_items < steering.outstanding_cap()
-            and self._n_unfinished < steering.window
+            and self._completions.n_unfinished < steering.window
         ):
             if self.submit_next(steering.next_chunksize(self._source.n_remaining)) is None:
                 break
@@ -215,18 +255,11 @@ class ChunkWindow:
             return self._send(first_index, items, payload)
         if self.fn_bytes is None:
             self.fn_bytes = dumps_callable(self._fn)
-        try:
-            items_bytes = cloudpickle.dumps(items)
-        except Exception:
-            offset, exc = _first_unpicklable(items)
-            self.set_error(
-                UnpicklableItemError(first_index + offset, _type_names(items[offset]), str(exc)),
-                first_index + offset,
-            )
-            items = items[:offset]
+        items, items_bytes, error = _chunk_io.pickle_items(first_index, items)
+        if error is not None:
+            self.set_error(error, error.index)
             if not items:
                 return None
-            items_bytes = cloudpickle.dumps(items)
         budget_s, check_every = self._chunk_budget(len(items))
         return self._send(
             first_index, items, ChunkPayload(self.fn_bytes, items_bytes, budget_s, check_every)
@@ -245,27 +278,8 @@ class ChunkWindow:
         self.chunksizes.append(len(items))
         budgeted = payload.budget_s is not None
         chunk = Chunk(first_index, len(items), future, items if budgeted else None)
-        with self._done_lock:
-            self._n_unfinished += len(items)
-        # Neither the chunk nor this window is held by the callback: a future keeps its
-        # callbacks after running them, and a cycle through them would keep every read
-        # chunk's results in memory until a full garbage collection.
-        future.add_done_callback(
-            functools.partial(_tell_window_chunk_done, weakref.ref(self), len(items), budgeted)
-        )
+        self._completions.watch(future, len(items), budgeted)
         return chunk
-
-    def on_chunk_done(self, future: Future[ChunkResult], n_items: int, budgeted: bool) -> None:
-        """Count a chunk finished and wake the consumer; runs in the pool's thread (or at
-        once, in this one, for a future already done). Keeping the count here, not by
-        asking every future in flight whether it is done, keeps the parent's work per
-        chunk constant: on a machine whose cores the workers fill, the parent's CPU time
-        is taken from them."""
-        with self._done_lock:
-            self._n_unfinished -= n_items
-            if budgeted:
-                self._finished_budgeted.append(future)
-        self._a_chunk_finished.set()
 
     # -- budgets and resends ----------------------------------------------------------------
 
@@ -296,10 +310,8 @@ class ChunkWindow:
         is done (a future is done before its callbacks have run, and the consumer is about
         to take it), and with ``every_finished`` every done chunk in flight. A chunk the
         consumer already took off the queue is left to it (see ``take_head``)."""
-        with self._done_lock:
-            # Kept alive for the whole pass: the ids below must not be reused meanwhile.
-            finished = list(self._finished_budgeted)
-            self._finished_budgeted.clear()
+        # Kept alive for the whole pass: the ids below must not be reused meanwhile.
+        finished = self._completions.take_finished_budgeted()
         finished_ids = {id(future) for future in finished}
         if not finished_ids and not every_finished:
             head = self.pending[0] if self.pending else None
@@ -400,9 +412,7 @@ class ChunkWindow:
                 timeout_s = self._deadline_s - self._monotonic()
                 if timeout_s <= 0:
                     return  # ``wait`` raises the TimeoutError in place
-            # Cleared before looking, so a chunk finishing meanwhile wakes the next wait.
-            self._a_chunk_finished.wait(timeout_s)
-            self._a_chunk_finished.clear()
+            self._completions.wait(timeout_s)
             self.resend_unrun()
             self.fill()
         self.resend_unrun()
@@ -420,42 +430,20 @@ class ChunkWindow:
             raise
         except BrokenProcessPool as exc:
             self._backend.mark_broken()
-            error = WorkerCrashedError(
+            crashed = WorkerCrashedError(
                 chunk.first_index, chunk.first_index + chunk.n_items - 1, str(exc)
             )
-            error.__cause__ = exc
-            self.set_error(error, chunk.first_index)
+            crashed.__cause__ = exc
+            self.set_error(crashed, chunk.first_index)
             return None
         except Exception as exc:  # the chunk could not run at all (e.g. unpickling)
             self.set_error(exc, chunk.first_index)
             return None
-        try:
-            results: list[Any] = (
-                result.results
-                if result.results is not None
-                else cloudpickle.loads(result.results_bytes)
-            )
-        except Exception as exc:
-            self.set_error(
-                UnpicklableResultError(chunk.first_index, "result", f"cannot be loaded: {exc}"),
-                chunk.first_index,
-            )
-            return None
-        outcome = ChunkOutcome(
-            results=results,
-            n_results=result.n_results,
-            compute_s=result.compute_s,
-            cpu_s=result.cpu_s,
-            items_bytes=result.items_bytes,
-            results_bytes=result.results_bytes,
-            voluntary_switches=result.voluntary_switches,
-        )
-        if result.failure is not None:
-            self.set_error(
-                _failure_exception(result, chunk.first_index),
-                chunk.first_index + result.failure.offset,
-            )
-        self.busy_s += result.compute_s
+        outcome, error, index = _chunk_io.load_outcome(result, chunk.first_index)
+        if error is not None:
+            self.set_error(error, index)
+        if outcome is not None:
+            self.busy_s += result.compute_s
         return outcome
 
     # -- shutdown ---------------------------------------------------------------------------
@@ -478,44 +466,3 @@ class ChunkWindow:
         for chunk in in_flight:
             with contextlib.suppress(CancelledError):
                 chunk.future.exception()
-
-
-def _tell_window_chunk_done(
-    window_ref: weakref.ref[ChunkWindow],
-    n_items: int,
-    budgeted: bool,
-    future: Future[ChunkResult],
-) -> None:
-    """A chunk future's done-callback: tells its window, if the window is still alive."""
-    window = window_ref()
-    if window is not None:
-        window.on_chunk_done(future, n_items, budgeted)
-
-
-def _failure_exception(result: ChunkResult, first_index: int) -> BaseException:
-    failure = result.failure
-    assert failure is not None
-    index = first_index + failure.offset
-    error: BaseException
-    if failure.kind == "result":
-        error = UnpicklableResultError(index, failure.type_name, str(failure.error))
-    elif failure.kind == "exception":
-        error = UnpicklableExceptionError(index, failure.type_name, str(failure.error))
-    else:
-        error = failure.error
-    error.__cause__ = RemoteTraceback(failure.tb_text)
-    return error
-
-
-def _first_unpicklable(items: list[tuple[Any, ...]]) -> tuple[int, Exception]:
-    for offset, args in enumerate(items):
-        try:
-            cloudpickle.dumps(args)
-        except Exception as exc:
-            return offset, exc
-    raise AssertionError("a chunk failed to pickle but each item pickles alone")
-
-
-def _type_names(args: tuple[Any, ...]) -> str:
-    names = [type(a).__qualname__ for a in args]
-    return names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
-from . import _cost_model, _probe, _system_facts
+from . import _cost_model, _probe
 from ._backend import Backend
 from ._chunk_window import ChunkWindow
 from ._input import Source
@@ -120,6 +120,7 @@ class MapRun:
             read_facts=lambda: read_facts(backend),
             in_process=backend.runs_in_process,
             n_warm_workers=lambda: backend.n_warm_workers,
+            prepare=backend.prepare,
         )
         self._plan: Plan | None = None
         self._steering: Steering | None = None
@@ -132,7 +133,6 @@ class MapRun:
         self._fell_back = False
         self._shutdown = False
         self._closed = False
-        self._started_early = False
 
     # -- start: probe and plan --------------------------------------------------------
 
@@ -149,7 +149,7 @@ class MapRun:
             self._source,
             wall_clock=self._clocks.wall,
             cpu_clock=self._clocks.cpu,
-            after_timed_call=self._start_workers_early,
+            after_timed_call=self._planner.start_workers_early,
         )
         self._ready.extend(outcome.results)
         if outcome.error is not None:
@@ -157,40 +157,6 @@ class MapRun:
             self._window.set_error(outcome.error, len(outcome.results))
         self._busy_s += outcome.measurements.wall_s_per_item * len(outcome.results)
         self._make_plan(outcome.measurements, exhausted=outcome.exhausted)
-
-    def _start_workers_early(self, fastest_call_s: float, its_cpu_s: float, n_timed: int) -> None:
-        """Start the pool while the probe goes on when its first calls already say the job
-        is long and CPU-bound (see ``_cost_model.workers_to_start_early``); once at most."""
-        if self._started_early:
-            return
-
-        def workers_for(n_cores: int) -> int:
-            return _cost_model.workers_to_start_early(
-                fastest_call_s=fastest_call_s,
-                its_cpu_s=its_cpu_s,
-                n_calls_timed=n_timed,
-                n_items_left=self._source.n_remaining,
-                n_usable_cores=n_cores,
-                max_workers=self._options.max_workers,
-            )
-
-        # Decided on the most cores there could be first: reading the machine costs more
-        # than most calls, and most jobs are ruled out without it.
-        if not workers_for(max(2, _system_facts.read_logical_cores())):
-            return
-        try:
-            facts = self._read_facts(self._backend)
-        except Exception as exc:
-            logger.debug("early start skipped: facts unreadable (%s)", exc)
-            return
-        n_workers = workers_for(_cost_model.choose_usable_cores(facts, cpu_bound=True)[0])
-        if n_workers:
-            self._started_early = True
-            logger.debug("starting %d worker(s) while the probe runs", n_workers)
-            try:
-                self._backend.prepare(n_workers)
-            except Exception as exc:  # a guess only: the plan starts what it needs
-                logger.debug("early start failed (%s); the plan decides", exc)
 
     def _probe_in_worker(self) -> None:
         """Measure by running small first chunks on a worker: ``fn`` must not run here."""

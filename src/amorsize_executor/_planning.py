@@ -48,6 +48,7 @@ class Planner:
         read_facts: the facts of where the workers run (read only when needed).
         in_process: the workers are threads of this process: nothing is pickled.
         n_warm_workers: workers alive now (a warm pool starts for free).
+        prepare: starts workers (``Backend.prepare``), for the start during the probe.
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class Planner:
         read_facts: Callable[[], SystemFacts],
         in_process: bool,
         n_warm_workers: Callable[[], int],
+        prepare: Callable[[int], None] | None = None,
     ) -> None:
         self._fn = fn
         self._source = source
@@ -66,6 +68,43 @@ class Planner:
         self._read_facts = read_facts
         self._in_process = in_process
         self._n_warm_workers = n_warm_workers
+        self._prepare = prepare
+        self._started_early = False
+
+    def start_workers_early(self, fastest_call_s: float, its_cpu_s: float, n_timed: int) -> None:
+        """Start the pool while the probe goes on when its first calls already say the job
+        is long and CPU-bound (see ``_cost_model.workers_to_start_early``); once at most.
+        The probe's ``after_timed_call``."""
+        if self._started_early or self._prepare is None:
+            return
+
+        def workers_for(n_cores: int) -> int:
+            return _cost_model.workers_to_start_early(
+                fastest_call_s=fastest_call_s,
+                its_cpu_s=its_cpu_s,
+                n_calls_timed=n_timed,
+                n_items_left=self._source.n_remaining,
+                n_usable_cores=n_cores,
+                max_workers=self._limits.max_workers,
+            )
+
+        # Decided on the most cores there could be first: reading the machine costs more
+        # than most calls, and most jobs are ruled out without it.
+        if not workers_for(max(2, _system_facts.read_logical_cores())):
+            return
+        try:
+            facts = self._read_facts()
+        except Exception as exc:
+            logger.debug("early start skipped: facts unreadable (%s)", exc)
+            return
+        n_workers = workers_for(_cost_model.choose_usable_cores(facts, cpu_bound=True)[0])
+        if n_workers:
+            self._started_early = True
+            logger.debug("starting %d worker(s) while the probe runs", n_workers)
+            try:
+                self._prepare(n_workers)
+            except Exception as exc:  # a guess only: the plan starts what it needs
+                logger.debug("early start failed (%s); the plan decides", exc)
 
     def first_plan(
         self, measurements: WorkMeasurements, *, exhausted: bool, failed: bool

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from . import _probe
-from ._chunk_window import ChunkOutcome
+from ._chunk_io import ChunkOutcome
 from ._records import WorkMeasurements
 
 WORKER_PROBE_FIRST_ITEMS = 1
