@@ -16,12 +16,16 @@ implements all of ``Backend``. What differs between them is declared, not discov
                      itself (a cluster, threads); ``None``: this machine's facts with
                      the backend's start method (``_machine.facts_for``)
 ==================  ===============================================================
+
+``InFlight`` is the bookkeeping the executor-backed backends share: the calls in flight and
+the resubmit when a pool is found broken.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future
 from typing import Any, Protocol
 
 from ._chunk_worker import ChunkPayload, ChunkResult
@@ -87,3 +91,88 @@ class Backend(Protocol):
         ...
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None: ...
+
+
+class InFlight:
+    """The calls in flight on an executor-backed backend (the process and thread pools),
+    and the resubmit when a pool is found broken: kept once for every such backend.
+
+    A pool grows by replacement only while nothing is in flight (``n_calls``); a call that
+    fails with the pool's ``broken`` exception (a worker died, an initializer raised) marks
+    the backend broken, so the next call gets a new pool. Future callbacks, which the pool's
+    own threads run, take only this object's lock: never one a thread waiting on them holds.
+
+    Args:
+        broken: the exception type of a broken pool (``BrokenProcessPool``,
+            ``BrokenThreadPool``).
+    """
+
+    def __init__(self, broken: type[BaseException]) -> None:
+        self._broken = broken
+        self._lock = threading.Lock()
+        self._n_calls = 0
+        self._generation = 0
+
+    @property
+    def n_calls(self) -> int:
+        """Calls submitted whose futures are not done yet."""
+        return self._n_calls
+
+    def idle(self) -> bool:
+        with self._lock:
+            return self._n_calls == 0
+
+    def forget_all(self) -> None:
+        """The pool was given up with calls still running (threads cannot be killed): they
+        no longer count, so a stuck one cannot keep the next pool from growing."""
+        with self._lock:
+            self._generation += 1
+            self._n_calls = 0
+
+    def submit(
+        self,
+        current_pool: Callable[[], Executor],
+        live_pool: Callable[[], Executor | None],
+        mark_broken: Callable[[], None],
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Future[Any]:
+        """Submit ``fn(*args, **kwargs)`` to ``current_pool()`` (which replaces a broken
+        pool). A pool that raises ``broken`` on submit broke since the last call (a crash
+        it noticed first): ``mark_broken()``, and the call goes to its replacement, once.
+        ``live_pool()`` is the backend's pool now, without replacing it."""
+        try:
+            future = current_pool().submit(fn, *args, **kwargs)
+        except self._broken:
+            mark_broken()
+            future = current_pool().submit(fn, *args, **kwargs)
+        self._track(future, live_pool, mark_broken)
+        return future
+
+    def _track(
+        self,
+        future: Future[Any],
+        live_pool: Callable[[], Executor | None],
+        mark_broken: Callable[[], None],
+    ) -> None:
+        pool = live_pool()
+        with self._lock:
+            self._n_calls += 1
+            generation = self._generation
+
+        def done(finished: Future[Any]) -> None:
+            with self._lock:
+                if generation == self._generation:
+                    self._n_calls -= 1
+            if (
+                live_pool() is pool
+                and not finished.cancelled()
+                and isinstance(finished.exception(), self._broken)
+            ):
+                # A worker of the current pool died (in map() or in a submit()ted call), or
+                # its initializer raised: the next call gets a new pool.
+                mark_broken()
+
+        future.add_done_callback(done)

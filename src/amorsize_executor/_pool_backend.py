@@ -28,6 +28,7 @@ from typing import Any
 import loky
 import psutil
 
+from ._backend import InFlight
 from ._chunk_worker import (
     ChunkPayload,
     ChunkResult,
@@ -160,12 +161,11 @@ class PoolBackend:
         self._pool_size = 0
         self._broken = False
         # Two locks: ``_lock`` guards the pool's life (create, replace, stop) and may be held
-        # while waiting for a pool to stop; ``_count_lock`` guards the in-flight count and is
-        # all that future callbacks take, so the pool's own threads, which run those
-        # callbacks, can never wait on a thread that waits on them.
+        # while waiting for a pool to stop; the in-flight count has its own, all that future
+        # callbacks take, so the pool's own threads, which run those callbacks, can never
+        # wait on a thread that waits on them.
         self._lock = threading.RLock()
-        self._count_lock = threading.Lock()
-        self._n_in_flight = 0
+        self._in_flight = InFlight(BrokenProcessPool)
         self._close_gate = CloseGate(
             lambda wait, cancel: self._close(wait=wait, cancel_futures=cancel)
         )
@@ -215,7 +215,7 @@ class PoolBackend:
             if self._pool is not None and not self._broken:
                 if n_workers <= self._pool_size:
                     return
-                if self._n_in_flight:
+                if self._in_flight.n_calls:
                     logger.debug(
                         "pool of %d kept although %d workers were planned: work is in flight",
                         self._pool_size,
@@ -285,35 +285,17 @@ class PoolBackend:
             )
         return pool
 
-    def _track(self, future: Future[Any]) -> None:
-        pool = self._pool
-        with self._count_lock:
-            self._n_in_flight += 1
-
-        def done(finished: Future[Any]) -> None:
-            with self._count_lock:
-                self._n_in_flight -= 1
-            if (
-                self._pool is pool
-                and not finished.cancelled()
-                and isinstance(finished.exception(), BrokenProcessPool)
-            ):
-                # A worker of the current pool died (in map() or in a submit()ted call):
-                # the next call gets a new pool.
-                self._broken = True
-
-        future.add_done_callback(done)
-
     def _submit_to_pool(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
         with self._lock:
-            try:
-                future = self._current_pool().submit(fn, *args, **kwargs)
-            except BrokenProcessPool:
-                # Broken since the last call (a crash the pool noticed first): replace it once.
-                self._broken = True
-                future = self._current_pool().submit(fn, *args, **kwargs)
-            self._track(future)
-        return future
+            return self._in_flight.submit(
+                self._current_pool, self._live_pool, self._mark_pool_broken, fn, *args, **kwargs
+            )
+
+    def _live_pool(self) -> concurrent.futures.Executor | None:
+        return self._pool
+
+    def _mark_pool_broken(self) -> None:
+        self._broken = True
 
     def _current_pool(self) -> concurrent.futures.Executor:
         if self._closed:

@@ -160,8 +160,7 @@ class SharedPoolBackend(PoolBackend):
         pool.shutdown(wait=True)
 
     def _is_idle(self) -> bool:
-        with self._count_lock:
-            return self._n_in_flight == 0
+        return self._in_flight.idle()
 
     def is_cold(self) -> bool:
         """No executor holds it open, nothing runs on it and no worker is alive: it may go."""
