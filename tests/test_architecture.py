@@ -24,10 +24,12 @@ LAYERS = {
     "_chunk_worker": "mechanism",
     "_chunk_io": "mechanism",
     "_close_gate": "mechanism",
+    "_progress": "mechanism",
     "_backend": "mechanism",
     "_pool_backend": "mechanism",
     "_shared_pools": "mechanism",
     "_dask_backend": "mechanism",
+    "_dask_facts": "mechanism",
     "_thread_backend": "mechanism",
     "_planning": "run",
     "_chunk_window": "run",
@@ -53,11 +55,13 @@ ALLOWED = {
     "facade": {"data", "policy", "mechanism", "run", "facade"},
 }
 
-# Named exceptions within a layer: the shared warm pool is a PoolBackend (a subclass), and
-# the facts of a backend are assembled from the system facts and the start-cost cache.
+# Named exceptions within a layer: the shared warm pool is a PoolBackend (a subclass), the
+# facts of a backend are assembled from the system facts and the start-cost cache, and the
+# dask backend reports what its cluster's facts module reads.
 MODULE_ALLOWED = {
     "_shared_pools": {"_pool_backend"},
     "_machine": {"_system_facts", "_start_cost_cache"},
+    "_dask_backend": {"_dask_facts"},
 }
 
 # Inside the CLI package: shared pieces at the bottom, one module per command above them,
@@ -93,9 +97,7 @@ OVER_THE_LIMITS = {
     "_cost_model": 631,
     "_cost_model.plan_map": 131,
     "_system_facts": 557,
-    "_executor": 524,
     "_executor.AdaptiveProcessPoolExecutor.__init__": 127,
-    "_dask_backend": 520,
     "_probe._probe_items": 122,
 }
 """Known debts, each at most its size today, so they can only shrink: modules other work

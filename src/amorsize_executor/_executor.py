@@ -28,14 +28,13 @@ from ._chunk_worker import THREAD_ENV_VARS
 from ._input import Source
 from ._map_run import MapOptions, MapRun
 from ._pool_backend import PoolBackend
+from ._progress import ProgressOption, check_progress, make_progress
 from ._records import Plan, SystemFacts
 from ._thread_backend import ThreadBackend
 
 logger = logging.getLogger("amorsize_executor")
 
 T = TypeVar("T")
-
-ProgressOption = bool | Callable[[int], None]
 
 
 def _check_positive_int(name: str, value: object, *, message: str | None = None) -> None:
@@ -178,7 +177,7 @@ class AdaptiveProcessPoolExecutor(Executor):
             )
         if not isinstance(isolate, bool):
             raise TypeError(f"isolate must be True or False, got {isolate!r}")
-        _check_progress(progress)
+        check_progress(progress)
         _check_keep_warm(keep_warm, max_tasks_per_child=max_tasks_per_child, backend=backend)
         self._max_workers = max_workers
         self._initializer = initializer
@@ -356,12 +355,12 @@ class AdaptiveProcessPoolExecutor(Executor):
             if timeout < 0 or math.isnan(timeout):
                 raise ValueError(f"timeout must be None or >= 0, got {timeout}")
         if progress is not None:
-            _check_progress(progress)
+            check_progress(progress)
         with self._lock:
             self._check_usable()
         source = Source(iterables)
         deadline_s = None if timeout is None else time.monotonic() + timeout
-        on_progress, close_progress = _make_progress(
+        on_progress, close_progress = make_progress(
             self._progress if progress is None else progress, source.n_total
         )
         run = MapRun(
@@ -485,40 +484,3 @@ def _choose_context() -> BaseContext | None:
     method, reason = start_method_now()
     logger.debug("start method for a new pool: %s", reason)
     return None if method == "loky" else multiprocessing.get_context(method)
-
-
-def _check_progress(progress: object) -> None:
-    if not isinstance(progress, bool) and not callable(progress):
-        raise TypeError(
-            f"progress must be True, False or a callable taking an item count, got {progress!r}"
-        )
-
-
-def _make_progress(
-    progress: ProgressOption, n_total: int | None
-) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
-    """A callback counting finished items, and what closes it (a tqdm bar, if asked for)."""
-    if progress is False:
-        return None, lambda: None
-    if progress is True:
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            raise ImportError(
-                "progress=True needs the 'tqdm' package: pip install 'amorsize-executor[progress]'"
-            ) from None
-        bars: list[Any] = []
-
-        def advance(n_items: int) -> None:
-            # Opened on the first results, not before: a bar starts a monitor thread, and a
-            # pool started while it runs could not use the fast fork start.
-            if not bars:
-                bars.append(tqdm(total=n_total, unit="item", file=sys.stderr))
-            bars[0].update(n_items)
-
-        def close() -> None:
-            if bars:
-                bars[0].close()
-
-        return advance, close
-    return progress, lambda: None
