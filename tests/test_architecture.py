@@ -19,6 +19,7 @@ LAYERS = {
     "_input": "mechanism",
     "_probe": "mechanism",
     "_system_facts": "mechanism",
+    "_cgroup_text": "mechanism",
     "_start_cost_cache": "mechanism",
     "_machine": "mechanism",
     "_chunk_worker": "mechanism",
@@ -57,11 +58,13 @@ ALLOWED = {
 
 # Named exceptions within a layer: the shared warm pool is a PoolBackend (a subclass), the
 # facts of a backend are assembled from the system facts and the start-cost cache, and the
-# dask backend reports what its cluster's facts module reads.
+# dask backend reports what its cluster's facts module reads, and the system facts read
+# the files whose text the cgroup parsers turn into numbers.
 MODULE_ALLOWED = {
     "_shared_pools": {"_pool_backend"},
     "_machine": {"_system_facts", "_start_cost_cache"},
     "_dask_backend": {"_dask_facts"},
+    "_system_facts": {"_cgroup_text"},
 }
 
 # Inside the CLI package: shared pieces at the bottom, one module per command above them,
@@ -96,7 +99,6 @@ MAX_FUNCTION_LINES = 100
 OVER_THE_LIMITS = {
     "_cost_model": 631,
     "_cost_model.plan_map": 131,
-    "_system_facts": 557,
     "_executor.AdaptiveProcessPoolExecutor.__init__": 127,
     "_probe._probe_items": 122,
 }
