@@ -97,7 +97,6 @@ MAX_CLASS_LINES = 350
 MAX_FUNCTION_LINES = 100
 
 OVER_THE_LIMITS = {
-    "_cost_model": 631,
     "_cost_model.plan_map": 131,
     "_executor.AdaptiveProcessPoolExecutor.__init__": 127,
     "_probe._probe_items": 122,

@@ -1,18 +1,27 @@
 """The steering of a running ``map()``: what completed chunks teach about the next ones.
 
-Policy layer: no clock, no I/O, no process. A ``Steering`` is made from a plan and handed
-numbers (each chunk's compute time, what a result cost the caller); it answers with numbers
-(the next chunk's size, how many items may be in flight, a chunk's time budget, the sizes a
-stopped chunk's rest is split into) and one judgement (the pool is losing to serial). The
-decisions themselves are ``_cost_model``'s pure functions; this class keeps the running
-figures they are fed with.
+Policy layer: no clock, no I/O, no process. The rules are pure functions (``revise_chunksize``,
+``guided_chunksize``, ``chunk_budget_s``, ``split_unrun``, ``pool_is_losing``, ...), as the
+plan's are in ``_cost_model``. A ``Steering`` is made from a plan and handed numbers (each
+chunk's compute time, what a result cost the caller); it keeps the running figures those
+rules are fed with, and answers with numbers (the next chunk's size, how many items may be in
+flight, a chunk's time budget, the sizes a stopped chunk's rest is split into) and one
+judgement (the pool is losing to serial).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from . import _cost_model
+from ._cost_model import (
+    CPU_BOUND_SHARE,
+    MAX_CHUNK_ITEMS,
+    MAX_CHUNK_S,
+    PARALLEL_MARGIN,
+    TARGET_CHUNK_S,
+)
 from ._records import Plan, format_seconds
 
 FEEDBACK_WEIGHT = 0.5
@@ -23,6 +32,161 @@ the chunk size."""
 MAX_OUTSTANDING_WINDOWS = 4
 """Finished chunks may wait for the consumer up to this many windows' worth of items, so a
 slow oldest chunk does not idle the workers, while memory stays bounded."""
+
+
+GUIDED_MIN_CHUNK_S = 0.002
+"""Near the end of the input, chunks shrink no further than this much work: ten dispatch
+round trips (about 0.2 ms each here), so each still spends most of its time computing,
+while a last chunk this short leaves the other workers idle for at most as long."""
+
+CHUNK_BUDGET_FACTOR = 2.0
+"""A chunk that has run this many times its expected duration stops starting items and
+sends the rest back to be split among the workers. A false stop is cheap (one round trip,
+and the rest goes out again); a late one leaves the other workers idle at the end of the
+job. On the skewed benchmark (items 100x slower at the end), 3x left a worker idle for
+about 50 ms per run that 2x did not; noise on this shared machine rarely reaches 2x."""
+
+MIN_CHUNK_BUDGET_S = 0.005
+"""A chunk is never stopped before this long: under it, the round trip of sending the rest
+again costs more than a straggler could."""
+
+MIN_BUDGET_ROUNDTRIPS = 20
+"""Nor before this many dispatch round trips: the same bound on a slow transport."""
+
+CLOCK_CHECK_S = 1e-5
+"""With a budget, the worker reads the clock about this often in work done (a read costs
+about 50 ns, under 1% of it)."""
+
+
+def revise_chunksize(
+    *,
+    chunksize: int,
+    observed_s_per_item: float,
+    task_roundtrip_s: float,
+) -> int:
+    """The next chunk's size from what completed chunks measured (runtime feedback).
+
+    Aims each chunk at ``TARGET_CHUNK_S`` (and at least a hundred dispatch round trips),
+    moving at most a factor of two per step so one odd chunk cannot swing the size. The end
+    of the input is ``guided_chunksize``'s business, applied as each chunk is sent.
+    """
+    if observed_s_per_item <= 0:
+        target = chunksize * 2
+    else:
+        target_s = max(TARGET_CHUNK_S, 100 * task_roundtrip_s)
+        target = max(1, round(target_s / observed_s_per_item))
+    target = min(
+        target,
+        max(1, int(MAX_CHUNK_S / observed_s_per_item)) if observed_s_per_item > 0 else target,
+    )
+    size = min(MAX_CHUNK_ITEMS, max(chunksize // 2, min(chunksize * 2, target)))
+    return max(1, size)
+
+
+def guided_chunksize(
+    *, chunksize: int, n_items_unsent: int | None, n_workers: int, s_per_item: float = 0.0
+) -> int:
+    """The size of the chunk about to be sent, shrunk near the end of a known-length input
+    (guided self-scheduling): at most half of each worker's share of the items not yet
+    sent, so the last chunks are short and finish together, and a slow stretch at the end
+    lands in several small chunks that every worker takes a part of, not in one long one.
+    Items already in flight do not count: they are some worker's already.
+
+    Never below ``GUIDED_MIN_CHUNK_S`` of work at ``s_per_item`` (nor below one item): the
+    chunks of a fast end would otherwise cost more in dispatch than they balance.
+    """
+    if n_items_unsent is None:
+        return max(1, chunksize)
+    guided = math.ceil(n_items_unsent / (2 * max(1, n_workers)))
+    floor = int(GUIDED_MIN_CHUNK_S / s_per_item) if s_per_item > 0 else 1
+    return max(1, min(chunksize, max(guided, floor)))
+
+
+def chunk_budget_s(*, n_items: int, s_per_item: float, task_roundtrip_s: float) -> float:
+    """How long a chunk of ``n_items`` may run before it hands its unstarted items back."""
+    expected_s = n_items * max(0.0, s_per_item)
+    return max(
+        CHUNK_BUDGET_FACTOR * expected_s,
+        MIN_CHUNK_BUDGET_S,
+        MIN_BUDGET_ROUNDTRIPS * task_roundtrip_s,
+    )
+
+
+def budget_check_every(s_per_item: float) -> int:
+    """Items between two clock reads in a budgeted chunk (see ``CLOCK_CHECK_S``)."""
+    if s_per_item <= 0:
+        return 1
+    return max(1, min(MAX_CHUNK_ITEMS, round(CLOCK_CHECK_S / s_per_item)))
+
+
+def split_unrun(
+    *, n_unrun: int, recent_s_per_item: float, n_workers: int, task_roundtrip_s: float
+) -> list[int]:
+    """Sizes of the chunks that carry a stopped chunk's unstarted items, in order.
+
+    The items next to the ones that overran probably cost what those did, so each piece
+    aims at ``TARGET_CHUNK_S`` at that rate, and there are at least as many pieces as
+    workers (when there are enough items), so the slow stretch spreads over all of them.
+    """
+    if n_unrun <= 0:
+        return []
+    target_s = max(TARGET_CHUNK_S, 100 * task_roundtrip_s)
+    items_per_target = target_s / recent_s_per_item if recent_s_per_item > 0 else math.inf
+    size = n_unrun if items_per_target >= n_unrun else max(1, int(items_per_target))
+    size = min(size, max(1, math.ceil(n_unrun / max(1, n_workers))))
+    sizes = [size] * (n_unrun // size)
+    if n_unrun % size:
+        sizes.append(n_unrun % size)
+    return sizes
+
+
+FALLBACK_MIN_CHUNKS = 4
+"""Chunks the parent must have received in the steady state (after the first
+``WINDOW_MIN_ROUNDS`` rounds, which carry the start-up and the filling of the pipeline)
+before it may judge that the pool is losing to serial."""
+
+FALLBACK_MIN_S = 0.05
+"""Nor before it has spent this long on them: a few short chunks on a shared machine say
+more about a neighbour's burst than about the pool (a 2-core CI run once saw the first
+20 ms of 1 ms calls look slower than serial)."""
+
+
+def serial_s_per_item_now(*, probed_s: float, worker_wall_s: float, worker_cpu_s: float) -> float:
+    """What a call would cost in the caller now, to judge a running pool against.
+
+    The probe's figure, unless the workers show calls have become slower since: for calls
+    that compute, by their CPU time (their wall time also counts the cores the workers and
+    the parent take from each other, which serial would not pay); for calls that wait, by
+    their wall time (waiting is not shared). Never below the probe's figure.
+    """
+    if worker_wall_s > 0 and worker_cpu_s / worker_wall_s < CPU_BOUND_SHARE:
+        now_s = worker_wall_s
+    else:
+        now_s = worker_cpu_s
+    return max(probed_s, now_s)
+
+
+def pool_is_losing(
+    *,
+    parent_s_per_item: float,
+    serial_s_per_item: float,
+    n_chunks_measured: int,
+    measured_s: float,
+) -> bool:
+    """Whether a running pool is slower than finishing in the caller would be.
+
+    ``parent_s_per_item`` is what each result has cost the calling thread in the steady
+    state: waiting for it, receiving and unpickling it, but not the consumer's own time
+    between results (serial would pay that too). When that exceeds a call in the caller by
+    more than ``PARALLEL_MARGIN``, the pool is a loss: results too large to ship, or too
+    few cores left once the parent takes its share. ``measured_s`` is the steady state's
+    length in that time.
+    """
+    if n_chunks_measured < FALLBACK_MIN_CHUNKS or measured_s < FALLBACK_MIN_S:
+        return False
+    if serial_s_per_item <= 0:
+        return False
+    return parent_s_per_item > serial_s_per_item * (1 + PARALLEL_MARGIN)
 
 
 class Steering:
@@ -63,10 +227,10 @@ class Steering:
 
     def next_chunksize(self, n_items_unsent: int | None) -> int:
         """The size of the next chunk: the fed-back size, or smaller near the end of the
-        input (``_cost_model.guided_chunksize``); the user's ``chunksize`` exactly."""
+        input (``guided_chunksize``); the user's ``chunksize`` exactly."""
         if self._user_chunksize is not None:
             return self.chunksize
-        return _cost_model.guided_chunksize(
+        return guided_chunksize(
             chunksize=self.chunksize,
             n_items_unsent=n_items_unsent,
             n_workers=self.plan.n_workers,
@@ -82,18 +246,18 @@ class Steering:
 
     def chunk_budget(self, n_items: int) -> tuple[float, int]:
         """The time budget of a new chunk of ``n_items`` and how often its worker reads the
-        clock (``_cost_model.chunk_budget_s``, ``budget_check_every``)."""
+        clock (``chunk_budget_s``, ``budget_check_every``)."""
         s_per_item = self.s_per_item
-        budget_s = _cost_model.chunk_budget_s(
+        budget_s = chunk_budget_s(
             n_items=n_items,
             s_per_item=s_per_item,
             task_roundtrip_s=self.plan.facts.task_roundtrip_s,
         )
-        return budget_s, _cost_model.budget_check_every(s_per_item)
+        return budget_s, budget_check_every(s_per_item)
 
     def split_sizes(self, n_unrun: int, recent_s_per_item: float) -> list[int]:
         """Sizes of the chunks that carry a stopped chunk's ``n_unrun`` unstarted items."""
-        return _cost_model.split_unrun(
+        return split_unrun(
             n_unrun=n_unrun,
             recent_s_per_item=recent_s_per_item,
             n_workers=self.plan.n_workers,
@@ -119,7 +283,7 @@ class Steering:
         if self._user_chunksize is not None:
             return
         plan = self.plan
-        self.chunksize = _cost_model.revise_chunksize(
+        self.chunksize = revise_chunksize(
             chunksize=self.chunksize,
             observed_s_per_item=self.observed_s_per_item,
             task_roundtrip_s=plan.facts.task_roundtrip_s,
@@ -137,7 +301,7 @@ class Steering:
     def judge_pool(self, *, n_results: int, parent_s: float, may_fall_back: bool) -> Plan | None:
         """Count what a chunk's results cost the calling thread (waiting for them and
         receiving them; ``parent_s``). Once the steady state shows the pool losing to
-        serial (``_cost_model.pool_is_losing``), return the plan with the reason added and
+        serial (``pool_is_losing``), return the plan with the reason added and
         close the window: no chunk is sent from then on. ``None``: keep the pool.
 
         ``may_fall_back``: the run may still switch (serial allowed, input left, no error,
@@ -152,12 +316,12 @@ class Steering:
         if not may_fall_back or self._steady_items == 0:
             return None
         parent_s_per_item = self._steady_parent_s / self._steady_items
-        serial_s_per_item = _cost_model.serial_s_per_item_now(
+        serial_s_per_item = serial_s_per_item_now(
             probed_s=plan.measurements.wall_s_per_item,
             worker_wall_s=self.observed_s_per_item,
             worker_cpu_s=self.observed_cpu_s_per_item,
         )
-        if not _cost_model.pool_is_losing(
+        if not pool_is_losing(
             parent_s_per_item=parent_s_per_item,
             serial_s_per_item=serial_s_per_item,
             n_chunks_measured=self._n_chunks_received - n_startup_chunks,
