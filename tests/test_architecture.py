@@ -97,12 +97,12 @@ MAX_CLASS_LINES = 350
 MAX_FUNCTION_LINES = 100
 
 OVER_THE_LIMITS = {
-    "_cost_model.plan_map": 131,
     "_executor.AdaptiveProcessPoolExecutor.__init__": 127,
     "_probe._probe_items": 122,
 }
-"""Known debts, each at most its size today, so they can only shrink: modules other work
-was changing when the limits came in. Remove an entry once it is under the limit."""
+"""Known debts, each at most its size today, so they can only shrink: functions that other
+work was changing when the limits came in (the executor's constructor, the probe's loop).
+Remove an entry once it is under the limit."""
 
 
 def module_name(path: Path) -> str:

@@ -298,13 +298,8 @@ def plan_map(
 
     picklable = math.isfinite(measurements.item_bytes + measurements.result_bytes)
     if not picklable and serial_allowed:
-        return make(
-            "serial",
-            1,
-            1,
-            None,
-            ["items or results cannot be pickled, so they cannot be sent to a worker"],
-        )
+        unpicklable = "items or results cannot be pickled, so they cannot be sent to a worker"
+        return make("serial", 1, 1, None, [unpicklable])
     if worker_cap < 1:
         if serial_allowed:
             return make("serial", 1, 1, None, ["no worker fits in the available memory"])
@@ -313,40 +308,14 @@ def plan_map(
     if serial_allowed and n_assumed == 0:
         return make("serial", 1, 1, None, ["no items are left after the probe"])
     if serial_s is not None:
-        floor_s = parallel_floor_s(facts, measurements, n_assumed)
-        if floor_s >= serial_s * (1 - PARALLEL_MARGIN):
-            # No pool can win: skip the search (the plan of a tiny job must cost ~nothing).
-            floor_why = [
-                "serial is predicted fastest: any pool would take at least "
-                f"{_ratio_text(floor_s, serial_s)} of the serial time (a worker's start, "
-                "and the parent's pickling and sending of every item and result)"
-            ]
-            if n_items is None:
-                floor_why.append(
-                    "the input's length is unknown: this is revisited as more items arrive"
-                )
-            return make("serial", 1, 1, floor_s, floor_why)
+        floored = _no_pool_can_win(facts, measurements, n_assumed, n_items, serial_s)
+        if floored is not None:
+            # Skip the search: the plan of a tiny job must cost next to nothing.
+            return make("serial", 1, 1, *floored)
 
-    predictions: list[tuple[float, int, int]] = []
-    for n_workers in range(1, worker_cap + 1):
-        sizes = (
-            [chunksize]
-            if chunksize is not None
-            else sorted(
-                {
-                    cap_chunksize_by_duration(measurements, size)
-                    for size in candidate_chunksizes(max(1, n_assumed), n_workers)
-                }
-            )
-        )
-        predictions.extend(
-            (
-                predict_parallel_s(facts, measurements, n_assumed, n_workers, size, n_cores),
-                n_workers,
-                size,
-            )
-            for size in sizes
-        )
+    predictions = _predict_candidates(
+        facts, measurements, n_assumed, worker_cap, chunksize, n_cores
+    )
     best = _pick_near_best(predictions, measurements)
     parallel_s, n_workers, size = best
     why: list[str] = []
@@ -369,9 +338,67 @@ def plan_map(
         f"({n_workers} worker(s), chunks of {size}) would take "
         f"{_ratio_text(parallel_s, serial_s)} of the serial time"
     )
+    return make("serial", 1, 1, parallel_s, _with_unknown_length(why, n_items))
+
+
+def _with_unknown_length(why: list[str], n_items: int | None) -> list[str]:
+    """``why``, and a note that the plan is revisited when the input's length is unknown."""
     if n_items is None:
-        why.append("the input's length is unknown: this is revisited as more items arrive")
-    return make("serial", 1, 1, parallel_s, why)
+        return [*why, "the input's length is unknown: this is revisited as more items arrive"]
+    return why
+
+
+def _no_pool_can_win(
+    facts: SystemFacts,
+    measurements: WorkMeasurements,
+    n_assumed: int,
+    n_items: int | None,
+    serial_s: float,
+) -> tuple[float, list[str]] | None:
+    """``(the fastest any pool could be, why)`` when even that loses to serial by
+    ``PARALLEL_MARGIN``; ``None`` when a pool may win and the search must run."""
+    floor_s = parallel_floor_s(facts, measurements, n_assumed)
+    if floor_s < serial_s * (1 - PARALLEL_MARGIN):
+        return None
+    why = (
+        "serial is predicted fastest: any pool would take at least "
+        f"{_ratio_text(floor_s, serial_s)} of the serial time (a worker's start, "
+        "and the parent's pickling and sending of every item and result)"
+    )
+    return floor_s, _with_unknown_length([why], n_items)
+
+
+def _predict_candidates(
+    facts: SystemFacts,
+    measurements: WorkMeasurements,
+    n_assumed: int,
+    worker_cap: int,
+    chunksize: int | None,
+    n_cores: int,
+) -> list[tuple[float, int, int]]:
+    """``(predicted seconds, workers, chunk size)`` for every worker count up to
+    ``worker_cap`` and every candidate chunk size (the user's ``chunksize`` alone if given)."""
+    predictions: list[tuple[float, int, int]] = []
+    for n_workers in range(1, worker_cap + 1):
+        sizes = (
+            [chunksize]
+            if chunksize is not None
+            else sorted(
+                {
+                    cap_chunksize_by_duration(measurements, size)
+                    for size in candidate_chunksizes(max(1, n_assumed), n_workers)
+                }
+            )
+        )
+        predictions.extend(
+            (
+                predict_parallel_s(facts, measurements, n_assumed, n_workers, size, n_cores),
+                n_workers,
+                size,
+            )
+            for size in sizes
+        )
+    return predictions
 
 
 def _pick_near_best(
@@ -394,55 +421,6 @@ def _pick_near_best(
 
     near = [p for p in predictions if p[0] <= fastest_s * (1 + NEAR_TIE) + 1e-12]
     return min(near, key=lambda p: (p[1], distance_from_target(p[2]), p[2]))
-
-
-PRESTART_MIN_SERIAL_S = 0.25
-"""Workers are started while the probe is still running only when its first calls say the
-rest of the input would take at least this long serially: then a pool is all but certain,
-and its start (10-25 ms with fork here, 70-350 ms with loky's default) overlaps the probe
-instead of following it. Below this, a wrong guess would cost a short job its start."""
-
-
-PRESTART_MIN_CALL_S = 1e-3
-"""Nor unless the first call took this long, when it is the only one timed so far. A first
-call is the slowest (cold caches, lazy imports), and a fast one says little: 2 µs for a
-call that then runs at 0.1 µs made 200,000 trivial items look like 0.4 s of work and
-started a pool for a 20 ms job."""
-
-PRESTART_MIN_WARM_CALL_S = 1e-4
-"""Or the faster of the first two timed calls took this long: a second call is past the
-one-off costs of the first, so a tenth of a millisecond (500 times a trivial call here) is
-a safe sign of real work. It lets jobs of sub-millisecond calls start their workers during
-the probe too (a 0.2 ms call: the pool forks about 3 ms earlier)."""
-
-
-def workers_to_start_early(
-    *,
-    fastest_call_s: float,
-    its_cpu_s: float,
-    n_calls_timed: int,
-    n_items_left: int | None,
-    n_usable_cores: int,
-    max_workers: int | None,
-) -> int:
-    """How many workers to start during the probe (0: wait for the plan), from the fastest
-    of the first ``n_calls_timed`` calls (one or two) and its CPU seconds.
-
-    Only for CPU-bound calls over an input of known length that is long by
-    ``PRESTART_MIN_SERIAL_S``, and calls that are not trivial (``PRESTART_MIN_CALL_S`` for
-    a lone first call, ``PRESTART_MIN_WARM_CALL_S`` for the faster of two): such work gets
-    one worker per usable core, so the guess matches the plan; waiting-bound work's worker
-    count depends on figures the probe has not measured yet.
-    """
-    min_call_s = PRESTART_MIN_CALL_S if n_calls_timed < 2 else PRESTART_MIN_WARM_CALL_S
-    if n_items_left is None or fastest_call_s < min_call_s or n_usable_cores < 2:
-        return 0
-    if n_items_left * fastest_call_s < PRESTART_MIN_SERIAL_S:
-        return 0
-    if its_cpu_s / fastest_call_s < CPU_BOUND_SHARE:
-        return 0
-    n_workers = min(n_usable_cores, n_items_left)
-    return n_workers if max_workers is None else min(n_workers, max_workers)
 
 
 def _ratio_text(numerator: float, denominator: float) -> str:

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from . import _cost_model, _system_facts
+from . import _cost_model, _steering, _system_facts
 from ._chunk_worker import dumps_callable
 from ._input import Source
 from ._records import Plan, SystemFacts, WorkMeasurements
@@ -73,13 +73,13 @@ class Planner:
 
     def start_workers_early(self, fastest_call_s: float, its_cpu_s: float, n_timed: int) -> None:
         """Start the pool while the probe goes on when its first calls already say the job
-        is long and CPU-bound (see ``_cost_model.workers_to_start_early``); once at most.
+        is long and CPU-bound (see ``_steering.workers_to_start_early``); once at most.
         The probe's ``after_timed_call``."""
         if self._started_early or self._prepare is None:
             return
 
         def workers_for(n_cores: int) -> int:
-            return _cost_model.workers_to_start_early(
+            return _steering.workers_to_start_early(
                 fastest_call_s=fastest_call_s,
                 its_cpu_s=its_cpu_s,
                 n_calls_timed=n_timed,
