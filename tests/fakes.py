@@ -13,6 +13,7 @@ import cloudpickle
 
 from amorsize_executor._chunk_worker import ChunkPayload, ChunkResult, run_chunk
 from amorsize_executor._records import SystemFacts
+from amorsize_executor._system_facts import fastest_start_prior_s
 
 IN_FAKE_WORKER = False
 """True while the fake backend runs a chunk: lets tests tell worker calls from caller calls."""
@@ -107,6 +108,10 @@ class FakeBackend:
 
     def read_facts(self) -> SystemFacts | None:
         return None
+
+    @property
+    def fastest_start_s(self) -> float:
+        return 0.0 if self.warm else fastest_start_prior_s()
 
     @property
     def n_warm_workers(self) -> int:

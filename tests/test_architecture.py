@@ -59,12 +59,14 @@ ALLOWED = {
 # Named exceptions within a layer: the shared warm pool is a PoolBackend (a subclass), the
 # facts of a backend are assembled from the system facts and the start-cost cache, and the
 # dask backend reports what its cluster's facts module reads, and the system facts read
-# the files whose text the cgroup parsers turn into numbers.
+# the files whose text the cgroup parsers turn into numbers, and a process pool's fastest
+# start is the smallest of the start-cost priors.
 MODULE_ALLOWED = {
     "_shared_pools": {"_pool_backend"},
     "_machine": {"_system_facts", "_start_cost_cache"},
     "_dask_backend": {"_dask_facts"},
     "_system_facts": {"_cgroup_text"},
+    "_pool_backend": {"_system_facts"},
 }
 
 # Inside the CLI package: shared pieces at the bottom, one module per command above them,

@@ -12,6 +12,7 @@ implements all of ``Backend``. What differs between them is declared, not discov
                      back; only then do chunks get a time budget
 ``on_this_machine``  the workers share this machine's cores, so a favourable bound
                      read from this machine may rule a pool out early
+``fastest_start_s``  the least starting a worker can cost here: that bound's start
 ``read_facts()``     the facts of where the workers run when the backend knows them
                      itself (a cluster, threads); ``None``: this machine's facts with
                      the backend's start method (``_machine.facts_for``)
@@ -48,6 +49,13 @@ class Backend(Protocol):
     @property
     def on_this_machine(self) -> bool:
         """The workers run on this machine's cores (not on a cluster)."""
+        ...
+
+    @property
+    def fastest_start_s(self) -> float:
+        """The least starting one worker can cost on this backend (0 with warm workers):
+        the start of the most favourable facts, which rule a pool out without reading the
+        real ones, so it must never exceed the real start cost."""
         ...
 
     @property

@@ -155,6 +155,8 @@ class DaskBackend:
     """A cluster's workers outlive this client: there is no close to hold back, so chunks get
     no time budget (``keep_open``/``allow_close`` do nothing)."""
     on_this_machine = False
+    fastest_start_s = 0.0
+    """The cluster's workers run already (its operator starts them): starting costs nothing."""
 
     def keep_open(self) -> None:
         """Nothing to hold open (see ``can_keep_open``)."""

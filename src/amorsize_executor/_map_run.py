@@ -119,7 +119,7 @@ class MapRun:
             ),
             read_facts=lambda: read_facts(backend),
             in_process=backend.runs_in_process,
-            n_warm_workers=lambda: backend.n_warm_workers,
+            fastest_start_s=lambda: backend.fastest_start_s,
             prepare=backend.prepare,
         )
         self._plan: Plan | None = None

@@ -47,7 +47,7 @@ class Planner:
         limits: the user's settings.
         read_facts: the facts of where the workers run (read only when needed).
         in_process: the workers are threads of this process: nothing is pickled.
-        n_warm_workers: workers alive now (a warm pool starts for free).
+        fastest_start_s: the least a worker's start can cost (``Backend.fastest_start_s``).
         prepare: starts workers (``Backend.prepare``), for the start during the probe.
     """
 
@@ -59,7 +59,7 @@ class Planner:
         *,
         read_facts: Callable[[], SystemFacts],
         in_process: bool,
-        n_warm_workers: Callable[[], int],
+        fastest_start_s: Callable[[], float],
         prepare: Callable[[int], None] | None = None,
     ) -> None:
         self._fn = fn
@@ -67,7 +67,7 @@ class Planner:
         self._limits = limits
         self._read_facts = read_facts
         self._in_process = in_process
-        self._n_warm_workers = n_warm_workers
+        self._fastest_start_s = fastest_start_s
         self._prepare = prepare
         self._started_early = False
 
@@ -208,15 +208,10 @@ class Planner:
         is serial on the real ones, and reading the machine (cgroup files, psutil) would
         cost a tiny job more than its work."""
         if serial_allowed and self._limits.local_machine:
-            # Warm workers, and threads of this process, start for free: the bound then has
-            # no start cost at all.
-            fastest_start_s = (
-                0.0
-                if self._in_process or self._n_warm_workers()
-                else _system_facts.fastest_start_prior_s()
-            )
             bound = self._plan_with(
-                SystemFacts.most_favourable(_system_facts.read_logical_cores(), fastest_start_s),
+                SystemFacts.most_favourable(
+                    _system_facts.read_logical_cores(), self._fastest_start_s()
+                ),
                 measurements,
                 remaining,
                 serial_allowed=serial_allowed,

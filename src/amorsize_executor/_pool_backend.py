@@ -40,6 +40,7 @@ from ._chunk_worker import (
 from ._close_gate import CloseGate
 from ._errors import RemoteTraceback
 from ._records import SystemFacts
+from ._system_facts import fastest_start_prior_s
 
 logger = logging.getLogger("amorsize_executor")
 
@@ -180,6 +181,11 @@ class PoolBackend:
     def read_facts(self) -> SystemFacts | None:
         """``None``: the workers run on this machine, whose facts ``_machine`` reads."""
         return None
+
+    @property
+    def fastest_start_s(self) -> float:
+        """0 with warm workers, else the smallest start-cost prior of any start method."""
+        return 0.0 if self.n_warm_workers else fastest_start_prior_s()
 
     @property
     def n_warm_workers(self) -> int:

@@ -238,6 +238,10 @@ class SharedPoolHandle:
         return None
 
     @property
+    def fastest_start_s(self) -> float:
+        return self._backend.fastest_start_s
+
+    @property
     def n_warm_workers(self) -> int:
         return self._backend.n_warm_workers
 

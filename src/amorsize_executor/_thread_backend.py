@@ -157,6 +157,9 @@ class ThreadBackend:
     """``map()`` hands chunks over as objects: nothing is pickled (see ``ChunkPayload.fn``)."""
     can_keep_open = True
     on_this_machine = True
+    fastest_start_s = THREAD_START_S
+    """A thread's start (an estimate, as in ``read_facts``): warm or not, the bound starts
+    where the real facts do."""
 
     @property
     def n_warm_workers(self) -> int:

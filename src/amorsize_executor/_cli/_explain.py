@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .. import _probe
+from .. import _probe, _system_facts
 from .._executor import AdaptiveProcessPoolExecutor
 from .._input import Source
 from .._planning import PlanLimits, Planner
@@ -287,7 +287,8 @@ def _plan_job(
         # Like the executor, read the facts after the probe: fn may have started threads.
         read_facts=lambda: _facts_for(_start_method_now()),
         in_process=False,
-        n_warm_workers=lambda: 0,
+        # A new executor's pool: no warm worker, the fastest process start there is.
+        fastest_start_s=_system_facts.fastest_start_prior_s,
     )
     try:
         plan, _ = planner.first_plan(
