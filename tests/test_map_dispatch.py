@@ -149,22 +149,6 @@ def test_input_error_midway_arrives_after_the_results_before_it(fake_backend: Fa
     assert got == [2 * x for x in range(80)]
 
 
-def test_unknown_length_switches_from_serial_to_parallel(fake_backend: FakeBackend) -> None:
-    # A pool costs 50 ms to start: not worth it for the few items the probe has seen, worth it
-    # once the generator has shown it keeps coming.
-    facts = make_facts(worker_start_s=0.05)
-    with executor(fake_backend, facts) as ex:
-        results = list(ex.map(slow_double, iter(Pulls(600))))
-        plan = ex.last_plan
-    assert results == [2 * x for x in range(600)]
-    assert plan is not None and plan.outcome is not None
-    assert plan.outcome.switched_to_parallel
-    assert any("switched from serial" in r for r in plan.reasons)
-    dispatched = [args[0] for args in fake_backend.items_dispatched]
-    # The serial part and the dispatched part tile the input: nothing lost, nothing twice.
-    assert dispatched == list(range(600 - len(dispatched), 600))
-
-
 @pytest.mark.parametrize(
     "kwargs", [{"isolate": True}, {"initializer": print, "initargs": ("",)}, {"timeout": 30}]
 )

@@ -4,7 +4,7 @@ tests decide what each call and each result costs, and nothing sleeps."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from .fakes import FakeBackend, ScriptedClock
 
 def run_map(
     fn: Callable[[int], int],
-    items: list[int],
+    items: Iterable[int],
     backend: FakeBackend,
     clock: ScriptedClock,
     *,
@@ -153,3 +153,26 @@ def test_a_serial_run_whose_calls_stay_as_fast_never_switches() -> None:
     assert plan.mode == "serial" and plan.outcome is not None
     assert not plan.outcome.switched_to_parallel
     assert backend.chunks == []
+
+
+def test_unknown_length_switches_from_serial_to_parallel() -> None:
+    # A pool costs 50 ms to start: not worth it for the few items the probe has seen, worth it
+    # once the generator has shown it keeps coming.
+    WHERE.clear()
+    clock = ScriptedClock()
+    backend = FakeBackend()
+    fn = triple_taking(clock, lambda _: 2e-3)
+    results, plan = run_map(
+        fn, (x for x in range(600)), backend, clock, facts=make_facts(worker_start_s=0.05)
+    )
+    assert results == [3 * x for x in range(600)]
+    assert plan.outcome is not None and plan.outcome.switched_to_parallel
+    assert any("switched from serial" in r for r in plan.reasons)
+    dispatched = [args[0] for args in backend.items_dispatched]
+    # The serial part and the dispatched part tile the input: nothing lost, nothing twice.
+    assert dispatched == list(range(600 - len(dispatched), 600))
+    # The probe times 5 calls; the batches then end where the count doubles (16, 32, 64,
+    # 128, 256), each re-planned after its first 8 calls. At 136 items pulled the lower
+    # bound on what is left is long enough for a pool to pay its 50 ms: it takes over there.
+    assert plan.measurements.n_probed == 5
+    assert dispatched[0] == 136
