@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -127,7 +128,9 @@ def test_exception_stops_the_probe_at_its_position() -> None:
             raise KeyError(x)
         return x
 
-    outcome = _probe.probe(fn, items(100))
+    # A clock that stands still: on a loaded machine a real one could end the probe on its
+    # time budget before the item that raises.
+    outcome = _probe.probe(fn, items(100), wall_clock=ScriptedClock(), cpu_clock=ScriptedClock())
     assert outcome.results == [0, 1, 2]
     assert isinstance(outcome.error, KeyError)
     assert outcome.n_pulled == 4
@@ -139,7 +142,9 @@ def test_input_error_is_returned_at_its_position() -> None:
         yield (2,)
         raise OSError("disk gone")
 
-    outcome = _probe.probe(lambda x: x, source())
+    outcome = _probe.probe(
+        lambda x: x, source(), wall_clock=ScriptedClock(), cpu_clock=ScriptedClock()
+    )
     assert outcome.results == [1, 2]
     assert isinstance(outcome.error, OSError)
 
@@ -226,3 +231,15 @@ def test_an_input_error_inside_a_group_comes_after_the_items_before_it() -> None
     outcome = _probe.probe(lambda x: x, source())
     assert outcome.results == list(range(40))
     assert isinstance(outcome.error, OSError)
+
+
+def test_one_stopping_rule_stops_on_trust_count_or_budget() -> None:
+    rule = functools.partial(_probe.probe_is_done, budget_s=0.03, max_items=256)
+    assert not rule(n_items=3, elapsed_s=0.01, trusted=False)
+    assert rule(n_items=3, elapsed_s=0.01, trusted=True)
+    assert rule(n_items=256, elapsed_s=0.01, trusted=False)
+    assert rule(n_items=3, elapsed_s=0.03, trusted=False)
+    # A lone slow first call gets a second one within twice the budget (caller side only).
+    assert rule(n_items=1, elapsed_s=0.04, trusted=False)
+    assert not rule(n_items=1, elapsed_s=0.04, trusted=False, lone_call_grace=True)
+    assert rule(n_items=1, elapsed_s=0.06, trusted=False, lone_call_grace=True)

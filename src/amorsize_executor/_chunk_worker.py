@@ -209,6 +209,26 @@ def run_chunk(payload: ChunkPayload, clock: Callable[[], float] | None = None) -
             recent_s_per_item=recent_s_per_item,
             results=results,
         )
+    results, results_bytes, failure = _results_to_send(results, failure)
+    return ChunkResult(
+        results_bytes,
+        len(results),
+        compute_s,
+        cpu_s,
+        len(payload.items_bytes),
+        failure,
+        switches,
+        n_unrun=0 if failure is not None else n_unrun,
+        recent_s_per_item=recent_s_per_item,
+    )
+
+
+def _results_to_send(
+    results: list[Any], failure: ChunkFailure | None
+) -> tuple[list[Any], bytes, ChunkFailure | None]:
+    """A chunk's results pickled for the parent, and its failure: cut at the first result
+    that cannot travel (it fails to pickle here, or is an exception object that would
+    fail to load there), which becomes the failure; else ``failure`` as it was."""
     try:
         results_bytes = cloudpickle.dumps(results)
     except Exception:
@@ -226,31 +246,20 @@ def run_chunk(payload: ChunkPayload, clock: Callable[[], float] | None = None) -
                 type(bad).__qualname__,
             )
         results = results[:offset]
-        results_bytes = cloudpickle.dumps(results)
-    else:
-        unloadable = _first_unloadable_exception(results)
-        if unloadable is not None:
-            offset, load_error = unloadable
-            failure = ChunkFailure(
-                offset,
-                _safe_exception(load_error),
-                "".join(traceback.format_exception(load_error)),
-                "result",
-                type(results[offset]).__qualname__,
-            )
-            results = results[:offset]
-            results_bytes = cloudpickle.dumps(results)
-    return ChunkResult(
-        results_bytes,
-        len(results),
-        compute_s,
-        cpu_s,
-        len(payload.items_bytes),
-        failure,
-        switches,
-        n_unrun=0 if failure is not None else n_unrun,
-        recent_s_per_item=recent_s_per_item,
+        return results, cloudpickle.dumps(results), failure
+    unloadable = _first_unloadable_exception(results)
+    if unloadable is None:
+        return results, results_bytes, failure
+    offset, load_error = unloadable
+    failure = ChunkFailure(
+        offset,
+        _safe_exception(load_error),
+        "".join(traceback.format_exception(load_error)),
+        "result",
+        type(results[offset]).__qualname__,
     )
+    results = results[:offset]
+    return results, cloudpickle.dumps(results), failure
 
 
 def call_pickled(fn_bytes: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
