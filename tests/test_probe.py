@@ -94,10 +94,49 @@ def test_exact_figures_from_a_scripted_clock() -> None:
 def test_slow_items_stop_the_probe_early() -> None:
     clock = ScriptedClock()
     outcome = run(timed_fn(clock, lambda x: 1.0), items(100), clock)
-    # A 1 s first call spends the budget; no second call is made for memory either,
-    # because it would pass twice the budget.
-    assert outcome.measurements.n_probed == 1
+    # A 1 s first call spends the budget; the second (memory-metered) call is made all the
+    # same, so that no plan rests on one call that may have been cold; it was not, so the
+    # probe stops there.
+    assert outcome.measurements.n_probed == 2
     assert outcome.measurements.wall_s_per_item == pytest.approx(1.0)
+    assert outcome.measurements.first_call_extra_s == 0.0
+
+
+def test_a_cold_first_call_is_left_out_and_the_plan_rests_on_the_rest() -> None:
+    clock, cpu = ScriptedClock(), ScriptedClock()
+    # The first call is 10x slower than every later one (imports, caches).
+    fn = timed_fn(clock, lambda x: 0.02 if x == 0 else 0.002, cpu=cpu)
+    outcome = run(fn, items(100), clock, cpu)
+    m = outcome.measurements
+    assert m.wall_s_per_item == pytest.approx(0.002)
+    assert m.cpu_s_per_item == pytest.approx(0.002)
+    # What a fresh worker pays again on its own first call.
+    assert m.first_call_extra_s == pytest.approx(0.018)
+    # The first call, the traced one, then warm timed calls until stable (4 samples, 2 ms).
+    assert m.n_probed == 6
+
+
+def test_a_cold_first_call_beyond_the_budget_waits_for_a_warm_timed_call() -> None:
+    clock = ScriptedClock()
+    # A 100 ms first call spends the budget three times over, then calls take 10 ms.
+    outcome = run(timed_fn(clock, lambda x: 0.1 if x == 0 else 0.01), items(100), clock)
+    m = outcome.measurements
+    assert m.n_probed == 3  # first, traced, and one warm timed call
+    assert m.wall_s_per_item == pytest.approx(0.01)
+    assert m.first_call_extra_s == pytest.approx(0.09)
+
+
+def test_a_cold_first_call_on_a_two_item_input_is_planned_from_the_traced_call() -> None:
+    clock = ScriptedClock()
+    outcome = run(timed_fn(clock, lambda x: 0.1 if x == 0 else 0.01), items(2), clock)
+    assert outcome.exhausted
+    assert outcome.measurements.wall_s_per_item == pytest.approx(0.01)
+
+
+def test_first_call_is_cold_only_when_much_slower_than_the_next() -> None:
+    assert _probe.first_call_is_cold(0.02, 0.002)
+    assert not _probe.first_call_is_cold(0.005, 0.002)  # 2.5x: ordinary variation
+    assert not _probe.first_call_is_cold(1.0, 1.0)
 
 
 def test_fast_uniform_items_stop_once_stable() -> None:

@@ -6,13 +6,15 @@ hand-built inputs, with no timing in them.
 
 The prediction for ``w`` workers and chunks of ``k`` items, for ``n`` remaining items::
 
-    parallel_s = start_s(w) + roundtrip_s + max(parent_s, worker_s)
+    parallel_s = start_s(w) + cold_s + roundtrip_s + max(parent_s, worker_s)
     parent_s   = n * (pickle_s + transfer_s) + ceil(n / k) * task_roundtrip_s
     worker_s   = max(ceil(ceil(n / k) / w) * k * (compute_s + pickle_s),     # chunk rounds
                      (n * (compute_s * cpu_share + pickle_s) + parent_s)      # CPU ceiling
                      / usable_cores)
     serial_s   = n * compute_s
 
+``cold_s`` is what each fresh worker's own first call takes beyond a warm one (imports,
+caches: the probe's cold first call shows it); the workers pay it at once, so it counts once.
 ``parent_s`` is what the one parent process must do for every item and chunk (pickle, move
 bytes, dispatch); ``worker_s`` counts whole rounds of chunks, which is where the imbalance of
 the last chunks shows, and never lets the work go faster than the usable cores allow, the
@@ -147,6 +149,21 @@ def predict_start_s(facts: SystemFacts, n_workers: int) -> float:
     return facts.worker_start_s * (1 + 0.5 * (n_workers - 1))
 
 
+INHERITS_WARM_STATE = ("fork", "threads")
+"""Start methods whose workers begin with the caller's imports and caches: a forked child
+or a thread of this process. Their first call is not cold again."""
+
+
+def predict_cold_first_call_s(facts: SystemFacts, measurements: WorkMeasurements) -> float:
+    """Seconds the workers' own cold first calls add: each worker started afresh (spawn,
+    forkserver, loky, a cluster) pays what the probe's first call took beyond a warm one.
+    The workers pay it at the same time, so it counts once. Nothing where workers inherit
+    the caller's warm state, or where the start method is not known yet (a bound)."""
+    if not facts.was_read or facts.start_method in INHERITS_WARM_STATE:
+        return 0.0
+    return measurements.first_call_extra_s
+
+
 def predict_parallel_s(
     facts: SystemFacts,
     measurements: WorkMeasurements,
@@ -170,7 +187,12 @@ def predict_parallel_s(
         n_items * (m.wall_s_per_item * effective_cpu_share(m) + m.pickle_s_per_item) + parent_s
     )
     worker_s = max(rounds_s, cpu_ceiling_s / n_usable_cores)
-    return predict_start_s(facts, n_workers) + facts.task_roundtrip_s + max(parent_s, worker_s)
+    return (
+        predict_start_s(facts, n_workers)
+        + predict_cold_first_call_s(facts, m)
+        + facts.task_roundtrip_s
+        + max(parent_s, worker_s)
+    )
 
 
 def parallel_floor_s(facts: SystemFacts, measurements: WorkMeasurements, n_items: int) -> float:
@@ -180,7 +202,12 @@ def parallel_floor_s(facts: SystemFacts, measurements: WorkMeasurements, n_items
     m = measurements
     start_s = 0.0 if facts.n_warm_workers >= 1 else predict_start_s(facts, 1)
     transfer_s = (m.item_bytes + m.result_bytes) / facts.ipc_bytes_per_s
-    return start_s + facts.task_roundtrip_s + n_items * (m.pickle_s_per_item + transfer_s)
+    return (
+        start_s
+        + predict_cold_first_call_s(facts, m)
+        + facts.task_roundtrip_s
+        + n_items * (m.pickle_s_per_item + transfer_s)
+    )
 
 
 def candidate_chunksizes(n_items: int, n_workers: int) -> list[int]:
@@ -292,11 +319,21 @@ def plan_map(
     n_cores, core_limit = choose_usable_cores(facts, cpu_bound=cpu_bound)
     if max_workers is not None and max_workers < n_cores:
         n_cores, core_limit = max_workers, "max_workers"
-    worker_cap, reasons = choose_worker_cap(facts, measurements, n_cores, max_workers)
+    reasons: list[str]
+    if serial_allowed and n_assumed == 0:
+        # Nothing to plan for: no other rule applies (the machine was not even read).
+        worker_cap, reasons = 0, []
+    else:
+        worker_cap, reasons = choose_worker_cap(facts, measurements, n_cores, max_workers)
     serial_s = predict_serial_s(measurements, n_assumed) if serial_allowed else None
 
     def make(
-        mode: str, n_workers: int, size: int, parallel_s: float | None, why: Iterable[str]
+        mode: str,
+        n_workers: int,
+        size: int,
+        parallel_s: float | None,
+        why: Iterable[str],
+        floor_s: float | None = None,
     ) -> Plan:
         return Plan(
             mode="serial" if mode == "serial" else "parallel",
@@ -314,8 +351,11 @@ def plan_map(
             reasons=(*reasons, *why),
             facts=facts,
             measurements=measurements,
+            parallel_floor_s=floor_s,
         )
 
+    if serial_allowed and n_assumed == 0:
+        return make("serial", 1, 1, None, ["no items are left after the probe"])
     picklable = math.isfinite(measurements.item_bytes + measurements.result_bytes)
     if not picklable and serial_allowed:
         return make(
@@ -330,8 +370,6 @@ def plan_map(
             return make("serial", 1, 1, None, ["no worker fits in the available memory"])
         worker_cap = 1
         reasons.append("memory is short, but fn may not run in the caller: 1 worker")
-    if serial_allowed and n_assumed == 0:
-        return make("serial", 1, 1, None, ["no items are left after the probe"])
     if serial_s is not None:
         floor_s = parallel_floor_s(facts, measurements, n_assumed)
         if floor_s >= serial_s * (1 - PARALLEL_MARGIN):
@@ -345,7 +383,7 @@ def plan_map(
                 floor_why.append(
                     "the input's length is unknown: this is revisited as more items arrive"
                 )
-            return make("serial", 1, 1, floor_s, floor_why)
+            return make("serial", 1, 1, None, floor_why, floor_s)
 
     predictions: list[tuple[float, int, int]] = []
     for n_workers in range(1, worker_cap + 1):

@@ -6,7 +6,9 @@ the memory meter are arguments, so tests script them and assert exact figures.
 
 How long it runs is its own small rule: stop when the input ends, when ``fn`` raises, when
 the time budget is spent (slow items), at the count cap (very fast items), or once the mean
-is stable enough to plan on.
+is stable enough to plan on. It never stops on one call alone (a first call is often cold:
+imports, caches, lazy set-up), and a first call that a later one shows to have been cold
+(``first_call_is_cold``) is left out of the means and needs a warm timed call after it.
 """
 
 from __future__ import annotations
@@ -52,6 +54,13 @@ FAST_CALL_S = 50e-6
 reads and a context-switch count cost about 1-2 µs, which would swamp a 0.1 µs call."""
 
 MAX_BATCH_ITEMS = 64
+
+COLD_CALL_FACTOR = 3.0
+"""A first call more than this many times slower than the call after it was cold (a first
+import, caches filling, a lazy set-up), not a sign of the work to come. The numpy example
+here: 21 ms for the first call of a 200x200 solve, 3-4 ms for every later one. Items whose
+cost varies this much from one to the next are rare, and dropping a genuinely heavy first
+item only errs towards serial, the safe side."""
 
 STABLE_RELATIVE_ERROR = 0.10
 """The probe may stop once the standard error of the mean per-item time is this share of the
@@ -120,9 +129,14 @@ def probe(
 
     Exceptions raised by ``fn``, or by ``source`` while producing an item, are caught and
     returned, not raised: the caller delivers them at their position. ``after_timed_call``
-    is told, after each of the first two timed calls, the wall and CPU seconds of the
-    fastest of them so far and how many were timed (the caller may start workers then,
-    while the probe goes on).
+    is told, after the second call and after the timed group that follows it, the wall and
+    CPU seconds of the fastest call so far and how many calls that is the fastest of (the
+    caller may start workers then, while the probe goes on); never after the first call
+    alone, which may be cold. Time spent in it does not count against the budget.
+
+    A first call that the second shows to have been cold (``first_call_is_cold``) is left
+    out of the means, and the probe does not stop before a warm call has been timed; the
+    excess is reported as ``first_call_extra_s``.
 
     The garbage collector is paused while a group of fast calls is timed, as ``timeit``
     does: the argument tuples the probe builds would otherwise trigger a collection of the
@@ -173,6 +187,11 @@ def _probe_items(
     n_pulled = 0
     batch_size = 1
     fastest_call: tuple[float, float] | None = None
+    n_reported = 0
+    first_call: tuple[float, float, int | None] | None = None
+    """Wall and CPU seconds and voluntary switches of the first call (one item, timed)."""
+    traced_call: tuple[float, float] | None = None
+    cold_first = False
     start_s = wall_clock()
     while len(results) < max_items and error is None and not exhausted:
         # The second call runs alone under the memory meter (the first is timed: if it is
@@ -219,12 +238,26 @@ def _probe_items(
         if error is not None:
             break  # a partial batch's time is not a clean sample
         error = input_error
+        # Per call: a timed group is one call, or a few of a fast function.
+        call = ((wall1 - wall0) / len(batch), (cpu1 - cpu0) / len(batch))
+        if tracing:
+            # Its wall time carries the meter's two file reads: an upper bound of a warm call.
+            traced_call = call
+            cold_first = first_call is not None and first_call_is_cold(first_call[0], call[0])
+        if n_reported < 2 and after_timed_call is not None and (tracing or n_reported):
+            # Reported from the second call on, never on the first alone (it may be cold):
+            # the fastest call so far, after the traced call and after the next timed group.
+            fastest_call = call if fastest_call is None else min(fastest_call, call)
+            n_reported += 1
+            callback_started_s = wall_clock()
+            after_timed_call(*fastest_call, n_reported + 1)
+            # Starting workers is not probing: it does not spend the probe's budget.
+            start_s += wall_clock() - callback_started_s
+        elif not tracing and fastest_call is None:
+            fastest_call = call
         if not tracing:
-            if len(batch_means) < 2 and after_timed_call is not None:
-                # Per call: the second timed group is one call, or two of a fast function.
-                call = ((wall1 - wall0) / len(batch), (cpu1 - cpu0) / len(batch))
-                fastest_call = call if fastest_call is None else min(fastest_call, call)
-                after_timed_call(*fastest_call, len(batch_means) + 1)
+            if first_call is None and len(batch) == 1:
+                first_call = (call[0], call[1], None)
             batch_means.append((wall1 - wall0) / len(batch))
             timed_wall_s += wall1 - wall0
             timed_cpu_s += cpu1 - cpu0
@@ -232,19 +265,37 @@ def _probe_items(
             switches1 = switches()
             if switches0 is not None and switches1 is not None and switches_total >= 0:
                 switches_total += switches1 - switches0
+                if n_timed == 1 and first_call is not None:
+                    first_call = (first_call[0], first_call[1], switches1 - switches0)
             else:
                 switches_total = -1
             if batch_means[-1] < FAST_CALL_S:
                 # Clock reads cost about a microsecond: time fast calls in growing groups.
                 batch_size = min(2 * batch_size, MAX_BATCH_ITEMS)
         elapsed_s = wall_clock() - start_s
-        if elapsed_s >= budget_s and not (len(results) == 1 and elapsed_s < 2 * budget_s):
+        # Never on one call alone; and after a cold first call, not before a warm one.
+        n_warm_samples = len(batch_means) - (1 if cold_first else 0)
+        if elapsed_s >= budget_s and len(results) > 1 and n_warm_samples > 0:
             break
-        if _is_stable(batch_means, elapsed_s):
+        if _is_stable(batch_means[1:] if cold_first else batch_means, elapsed_s):
             break
 
     n_done = len(results)
     item_bytes, result_bytes, pickle_s = _measure_pickling(probed_args, results, dumps, wall_clock)
+    cold_extra_s = 0.0
+    if cold_first and first_call is not None and traced_call is not None:
+        # Planned from the calls after the cold one: the timed ones, else the traced one.
+        timed_wall_s -= first_call[0]
+        timed_cpu_s -= first_call[1]
+        n_timed -= 1
+        if switches_total >= 0 and first_call[2] is not None:
+            switches_total -= first_call[2]
+        else:
+            switches_total = -1
+        if n_timed == 0:
+            timed_wall_s, timed_cpu_s, n_timed = traced_call[0], traced_call[1], 1
+            switches_total = -1
+        cold_extra_s = max(0.0, first_call[0] - timed_wall_s / n_timed)
     if n_timed:
         wall_s, cpu_s = timed_wall_s / n_timed, timed_cpu_s / n_timed
     else:
@@ -257,11 +308,20 @@ def _probe_items(
         result_bytes=result_bytes,
         pickle_s_per_item=pickle_s,
         memory_bytes_per_call=memory_bytes,
+        first_call_extra_s=cold_extra_s,
         voluntary_switches_per_item=(
             switches_total / n_timed if n_timed and switches_total >= 0 else None
         ),
     )
     return ProbeOutcome(results, error, measurements, exhausted, n_pulled)
+
+
+def first_call_is_cold(first_call_s: float, next_call_s: float) -> bool:
+    """Whether a first call of ``first_call_s`` was cold, given that the call after it took
+    ``next_call_s``: slower by more than ``COLD_CALL_FACTOR``. A cold first call says how
+    long a process's first call takes (each new worker pays that once), not how long the
+    work takes, so the plan must not rest on it."""
+    return first_call_s > COLD_CALL_FACTOR * max(0.0, next_call_s)
 
 
 def _is_stable(samples: list[float], elapsed_s: float) -> bool:
