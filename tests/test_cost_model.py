@@ -435,3 +435,19 @@ def test_a_job_under_the_floor_is_serial_without_a_search() -> None:
     plan = cm.plan_map(make_facts(), work, n_items=200_000, n_items_lower_bound=0)
     assert plan.mode == "serial"
     assert any("any pool would take at least" in r for r in plan.reasons)
+
+
+def test_a_serial_plan_on_favourable_figures_gives_a_bound_not_a_prediction() -> None:
+    # Serial wins by less than the margin even on the most favourable figures: the best
+    # pool's time is a lower bound of any real pool's, and no speed-up is claimed.
+    work = make_measurements(wall_s_per_item=5e-4, cpu_s_per_item=5e-4, pickle_s_per_item=5e-6)
+    plan = cm.plan_map(
+        SystemFacts.most_favourable(2, 0.004), work, n_items=28, n_items_lower_bound=0
+    )
+    assert plan.mode == "serial"
+    assert plan.predicted_parallel_s is None
+    assert plan.predicted_speedup is None
+    assert plan.parallel_floor_s is not None
+    assert plan.parallel_floor_s < plan.predicted_serial_s  # type: ignore[operator]
+    assert "at least" in plan.reasons[-1]
+    assert "must be predicted at least 10% faster" in plan.reasons[-1]

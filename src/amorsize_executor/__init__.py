@@ -22,11 +22,14 @@ if TYPE_CHECKING:
         UnpicklableResultError,
         WorkerCrashedError,
     )
+    from ._cost_model import plan_map
+    from ._dask_backend import DaskBackend
     from ._executor import AdaptiveProcessPoolExecutor
     from ._records import Plan, RunOutcome, SystemFacts, WorkMeasurements
 
 __all__ = [
     "AdaptiveProcessPoolExecutor",
+    "DaskBackend",
     "Plan",
     "RemoteTraceback",
     "RunOutcome",
@@ -36,12 +39,14 @@ __all__ = [
     "UnpicklableResultError",
     "WorkMeasurements",
     "WorkerCrashedError",
+    "plan_map",
 ]
 
 __version__ = "0.1.0"
 
 _HOMES = {
     "AdaptiveProcessPoolExecutor": "._executor",
+    "DaskBackend": "._dask_backend",
     "Plan": "._records",
     "RemoteTraceback": "._errors",
     "RunOutcome": "._records",
@@ -51,6 +56,7 @@ _HOMES = {
     "UnpicklableResultError": "._errors",
     "WorkMeasurements": "._records",
     "WorkerCrashedError": "._errors",
+    "plan_map": "._cost_model",
 }
 
 

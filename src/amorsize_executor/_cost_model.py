@@ -422,13 +422,29 @@ def plan_map(
             f"than serial, start-up included"
         )
         return make("parallel", n_workers, size, parallel_s, why)
-    why.append(
-        "serial is predicted fastest: the best pool "
-        f"({n_workers} worker(s), chunks of {size}) would take "
-        f"{_ratio_text(parallel_s, serial_s)} of the serial time"
+    margin = (
+        f", and a pool must be predicted at least {PARALLEL_MARGIN:.0%} faster"
+        if parallel_s < serial_s
+        else ""
     )
+    if not facts.was_read:
+        # Planned on the most favourable figures (a bound): the best pool's time is a
+        # lower bound of any real pool's, not a prediction.
+        why.append(
+            "serial is predicted fastest: even with every core free, the fastest start and "
+            f"free transfers, the best pool ({n_workers} worker(s), chunks of {size}) would "
+            f"take at least {_ratio_text(parallel_s, serial_s)} of the serial time{margin}"
+        )
+    else:
+        why.append(
+            "serial is predicted fastest: the best pool "
+            f"({n_workers} worker(s), chunks of {size}) would take "
+            f"{_ratio_text(parallel_s, serial_s)} of the serial time{margin}"
+        )
     if n_items is None:
         why.append("the input's length is unknown: this is revisited as more items arrive")
+    if not facts.was_read:
+        return make("serial", 1, 1, None, why, parallel_s)
     return make("serial", 1, 1, parallel_s, why)
 
 
