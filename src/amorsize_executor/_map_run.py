@@ -978,11 +978,7 @@ class MapRun:
                         return
                     continue
                 if self._shutdown and not self._options.drain_on_shutdown:
-                    raise RuntimeError(
-                        "cannot schedule new futures after shutdown: the executor was shut "
-                        "down while this map() still had input of unknown length to read. "
-                        "Consume the results before leaving the 'with' block, or pass a list."
-                    )
+                    raise RuntimeError(_after_shutdown_message(self._options.buffersize))
                 self._fill()
         except BaseException as exc:
             interrupted = isinstance(exc, KeyboardInterrupt)
@@ -1149,3 +1145,21 @@ def _first_unpicklable(items: list[tuple[Any, ...]]) -> tuple[int, Exception]:
 def _type_names(args: tuple[Any, ...]) -> str:
     names = [type(a).__qualname__ for a in args]
     return names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"
+
+
+def _after_shutdown_message(buffersize: int | None) -> str:
+    """Why a ``map()`` cannot go on after ``shutdown()``, and what to do: with
+    ``buffersize=`` at most that many items were submitted ahead (as Python 3.14's
+    ``buffersize`` does), else the input had no length to submit in full."""
+    if buffersize is not None:
+        why = (
+            f"this map() was given buffersize={buffersize}, so only that many items were "
+            "submitted ahead of the results read. Consume the results before leaving the "
+            "'with' block, or leave out buffersize="
+        )
+    else:
+        why = (
+            "this map() still had input of unknown length to read. Consume the results "
+            "before leaving the 'with' block, or pass a list"
+        )
+    return f"cannot schedule new futures after shutdown: the executor was shut down while {why}."
