@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 PRELUDE = textwrap.dedent(
-    '''
+    """
     from amorsize_executor import AdaptiveProcessPoolExecutor as ProcessPoolExecutor
 
 
@@ -50,7 +50,7 @@ PRELUDE = textwrap.dedent(
     urls = ["data:,one", "data:,two"]
     with ProcessPoolExecutor() as pool:
         list(pool.map(work, items))
-    '''
+    """
 )
 """The reader's names the snippets use, with small values: a finished ``pool`` included."""
 
@@ -109,7 +109,9 @@ SNIPPETS = _snippets()
 
 
 def _why_not_runnable(doc: str, code: str) -> str | None:
-    return next((why for (d, line), why in NOT_RUNNABLE.items() if d == doc and line in code), None)
+    return next(
+        (why for (d, line), why in NOT_RUNNABLE.items() if d == doc and line in code), None
+    )
 
 
 PLAN_LABELS = ("plan:", "work:", "data:", "machine:", "predicted:", "actual:")

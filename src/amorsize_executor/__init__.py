@@ -15,6 +15,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._cost_model import plan_map
+    from ._dask_backend import DaskBackend
     from ._errors import (
         RemoteTraceback,
         UnpicklableExceptionError,
@@ -22,8 +24,6 @@ if TYPE_CHECKING:
         UnpicklableResultError,
         WorkerCrashedError,
     )
-    from ._cost_model import plan_map
-    from ._dask_backend import DaskBackend
     from ._executor import AdaptiveProcessPoolExecutor
     from ._records import Plan, RunOutcome, SystemFacts, WorkMeasurements
 
