@@ -430,7 +430,8 @@ class AdaptiveProcessPoolExecutor(Executor):
         A ``map()`` over a list that is still being read when the executor shuts down has
         its remaining items submitted first, so its results stay readable after the
         ``with`` block, as with the stdlib. A ``map()`` over an input of unknown length
-        (a generator) raises ``RuntimeError`` where it would have needed to submit more.
+        (a generator), or given ``buffersize=``, raises ``RuntimeError`` where it would
+        have needed to submit more.
         """
         with self._lock:
             self._shutdown = True
