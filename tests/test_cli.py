@@ -370,6 +370,8 @@ def test_unknown_figures_are_no_change_and_rates_are_rates() -> None:
     assert [key for key, _, _ in changes] == ["plan.facts.ipc_bytes_per_s"]
     text = _cli._format_changes("old.json", old, changes)
     assert "plan.facts.ipc_bytes_per_s: 476.8 MiB/s → 572.2 MiB/s (+20%)" in text
+    per_item = [("plan.measurements.wall_s_per_item", 1.2e-7, 1.5e-7)]
+    assert "0.1 µs → 0.1 µs (+25%)" in _cli._format_changes("old.json", old, per_item)
 
 
 def test_identical_reports_have_no_changes() -> None:

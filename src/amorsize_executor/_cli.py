@@ -1161,7 +1161,7 @@ def _value_text(key: str, value: Any) -> str:
             return f"{_bytes_text(value)}/s"
         if key.endswith("_per_s"):
             return f"{value:g}/s"
-        if key.endswith("_s"):
+        if key.endswith("_s") or "_s_per_" in key:  # seconds, or seconds per item
             return _seconds_text(value)
         return f"{value:g}" if isinstance(value, float) else str(value)
     if isinstance(value, str):
