@@ -55,7 +55,8 @@ class SystemFacts:
     @classmethod
     def not_read(cls, start_method: str) -> SystemFacts:
         """Placeholder facts for a plan that needed none (the probe consumed the whole
-        input): reading cgroup files would cost more than the job itself."""
+        input): reading cgroup files would cost more than the job itself. Every figure in
+        them is a stand-in: ``to_dict()`` shows them as ``None``."""
         return cls(
             n_logical_cores=1,
             n_physical_cores=None,
@@ -232,8 +233,10 @@ class Plan:
     predicted_serial_s: float | None
     """Predicted seconds to run the remaining items in the caller; ``None`` if not allowed."""
     predicted_parallel_s: float | None
-    """Predicted seconds with ``n_workers`` workers, start-up included; ``None`` if no pool
-    could be considered (for example, a cap of zero extra memory)."""
+    """Predicted seconds with ``n_workers`` workers (for a serial plan, with the best pool
+    found), start-up included; ``None`` if no pool was predicted: none could be considered
+    (no memory for a worker, nothing left), or serial was chosen from a lower bound alone
+    (see ``parallel_floor_s``)."""
     n_items: int | None
     """Remaining items the prediction is for; ``None`` when the length is unknown."""
     n_items_assumed: int
