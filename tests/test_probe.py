@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -265,3 +266,29 @@ def test_an_input_error_inside_a_group_comes_after_the_items_before_it() -> None
     outcome = _probe.probe(lambda x: x, source())
     assert outcome.results == list(range(40))
     assert isinstance(outcome.error, OSError)
+
+
+def test_a_job_whose_first_call_is_10x_slower_is_planned_from_the_rest() -> None:
+    from amorsize_executor import _cost_model
+
+    from .conftest import make_facts
+
+    clock, cpu = ScriptedClock(), ScriptedClock()
+    # 20 ms cold first call, then 2 ms calls, 100 items; a forkserver pool of 2 cores.
+    fn = timed_fn(clock, lambda x: 0.02 if x == 0 else 0.002, cpu=cpu)
+    outcome = run(fn, items(100), clock, cpu)
+    n_left = 100 - len(outcome.results)
+    facts = make_facts(
+        n_logical_cores=2, n_physical_cores=2, n_affinity_cores=2, start_method="forkserver"
+    )
+    plan = _cost_model.plan_map(facts, outcome.measurements, n_items=n_left, n_items_lower_bound=0)
+    # Serial at the warm speed (on the cold call it would be 10x that) ...
+    assert plan.predicted_serial_s == pytest.approx(n_left * 0.002)
+    # ... and the pool pays each fresh worker's cold first call once, on top of its start.
+    warm_only = _cost_model.plan_map(
+        facts,
+        replace(outcome.measurements, first_call_extra_s=0.0),
+        n_items=n_left,
+        n_items_lower_bound=0,
+    )
+    assert plan.predicted_parallel_s == pytest.approx(warm_only.predicted_parallel_s + 0.018)  # type: ignore[operator]
