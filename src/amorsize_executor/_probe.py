@@ -188,8 +188,8 @@ def _probe_items(
     batch_size = 1
     fastest_call: tuple[float, float] | None = None
     n_reported = 0
+    # Wall and CPU seconds and voluntary switches of the first call (one item, timed).
     first_call: tuple[float, float, int | None] | None = None
-    """Wall and CPU seconds and voluntary switches of the first call (one item, timed)."""
     traced_call: tuple[float, float] | None = None
     cold_first = False
     start_s = wall_clock()
