@@ -129,5 +129,6 @@ def test_facts_not_read_are_none_in_to_dict_and_said_so_in_explain() -> None:
     for name in ("available_memory_bytes", "ipc_bytes_per_s", "start_method", "task_roundtrip_s"):
         assert data["facts"][name] is None, name
     assert not _placeholder_numbers(data["facts"])
+    assert data["n_usable_cores"] is None  # every logical core was assumed usable
     assert data["predicted_parallel_s"] is None and data["predicted_speedup"] is None
     assert data["parallel_floor_s"] is not None

@@ -90,10 +90,6 @@ class SystemFacts:
     def was_read(self) -> bool:
         return self.worker_start_source not in ("not read", "bound")
 
-    @property
-    def n_logical_cores_read(self) -> bool:
-        return "n_logical_cores" not in self.unread_fields()
-
     def unread_fields(self) -> tuple[str, ...]:
         """Fields holding a stand-in, not a figure read from this machine: every one when
         nothing was read, the favourable assumptions (unlimited memory, free transfers, no
@@ -345,9 +341,10 @@ class Plan:
             "n_items": self.n_items,
             "n_items_assumed": self.n_items_assumed,
             "window_items": self.window_items,
-            # Derived from the cores: unknown when the machine was not read.
-            "n_usable_cores": self.n_usable_cores if self.facts.n_logical_cores_read else None,
-            "core_limit": self.core_limit if self.facts.n_logical_cores_read else None,
+            # Derived from the core limits: unknown when they were not read (a bound assumes
+            # every logical core usable, which affinity or a quota may deny).
+            "n_usable_cores": self.n_usable_cores if self.facts.was_read else None,
+            "core_limit": self.core_limit if self.facts.was_read else None,
             "reasons": list(self.reasons),
             "facts": self.facts.to_dict(),
             "measurements": self.measurements.to_dict(),
