@@ -40,7 +40,9 @@ def timed(run: Callable[[], list[Any]]) -> tuple[float, list[Any]]:
     return time.perf_counter() - start, results
 
 
-def compare(label: str, fn: Callable[[int], Any], make_input: Callable[[], Iterable[int]]) -> None:
+def compare(
+    label: str, fn: Callable[[int], Any], make_input: Callable[[], Iterable[int]]
+) -> None:
     serial_s, expected = timed(lambda: list(map(fn, make_input())))
 
     def stdlib() -> list[Any]:
@@ -73,12 +75,10 @@ def main() -> None:
     n_cheap, n_expensive = (2_000, 20) if args.quick else (50_000, 300)
     compare(f"cheap function, list of {n_cheap:,}", cheap, lambda: list(range(n_cheap)))
     compare(f"cheap function, generator of {n_cheap:,}", cheap, lambda: numbers(n_cheap))
-    compare(
-        f"expensive function, list of {n_expensive}", expensive, lambda: list(range(n_expensive))
-    )
-    compare(
-        f"expensive function, generator of {n_expensive}", expensive, lambda: numbers(n_expensive)
-    )
+    compare(f"expensive function, list of {n_expensive}", expensive,
+            lambda: list(range(n_expensive)))
+    compare(f"expensive function, generator of {n_expensive}", expensive,
+            lambda: numbers(n_expensive))
 
 
 if __name__ == "__main__":
