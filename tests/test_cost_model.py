@@ -451,3 +451,14 @@ def test_a_serial_plan_on_favourable_figures_gives_a_bound_not_a_prediction() ->
     assert plan.parallel_floor_s < plan.predicted_serial_s  # type: ignore[operator]
     assert "at least" in plan.reasons[-1]
     assert "must be predicted at least 10% faster" in plan.reasons[-1]
+
+
+def test_the_lower_bound_reason_names_only_the_parts_that_cost_something() -> None:
+    tiny = make_measurements(wall_s_per_item=1e-6, cpu_s_per_item=1e-6)
+    cold = make_facts(worker_start_s=0.05, task_roundtrip_s=2e-4)
+    plan = cm.plan_map(cold, tiny, n_items=100, n_items_lower_bound=0)
+    assert "(a worker's start, a round trip, and the parent's pickling" in plan.reasons[-1]
+    warm = make_facts(worker_start_s=0.05, task_roundtrip_s=2e-4, n_warm_workers=2)
+    plan = cm.plan_map(warm, tiny, n_items=100, n_items_lower_bound=0)
+    assert plan.parallel_floor_s is not None  # decided by the bound all the same
+    assert "(a round trip, and the parent's pickling" in plan.reasons[-1]

@@ -78,6 +78,7 @@ def _blocks(doc: Path) -> list[tuple[int, str, str]]:
 SHOWN_OUTPUT = {
     ("docs/user-guide.md", "def checksum(seed):"): "the drop-in switch",
     ("docs/cost-model.md", "print(plan_map("): "prints:",
+    ("docs/dask.md", "LocalCluster(n_workers=2"): "shared with other jobs",
 }
 """``(doc, a line of the block)``: the block whose output the doc shows, and the text just
 before that output (the next plain block after it is the output)."""

@@ -210,6 +210,18 @@ def parallel_floor_s(facts: SystemFacts, measurements: WorkMeasurements, n_items
     )
 
 
+def _floor_parts_text(facts: SystemFacts, measurements: WorkMeasurements) -> str:
+    """What ``parallel_floor_s`` is made of, for the reason of a plan it decided: only the
+    parts that cost something (no start with warm workers or on a cluster)."""
+    parts = []
+    if facts.n_warm_workers < 1 and predict_start_s(facts, 1) > 0:
+        parts.append("a worker's start")
+    if predict_cold_first_call_s(facts, measurements) > 0:
+        parts.append("its cold first call")
+    parts.append("a round trip")
+    return ", ".join(parts) + ", and the parent's pickling and sending of every item and result"
+
+
 def candidate_chunksizes(n_items: int, n_workers: int) -> list[int]:
     """Chunk sizes worth evaluating: powers of two, and the sizes that give each worker
     exactly one, two or four chunks (the balanced splits a static rule would pick)."""
@@ -376,8 +388,8 @@ def plan_map(
             # No pool can win: skip the search (the plan of a tiny job must cost ~nothing).
             floor_why = [
                 "serial is predicted fastest: any pool would take at least "
-                f"{_ratio_text(floor_s, serial_s)} of the serial time (a worker's start, "
-                "and the parent's pickling and sending of every item and result)"
+                f"{_ratio_text(floor_s, serial_s)} of the serial time "
+                f"({_floor_parts_text(facts, measurements)})"
             ]
             if n_items is None:
                 floor_why.append(
