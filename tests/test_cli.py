@@ -17,6 +17,7 @@ import pytest
 
 from amorsize_executor import _cli
 from amorsize_executor.__main__ import main
+from amorsize_executor._cli import _reports
 
 # -- targets, named on the command line as tests.test_cli:NAME ----------------------------
 
@@ -366,18 +367,18 @@ def test_compare_with_a_sparse_report_is_robust(
 def test_unknown_figures_are_no_change_and_rates_are_rates() -> None:
     old = {"plan": {"facts": {"available_memory_bytes": None, "ipc_bytes_per_s": 5e8}}}
     new = {"plan": {"facts": {"available_memory_bytes": 2**30, "ipc_bytes_per_s": 6e8}}}
-    changes = _cli._diff_reports(old, new)
+    changes = _reports._diff_reports(old, new)
     assert [key for key, _, _ in changes] == ["plan.facts.ipc_bytes_per_s"]
-    text = _cli._format_changes("old.json", old, changes)
+    text = _reports._format_changes("old.json", old, changes)
     assert "plan.facts.ipc_bytes_per_s: 476.8 MiB/s → 572.2 MiB/s (+20%)" in text
     per_item = [("plan.measurements.wall_s_per_item", 1.2e-7, 1.5e-7)]
-    assert "0.1 µs → 0.1 µs (+25%)" in _cli._format_changes("old.json", old, per_item)
+    assert "0.1 µs → 0.1 µs (+25%)" in _reports._format_changes("old.json", old, per_item)
 
 
 def test_identical_reports_have_no_changes() -> None:
     report = {"kind": "doctor", "machine": {"cores": {"n_logical": 2}}, "plan": None}
-    assert _cli._diff_reports(report, report) == []
-    assert _cli._format_changes("old.json", report, []).startswith("no changes since old.json")
+    assert _reports._diff_reports(report, report) == []
+    assert _reports._format_changes("old.json", report, []).startswith("no changes since old.json")
 
 
 # -- errors and exit codes -----------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -292,3 +293,20 @@ def test_a_job_whose_first_call_is_10x_slower_is_planned_from_the_rest() -> None
         n_items_lower_bound=0,
     )
     assert plan.predicted_parallel_s == pytest.approx(warm_only.predicted_parallel_s + 0.018)  # type: ignore[operator]
+
+
+def test_one_stopping_rule_stops_on_trust_count_or_budget() -> None:
+    rule = functools.partial(_probe.probe_is_done, budget_s=0.03, max_items=256)
+    assert not rule(n_items=3, n_warm_samples=2, elapsed_s=0.01, trusted=False)
+    assert rule(n_items=3, n_warm_samples=2, elapsed_s=0.01, trusted=True)
+    assert rule(n_items=256, n_warm_samples=2, elapsed_s=0.01, trusted=False)
+    assert rule(n_items=3, n_warm_samples=2, elapsed_s=0.03, trusted=False)
+    # Never on one call alone, however long it took (it may have been cold) ...
+    assert not rule(n_items=1, n_warm_samples=1, elapsed_s=0.04, trusted=False)
+    assert not rule(n_items=1, n_warm_samples=1, elapsed_s=10.0, trusted=True)
+    # ... except in a worker, where the pool is already chosen.
+    assert rule(n_items=1, n_warm_samples=1, elapsed_s=0.04, trusted=False, lone_call_ok=True)
+    assert rule(n_items=1, n_warm_samples=1, elapsed_s=0.01, trusted=True, lone_call_ok=True)
+    # ... and after a first call shown to be cold, not before a warm call was timed.
+    assert not rule(n_items=2, n_warm_samples=0, elapsed_s=0.06, trusted=False)
+    assert rule(n_items=3, n_warm_samples=1, elapsed_s=0.06, trusted=False)
