@@ -403,10 +403,10 @@ class AdaptiveProcessPoolExecutor(Executor):
         with ``keep_warm``: then this executor's own work is waited for (or cancelled), and
         the shared workers stay alive for other executors until their idle timeout.
 
-        A ``map()`` over a list that is still being read when the executor shuts down has
-        its remaining items submitted first, so its results stay readable after the
-        ``with`` block, as with the stdlib. A ``map()`` over an input of unknown length
-        (a generator) raises ``RuntimeError`` where it would have needed to submit more.
+        A ``map()`` over a list still being read when the executor shuts down has its
+        remaining items submitted first, so its results stay readable after the ``with``
+        block, as with the stdlib. A ``map()`` over an input of unknown length (a generator),
+        or given ``buffersize=``, raises ``RuntimeError`` where it would need to submit more.
         """
         with self._lock:
             self._shutdown = True
