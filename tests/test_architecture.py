@@ -20,6 +20,9 @@ LAYERS = {
     "_start_cost_cache": "mechanism",
     "_chunk_worker": "mechanism",
     "_close_gate": "mechanism",
+    "_start_method": "mechanism",
+    "_worker_streams": "mechanism",
+    "_mp_objects": "mechanism",
     "_pool_backend": "mechanism",
     "_shared_pools": "mechanism",
     "_dask_backend": "mechanism",
@@ -41,7 +44,11 @@ ALLOWED = {
 }
 
 # Named exceptions within a layer: the shared warm pool is a PoolBackend (a subclass).
-MODULE_ALLOWED = {"_shared_pools": {"_pool_backend"}}
+MODULE_ALLOWED = {
+    "_shared_pools": {"_pool_backend"},
+    # The worker's entry point keeps crash reports working under an in-memory stderr.
+    "_chunk_worker": {"_worker_streams"},
+}
 
 # No clock, no file, no process, no environment in the policy layer.
 POLICY_FORBIDDEN = {

@@ -235,24 +235,21 @@ def test_guided_chunks_put_a_slow_end_into_many_small_chunks() -> None:
     assert len(sizes) >= 10
 
 
-def test_start_method_is_fork_only_when_single_threaded_on_linux() -> None:
-    methods = ("fork", "spawn", "forkserver")
-    assert (
-        cm.choose_start_method(platform="linux", n_os_threads=1, available_methods=methods)[0]
-        == "fork"
-    )
-    assert (
-        cm.choose_start_method(platform="linux", n_os_threads=5, available_methods=methods)[0]
-        == "forkserver"
-    )
-    assert (
-        cm.choose_start_method(platform="darwin", n_os_threads=1, available_methods=methods)[0]
-        == "loky"
-    )
-    assert (
-        cm.choose_start_method(platform="win32", n_os_threads=1, available_methods=("spawn",))[0]
-        == "loky"
-    )
+def test_start_method_follows_multiprocessing_default_as_the_stdlib_pool_does() -> None:
+    # Threads do not change it: the stdlib pool forks a multi-threaded process too.
+    for n_threads in (1, 5):
+        assert cm.choose_start_method(default_method="fork", n_os_threads=n_threads)[0] == "fork"
+        assert (
+            cm.choose_start_method(default_method="forkserver", n_os_threads=n_threads)[0]
+            == "forkserver"
+        )
+    # A spawn default (macOS, Windows, or set by the program) gets loky's fresh interpreter.
+    assert cm.choose_start_method(default_method="spawn", n_os_threads=1)[0] == "loky"
+
+
+def test_start_method_reason_names_the_default_and_the_override() -> None:
+    method, reason = cm.choose_start_method(default_method="fork", n_os_threads=3)
+    assert "default" in reason and "3 thread(s)" in reason and "mp_context=" in reason
 
 
 # -- invariants -------------------------------------------------------------------------

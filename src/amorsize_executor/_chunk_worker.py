@@ -19,6 +19,8 @@ from typing import Any
 
 import cloudpickle
 
+from ._worker_streams import enable_crash_reports
+
 THREAD_ENV_VARS = (
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
@@ -56,7 +58,8 @@ def init_worker(
     initializer_bytes: bytes | None,
     initargs: tuple[Any, ...],
 ) -> None:
-    """Prepare a new worker: set its native thread pools, then run the user's initializer.
+    """Prepare a new worker: keep its crash reports working under an in-memory
+    ``sys.stderr``, set its native thread pools, then run the user's initializer.
 
     ``thread_env`` holds the thread variables the worker must see, exactly: either the
     parent's own (the user set them) or each worker's share of the cores (with
@@ -66,6 +69,7 @@ def init_worker(
     parent's current one. The variables act on libraries loaded later; one already loaded
     (by a fork, or a forkserver that preloaded ``__main__``) is capped through threadpoolctl.
     """
+    enable_crash_reports()
     for name in THREAD_ENV_VARS:
         if name in thread_env:
             os.environ[name] = thread_env[name]

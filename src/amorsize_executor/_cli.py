@@ -51,7 +51,7 @@ import psutil
 
 import amorsize_executor
 
-from . import _cost_model, _probe, _start_cost_cache, _system_facts
+from . import _cost_model, _probe, _start_cost_cache, _start_method, _system_facts
 from ._executor import AdaptiveProcessPoolExecutor, start_method_now
 from ._input import Source
 from ._records import Plan, SystemFacts, format_bytes, format_seconds
@@ -390,9 +390,7 @@ def _machine_report(start: _StartChoice, measured: dict[str, Any] | None = None)
     n_waiting, waiting_limit = _cost_model.choose_usable_cores(facts, cpu_bound=False)
     # What a program running more threads than this one would get instead.
     busy_method, _ = _cost_model.choose_start_method(
-        platform=sys.platform,
-        n_os_threads=n_threads + 1,
-        available_methods=tuple(multiprocessing.get_all_start_methods()),
+        default_method=_start_method.default_start_method(), n_os_threads=n_threads + 1
     )
     by_method: dict[str, dict[str, Any]] = {}
     for each in _available_start_methods():

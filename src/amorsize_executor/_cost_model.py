@@ -602,27 +602,33 @@ def _ratio_text(numerator: float, denominator: float) -> str:
     return f"{numerator / denominator:.0%}"
 
 
-def choose_start_method(
-    *, platform: str, n_os_threads: int, available_methods: tuple[str, ...]
-) -> tuple[str, str]:
+def choose_start_method(*, default_method: str, n_os_threads: int) -> tuple[str, str]:
     """How to start workers when the user gave no ``mp_context``, and why.
 
-    ``fork`` starts a worker in a few milliseconds against about 70 ms for a fresh
-    interpreter, but it is only safe in a process with a single thread: a thread holding a
-    lock at fork time (a native BLAS or OpenMP pool counts) leaves the child deadlocked.
-    So: ``fork`` on Linux when this process has exactly one OS thread; else ``forkserver``
-    (workers forked from a clean single-threaded server, safe with threads, about 45 ms for
-    the first pool); else loky's own method (a fresh interpreter per worker), the only
-    choice on Windows and the safe one on macOS, where fork is unsafe in general.
+    As the stdlib ``ProcessPoolExecutor`` would start them in the same program: with
+    ``multiprocessing``'s default context (``default_method``: ``fork`` on Linux through
+    Python 3.13, ``forkserver`` from 3.14, ``spawn`` on macOS and Windows, or whatever the
+    program set with ``multiprocessing.set_start_method``). That makes a fresh pool start as
+    fast as the stdlib's, threads or not, and lets objects made by the default context
+    (``multiprocessing.Lock()``, ``Queue()``, ...) reach the workers as they reach the
+    stdlib's. Forking a process that runs threads is what the stdlib does through 3.13: a
+    thread holding a lock at the fork could leave the child stuck, which CPython's own locks,
+    glibc's malloc and OpenBLAS guard against with at-fork handlers; a program that needs
+    more passes ``mp_context`` or sets the start method, and both are followed. A ``spawn``
+    default gets loky's own start instead: also a fresh interpreter per worker, at about the
+    same cost, and ``fn`` need not be importable from ``__main__``.
     """
-    if platform.startswith("linux"):
-        if n_os_threads == 1 and "fork" in available_methods:
-            return "fork", "fork: single-threaded on Linux, the fastest safe start"
-        if "forkserver" in available_methods:
-            return "forkserver", (
-                f"forkserver: {n_os_threads} threads are running, so fork would be unsafe"
-            )
-    return "loky", "loky: a fresh interpreter per worker, safe on every platform"
+    threads = f"{n_os_threads} thread(s) running"
+    if default_method in ("fork", "forkserver"):
+        return default_method, (
+            f"{default_method}: multiprocessing's default start method here, as the stdlib "
+            f"pool would use ({threads}; mp_context= or "
+            "multiprocessing.set_start_method() choose another)"
+        )
+    return "loky", (
+        f"loky: multiprocessing's default here is {default_method!r}; loky starts a fresh "
+        f"interpreter per worker the same way ({threads}; mp_context= chooses another)"
+    )
 
 
 def choose_threads_per_worker(n_usable_cores: int, n_workers: int) -> int:

@@ -21,9 +21,14 @@ from concurrent.futures import Executor, Future
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
-import psutil
-
-from . import _cost_model, _shared_pools, _start_cost_cache, _system_facts
+from . import (
+    _cost_model,
+    _mp_objects,
+    _shared_pools,
+    _start_cost_cache,
+    _start_method,
+    _system_facts,
+)
 from ._chunk_worker import THREAD_ENV_VARS
 from ._input import Source
 from ._map_run import MapOptions, MapRun
@@ -219,6 +224,10 @@ class AdaptiveProcessPoolExecutor(Executor):
                         f"{name} applies to the local process pool only; it cannot be used "
                         f"with backend={backend!r} (configure the cluster's workers instead)"
                     )
+        if backend in (None, "loky"):
+            _mp_objects.check_initargs_start_method(
+                initargs, _planned_start_method(mp_context, max_tasks_per_child)
+            )
         shared_pool = None
         if keep_warm is not None:
             shared_pool = _shared_pools.attach(
@@ -506,16 +515,19 @@ def _cluster_backend(
 
 def start_method_now() -> tuple[str, str]:
     """The start method a new pool would get now, when the user gave no ``mp_context``,
-    and why. It depends on how many OS threads this process runs at this moment."""
-    try:
-        n_threads = psutil.Process().num_threads()
-    except psutil.Error:
-        n_threads = threading.active_count() + 1  # unknown: never pick fork
+    and why: the stdlib pool's (``multiprocessing``'s default context)."""
     return _cost_model.choose_start_method(
-        platform=sys.platform,
-        n_os_threads=n_threads,
-        available_methods=tuple(multiprocessing.get_all_start_methods()),
+        default_method=_start_method.default_start_method(),
+        n_os_threads=_start_method.count_os_threads(),
     )
+
+
+def _planned_start_method(mp_context: BaseContext | None, max_tasks_per_child: int | None) -> str:
+    """The start method the workers of a new executor's pool will get, as far as it can be
+    told when it is created."""
+    if mp_context is not None:
+        return str(mp_context.get_start_method())
+    return "spawn" if max_tasks_per_child is not None else start_method_now()[0]
 
 
 def _choose_context() -> BaseContext | None:
