@@ -519,6 +519,7 @@ def start_method_now() -> tuple[str, str]:
     return _cost_model.choose_start_method(
         default_method=_start_method.default_start_method(),
         n_os_threads=_start_method.count_os_threads(),
+        in_worker=_start_method.in_pool_worker(),
     )
 
 
