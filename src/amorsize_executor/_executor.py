@@ -248,6 +248,10 @@ class AdaptiveProcessPoolExecutor(Executor):
                     record_start_s=_start_cost_cache.store_worker_start_s,
                 )
             )
+        self._start_method_given = (
+            None if mp_context is None else "mp_context",
+            None if max_tasks_per_child is None else "max_tasks_per_child",
+        )
         self._backend: Backend = (
             _cluster_backend(
                 backend,
@@ -315,6 +319,7 @@ class AdaptiveProcessPoolExecutor(Executor):
                 else _system_facts.estimate_worker_start_s(method)
             ),
             worker_start_source="measured" if measured_s is not None else "estimate",
+            start_method_reason=_start_method_reason(method, *self._start_method_given),
         )
 
     def _publish_plan(self, plan: Plan) -> None:
@@ -529,6 +534,16 @@ def _planned_start_method(mp_context: BaseContext | None, max_tasks_per_child: i
     if mp_context is not None:
         return str(mp_context.get_start_method())
     return "spawn" if max_tasks_per_child is not None else start_method_now()[0]
+
+
+def _start_method_reason(method: str, mp_context: str | None, max_tasks: str | None) -> str:
+    """Why a pool of this executor starts its workers with ``method``, for ``explain()``."""
+    if mp_context is not None:
+        return f"{method}: the mp_context given"
+    if max_tasks is not None:
+        return f"{method}: max_tasks_per_child without mp_context, as the stdlib pool does"
+    chosen, reason = start_method_now()
+    return reason if chosen == method else method
 
 
 def _choose_context() -> BaseContext | None:
