@@ -98,9 +98,12 @@ class AdaptiveProcessPoolExecutor(Executor):
     Args:
         max_workers: the most worker processes to use; the executor may use fewer.
             ``None`` (the default) means as many as the machine's usable cores.
-        mp_context: a ``multiprocessing`` context for the workers. Default: ``fork`` when
-            this process runs a single thread on Linux (the fastest start, and safe then),
-            else ``forkserver``, else loky's own (a fresh interpreter per worker).
+        mp_context: a ``multiprocessing`` context for the workers. Default: the one the
+            stdlib pool would use, ``multiprocessing``'s default context (``fork`` on Linux
+            through Python 3.13, ``forkserver`` from 3.14, or what the program set with
+            ``multiprocessing.set_start_method``); a ``spawn`` default gets loky's own start
+            (a fresh interpreter per worker); ``forkserver`` instead of ``fork`` in a pool
+            nested inside a worker, where loky refuses ``fork``.
         initializer: called in each worker as it starts. When given, ``fn`` never runs
             in the calling process (there the initializer has not run).
         initargs: arguments for ``initializer``.
