@@ -4,6 +4,7 @@ receive them is refused when the executor is created, before any work runs."""
 from __future__ import annotations
 
 import multiprocessing
+import sys
 from typing import Any
 
 import pytest
@@ -58,8 +59,9 @@ def test_the_executor_refuses_the_conflict_when_created_and_names_the_remedy() -
     assert "initargs[0] (RLock)" in message
     assert "'spawn'" in message
     assert "mp_context=multiprocessing.get_context('fork')" in message
-    with pytest.raises(ValueError, match="RLock"):
-        AdaptiveProcessPoolExecutor(2, max_tasks_per_child=3, initargs=(fork.RLock(),))
+    if sys.version_info >= (3, 11):  # max_tasks_per_child: the stdlib pool uses spawn
+        with pytest.raises(ValueError, match="RLock"):
+            AdaptiveProcessPoolExecutor(2, max_tasks_per_child=3, initargs=(fork.RLock(),))
 
 
 def test_a_fork_context_with_fork_objects_is_accepted() -> None:
