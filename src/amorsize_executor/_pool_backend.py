@@ -35,6 +35,7 @@ from ._chunk_worker import (
     dumps_callable,
     init_worker,
     run_chunk,
+    scan_native_pools_before_fork,
 )
 from ._close_gate import CloseGate
 from ._errors import RemoteTraceback
@@ -253,6 +254,8 @@ class PoolBackend:
             old.shutdown(wait=True)
         started_s = time.perf_counter()
         context = self._next_context()
+        if _start_method_of(context) == "fork":
+            scan_native_pools_before_fork()
         with _heap_frozen_while_forking(_start_method_of(context)):
             self._pool = self._make_pool(n_workers, context)
             self._pool_context = context
