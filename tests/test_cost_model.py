@@ -247,15 +247,6 @@ def test_start_method_follows_multiprocessing_default_as_the_stdlib_pool_does() 
     assert cm.choose_start_method(default_method="spawn", n_os_threads=1)[0] == "loky"
 
 
-def test_start_method_in_a_pool_worker_is_not_fork_which_loky_refuses_there() -> None:
-    method, reason = cm.choose_start_method(default_method="fork", n_os_threads=2, in_worker=True)
-    assert method == "forkserver" and "worker" in reason
-    assert (
-        cm.choose_start_method(default_method="forkserver", n_os_threads=2, in_worker=True)[0]
-        == "forkserver"
-    )
-
-
 def test_start_method_reason_names_the_default_and_the_override() -> None:
     _, reason = cm.choose_start_method(default_method="fork", n_os_threads=3)
     assert "default" in reason and "3 thread(s)" in reason and "mp_context=" in reason

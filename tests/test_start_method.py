@@ -9,12 +9,11 @@ import sys
 import textwrap
 
 from amorsize_executor import AdaptiveProcessPoolExecutor
-from amorsize_executor._start_method import default_start_method, in_pool_worker
+from amorsize_executor._start_method import default_start_method
 
 
 def test_the_default_is_multiprocessing_s() -> None:
     assert default_start_method() == multiprocessing.get_context().get_start_method()
-    assert not in_pool_worker()
 
 
 def test_reading_the_default_leaves_set_start_method_possible() -> None:

@@ -602,9 +602,7 @@ def _ratio_text(numerator: float, denominator: float) -> str:
     return f"{numerator / denominator:.0%}"
 
 
-def choose_start_method(
-    *, default_method: str, n_os_threads: int, in_worker: bool = False
-) -> tuple[str, str]:
+def choose_start_method(*, default_method: str, n_os_threads: int) -> tuple[str, str]:
     """How to start workers when the user gave no ``mp_context``, and why.
 
     As the stdlib ``ProcessPoolExecutor`` would start them in the same program: with
@@ -618,16 +616,9 @@ def choose_start_method(
     glibc's malloc and OpenBLAS guard against with at-fork handlers; a program that needs
     more passes ``mp_context`` or sets the start method, and both are followed. A ``spawn``
     default gets loky's own start instead: also a fresh interpreter per worker, at about the
-    same cost, and ``fn`` need not be importable from ``__main__``. Inside a worker of a loky
-    pool (``in_worker``: nested use), ``fork`` becomes ``forkserver``: loky refuses to fork a
-    pool there (its ``MAX_DEPTH`` for ``fork`` is 1).
+    same cost, and ``fn`` need not be importable from ``__main__``.
     """
     threads = f"{n_os_threads} thread(s) running"
-    if in_worker and default_method == "fork":
-        return "forkserver", (
-            "forkserver: this process is a pool worker, and loky refuses to fork a pool from "
-            f"one ({threads}; mp_context= chooses another)"
-        )
     if default_method in ("fork", "forkserver"):
         return default_method, (
             f"{default_method}: multiprocessing's default start method here, as the stdlib "

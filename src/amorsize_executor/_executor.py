@@ -102,8 +102,8 @@ class AdaptiveProcessPoolExecutor(Executor):
             stdlib pool would use, ``multiprocessing``'s default context (``fork`` on Linux
             through Python 3.13, ``forkserver`` from 3.14, or what the program set with
             ``multiprocessing.set_start_method``); a ``spawn`` default gets loky's own start
-            (a fresh interpreter per worker); ``forkserver`` instead of ``fork`` in a pool
-            nested inside a worker, where loky refuses ``fork``.
+            (a fresh interpreter per worker). A ``fork`` pool nested in a worker of a loky
+            pool is the stdlib's (loky refuses to fork there).
         initializer: called in each worker as it starts. When given, ``fn`` never runs
             in the calling process (there the initializer has not run).
         initargs: arguments for ``initializer``.
@@ -527,7 +527,6 @@ def start_method_now() -> tuple[str, str]:
     return _cost_model.choose_start_method(
         default_method=_start_method.default_start_method(),
         n_os_threads=_start_method.count_os_threads(),
-        in_worker=_start_method.in_pool_worker(),
     )
 
 

@@ -1,5 +1,6 @@
 """Process pools behind the executor: a loky pool by default, the stdlib pool when the user
-asks for ``max_tasks_per_child`` (loky has no such option).
+asks for ``max_tasks_per_child`` (loky has no such option) or when a ``fork`` pool is nested in
+a loky worker (loky refuses to fork there).
 
 Mechanism layer. A backend starts, grows, replaces and stops one pool and submits work to
 it; it sees chunks, never the cost model. It reports what the model needs to know about it:
@@ -151,6 +152,11 @@ def _register_exit_hook_once() -> None:
         _exit_hook_registered = True
 
 
+def _in_loky_worker() -> bool:
+    """Whether this process is a worker of a loky pool (loky counts the nesting depth)."""
+    return int(getattr(loky.process_executor, "_CURRENT_DEPTH", 0)) > 0
+
+
 def _no_record(start_method: str, seconds: float) -> None:
     """Default for ``record_start_s``: measurements are not kept."""
 
@@ -296,6 +302,12 @@ class PoolBackend:
                 initializer=init_worker,
                 initargs=initargs,
                 max_tasks_per_child=self._max_tasks_per_child,
+            )
+        if _start_method_of(context) == "fork" and _in_loky_worker():
+            # A pool nested in a worker of a loky pool: loky refuses to fork there
+            # (LokyRecursionError), the stdlib pool forks as it does in its own workers.
+            return concurrent.futures.ProcessPoolExecutor(
+                n_workers, mp_context=context, initializer=init_worker, initargs=initargs
             )
         with warnings.catch_warnings():
             # loky warns that "fork" breaks POSIX rules; the user chose it explicitly.

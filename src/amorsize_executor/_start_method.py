@@ -1,5 +1,5 @@
 """What the start method of a new pool is chosen from: ``multiprocessing``'s default start
-method, this process's thread count, and whether it is itself a pool worker.
+method and this process's thread count.
 
 Mechanism layer: it reads, the pure ``_cost_model.choose_start_method`` decides (as the stdlib
 ``ProcessPoolExecutor`` would: with the default context), the facade wires the two. Reading
@@ -38,10 +38,3 @@ def count_os_threads() -> int:
         return int(psutil.Process().num_threads())
     except psutil.Error:
         return threading.active_count()
-
-
-def in_pool_worker() -> bool:
-    """Whether this process is a worker of a loky pool (where a pool of its own is nested)."""
-    from loky import process_executor
-
-    return int(getattr(process_executor, "_CURRENT_DEPTH", 0)) > 0
