@@ -227,7 +227,7 @@ class AdaptiveProcessPoolExecutor(Executor):
                         f"{name} applies to the local process pool only; it cannot be used "
                         f"with backend={backend!r} (configure the cluster's workers instead)"
                     )
-        if backend in (None, "loky"):
+        if initargs and backend in (None, "loky"):
             _mp_objects.check_initargs_start_method(
                 initargs, _planned_start_method(mp_context, max_tasks_per_child)
             )
@@ -251,10 +251,8 @@ class AdaptiveProcessPoolExecutor(Executor):
                     record_start_s=_start_cost_cache.store_worker_start_s,
                 )
             )
-        self._start_method_given = (
-            None if mp_context is None else "mp_context",
-            None if max_tasks_per_child is None else "max_tasks_per_child",
-        )
+        # What explain() needs to say why the workers start as they do.
+        self._start_options = (mp_context is not None, max_tasks_per_child is not None)
         self._backend: Backend = (
             _cluster_backend(
                 backend,
@@ -322,7 +320,7 @@ class AdaptiveProcessPoolExecutor(Executor):
                 else _system_facts.estimate_worker_start_s(method)
             ),
             worker_start_source="measured" if measured_s is not None else "estimate",
-            start_method_reason=_start_method_reason(method, *self._start_method_given),
+            start_method_reason=_start_method_reason(method, *self._start_options),
         )
 
     def _publish_plan(self, plan: Plan) -> None:
@@ -538,11 +536,11 @@ def _planned_start_method(mp_context: BaseContext | None, max_tasks_per_child: i
     return "spawn" if max_tasks_per_child is not None else start_method_now()[0]
 
 
-def _start_method_reason(method: str, mp_context: str | None, max_tasks: str | None) -> str:
+def _start_method_reason(method: str, mp_context_given: bool, max_tasks_given: bool) -> str:
     """Why a pool of this executor starts its workers with ``method``, for ``explain()``."""
-    if mp_context is not None:
+    if mp_context_given:
         return f"{method}: the mp_context given"
-    if max_tasks is not None:
+    if max_tasks_given:
         return f"{method}: max_tasks_per_child without mp_context, as the stdlib pool does"
     chosen, reason = start_method_now()
     return reason if chosen == method else method
