@@ -67,3 +67,9 @@ def test_the_executor_refuses_the_conflict_when_created_and_names_the_remedy() -
 def test_a_fork_context_with_fork_objects_is_accepted() -> None:
     with AdaptiveProcessPoolExecutor(2, mp_context=fork, initargs=(fork.RLock(),)):
         pass
+
+
+def test_a_large_initarg_is_looked_at_only_in_part() -> None:
+    # The lock sits after more objects than are ever visited: not found, and not slow.
+    assert find_fork_only_objects(([0] * 1_000_000 + [fork.Lock()],)) == []
+    assert find_fork_only_objects(([fork.Lock()] + [0] * 1_000_000,)) == ["initargs[0] (list)"]

@@ -12,6 +12,7 @@ work runs, with what to pass instead.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from multiprocessing.synchronize import SemLock
 from typing import Any
@@ -70,9 +71,10 @@ def find_fork_only_objects(initargs: tuple[Any, ...]) -> list[str]:
                     found.append(label)
             continue
         if depth < _MAX_DEPTH:
-            stack.extend(
-                (child, where, outer, depth + 1) for child in reversed(list(_children(value)))
-            )
+            # At most as many children as may still be visited: a list of a million items
+            # passed as an initarg is not copied whole.
+            children = list(itertools.islice(_children(value), _MAX_OBJECTS_VISITED))
+            stack.extend((child, where, outer, depth + 1) for child in reversed(children))
     return found
 
 
