@@ -44,6 +44,7 @@ TIMED = (
     "manager_lock",
     "mp_objects",
     "nested",
+    "task_graph",
     "pytest_capture",
 )
 """Programs timed (``crash_redirected`` is left out: it times a crash)."""

@@ -8,7 +8,8 @@ places where the executor once failed or differed (issue 12): in-memory standard
 ``capfd``), ``multiprocessing`` objects handed to workers (tqdm's ``process_map``, a
 ``Manager()`` lock, locks, queues and shared values through ``initargs``), other event loops
 and pools (asyncio, a thread pool's futures), threads in the caller (a logging thread,
-numpy's BLAS, a finished thread pool), and nested pools. ``benchmarks/hosts.py`` times the
+numpy's BLAS, a finished thread pool), nested pools, and a task-graph library (dask)
+submitting its tasks to the pool. ``benchmarks/hosts.py`` times the
 same programs.
 """
 
@@ -69,6 +70,7 @@ def run(program: str, pool: str) -> tuple[dict[str, Any], str]:
         "manager_lock",  # a Manager() lock and dict through submit()
         "mp_objects",  # Lock, RLock, Semaphore, Event, Queue, Value, Array through initargs
         "nested",  # map() inside a worker of another pool
+        "task_graph",  # dask's multiprocessing scheduler submitting 100 tasks to the pool
     ],
 )
 def test_host_program_gives_the_stdlib_results(program: str) -> None:
