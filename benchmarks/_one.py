@@ -58,18 +58,19 @@ def _plan_fields(info: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def measure(workload_name: str, runner_name: str) -> dict[str, Any]:
+def measure(workload_name: str, runner_name: str, scale: float = 1.0) -> dict[str, Any]:
     """Time one end-to-end map; every failure becomes an ``error`` record."""
-    workload = workloads.BY_NAME[workload_name]
+    workload = workloads.get(workload_name, scale)
     try:
         if runner_name.startswith("oracle_"):
             runner = oracle.prepare(oracle.GridPoint.parse(runner_name))
         else:
             runner = contenders.BY_NAME[runner_name].prepare()
-        items = workload.make_items()
+        items = workload.items()
+        fn = workload.function()
         info: dict[str, Any] = {}
         start = time.perf_counter()
-        results = runner(workload.fn, items, info)
+        results = runner(fn, items, info)
         elapsed_s = time.perf_counter() - start
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload")
     parser.add_argument("--contender", help="a contender name or an oracle grid point name")
+    parser.add_argument("--scale", type=float, default=1.0, help="times the workload's items")
     parser.add_argument("--warmup", action="store_true")
     args = parser.parse_args(argv)
     if args.warmup:
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.workload is None or args.contender is None:
         parser.error("--workload and --contender are required (or --warmup)")
     else:
-        record = measure(args.workload, args.contender)
+        record = measure(args.workload, args.contender, args.scale)
     sys.stdout.write(RESULT_MARKER + json.dumps(record) + "\n")
     sys.stdout.flush()
     return 0

@@ -107,10 +107,13 @@ class Series:
 # ---------------------------------------------------------------------------- children
 
 
-def _child_env() -> dict[str, str]:
+def _child_env(source_dir: Path | None = None) -> dict[str, str]:
+    """The child's environment: this checkout's ``benchmarks`` importable and, with
+    ``source_dir``, the ``amorsize_executor`` found there ahead of the installed one."""
     env = dict(os.environ)
+    first = [str(source_dir)] if source_dir is not None else []
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+        p for p in (*first, str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
     )
     return env
 
@@ -144,8 +147,13 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def run_child(args: Sequence[str], timeout_s: float) -> dict[str, Any]:
+def run_child(
+    args: Sequence[str], timeout_s: float, *, source_dir: Path | None = None
+) -> dict[str, Any]:
     """Run ``python -m benchmarks._one ARGS`` in its own session; return its JSON record.
+
+    ``source_dir`` (a ``src`` folder) makes the child import the library from there, to
+    compare two versions of it (``benchmarks/versions.py``).
 
     Output goes to temporary files, not pipes, so a worker that outlives the child cannot
     hold the parent up. Whatever is left of the child's process group afterwards is counted
@@ -156,7 +164,7 @@ def run_child(args: Sequence[str], timeout_s: float) -> dict[str, Any]:
         proc = subprocess.Popen(
             cmd,
             cwd=REPO_ROOT,
-            env=_child_env(),
+            env=_child_env(source_dir),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
@@ -232,6 +240,7 @@ def bench_workload(
     timeout_s: float,
     n_cores: int,
     rng: random.Random,
+    scale: float = 1.0,
 ) -> dict[str, Any]:
     """All repetitions of every contender and oracle point on one workload."""
     started = time.perf_counter()
@@ -249,7 +258,9 @@ def bench_workload(
 
     def run_one(name: str, target: Series) -> None:
         nonlocal reference
-        record = run_child(["--workload", workload.name, "--contender", name], timeout_s)
+        record = run_child(
+            ["--workload", workload.name, "--contender", name, "--scale", str(scale)], timeout_s
+        )
         if name == "serial" and reference is None and record.get("status") == STATUS_OK:
             reference = record["hash"]
         _add(target, record, reference)
@@ -459,8 +470,9 @@ def _median_of(w: dict[str, Any], name: str) -> float | None:
     return None if entry is None else entry["median_s"]
 
 
-def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The issue's extra targets, computed from the medians."""
+def targets(results: list[dict[str, Any]], scale: float = 1.0) -> list[dict[str, Any]]:
+    """The issues' extra targets, computed from the medians. Issue 14's suite targets differ
+    for the full sizes (long jobs) and a quarter of them (short jobs)."""
     by_name = {w["name"]: w for w in results if not w["skipped"]}
     rows: list[dict[str, Any]] = []
 
@@ -492,6 +504,49 @@ def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "<= 1.0 (no number in the issue)",
             value,
             _le(value, 1.0),
+        )
+    if "late_slow_short" in by_name:
+        w = by_name["late_slow_short"]
+        value = (w["contenders"].get("ours") or {}).get("ratio_to_oracle")
+        add("late_slow_short", "ours / oracle", "<= 1.3 (issue 14)", value, _le(value, 1.3))
+    if "big_fn_partial" in by_name:
+        w = by_name["big_fn_partial"]
+        options = [t for t in (_median_of(w, "serial"), _median_of(w, "joblib")) if t is not None]
+        value = _div(_median_of(w, "ours"), min(options) if options else None)
+        add(
+            "big_fn_partial",
+            "ours / min(serial, joblib)",
+            "<= 1.0 (issue 14)",
+            value,
+            _le(value, 1.0),
+        )
+    long_ratios = [
+        r
+        for w in results
+        if w["name"] in workloads.LONG_NAMES and not w["skipped"]
+        for r in [(w["contenders"].get("ours") or {}).get("ratio_to_oracle")]
+        if r is not None
+    ]
+    if long_ratios:
+        geomean = math.exp(statistics.fmean(math.log(r) for r in long_ratios))
+        short = scale < 1.0
+        kind = f"short (scale {scale:g})" if short else "long"
+        label = f"{len(long_ratios)} {kind} jobs"
+        goal_mean, goal_worst = (1.05, 1.30) if short else (0.90, 1.15)
+        add(
+            label,
+            "ours: geomean ratio to oracle",
+            f"<= {goal_mean} (issue 14)",
+            geomean,
+            _le(geomean, goal_mean),
+        )
+        worst = max(long_ratios)
+        add(
+            label,
+            "ours: worst ratio to oracle",
+            f"<= {goal_worst} (issue 14)",
+            worst,
+            _le(worst, goal_worst),
         )
     return rows
 
@@ -797,6 +852,7 @@ def _config(
         "reps": reps,
         "timeout_s": args.timeout,
         "seed": args.seed,
+        "scale": args.scale,
         "hopeless_factor": HOPELESS_FACTOR_QUICK if quick else None,
         "contenders": contender_names,
         "contender_notes": {n: contenders.BY_NAME[n].note for n in contender_names},
@@ -821,7 +877,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-oracle", action="store_true", help="skip the grid (no ratios)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="per child, s")
     parser.add_argument("--seed", type=int, default=0, help="seed of the run-order shuffle")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="times every workload's items (0.25: the short jobs of issue 14)",
+    )
     args = parser.parse_args(argv)
+    if not 0 < args.scale <= 100:
+        parser.error(f"--scale must be in (0, 100], got {args.scale}")
     reps = args.reps
     if reps is None:
         reps = DEFAULT_REPS_QUICK if args.quick else DEFAULT_REPS
@@ -851,7 +915,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results = []
     for name in picked_w:
-        workload = workloads.BY_NAME[name]
+        workload = workloads.get(name, args.scale)
         missing = workload.missing_requirement()
         if missing is not None:
             print(f"[{name}] skipped: {missing} is not installed", flush=True)
@@ -877,11 +941,12 @@ def main(argv: list[str] | None = None) -> int:
                 timeout_s=args.timeout,
                 n_cores=n_cores,
                 rng=rng,
+                scale=args.scale,
             )
         )
     report["workloads"] = results
     report["summary"] = summarize(results, contender_names)
-    report["targets"] = targets(results)
+    report["targets"] = targets(results, args.scale)
     report["wall_s"] = time.perf_counter() - started
     if hasattr(os, "getloadavg"):
         report["machine"]["loadavg_at_end"] = list(os.getloadavg())

@@ -11,11 +11,12 @@ only prints the serial calibration so the constants below can be re-checked.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 # Pure-Python loop iterations of `spin` per millisecond of CPU. Measured on the reference
@@ -77,64 +78,91 @@ def _spin_items(n_items: int, ms_per_item: float) -> list[int]:
     return [base + i % 7 for i in range(n_items)]
 
 
-def _trivial_200k() -> list[int]:
-    return list(range(200_000))
+def _ints(n_items: int) -> list[int]:
+    return list(range(n_items))
 
 
-def _trivial_20() -> list[int]:
-    return list(range(20))
+def _cpu_5ms(n_items: int) -> list[int]:
+    return _spin_items(n_items, 5.0)
 
 
-def _cpu_5ms_x300() -> list[int]:
-    return _spin_items(300, 5.0)
+def _cpu_50us(n_items: int) -> list[int]:
+    return _spin_items(n_items, 0.05)
 
 
-def _cpu_50us_x30k() -> list[int]:
-    return _spin_items(30_000, 0.05)
+def _skewed_tail(n_items: int) -> list[int]:
+    # 99% of items of 0.2 ms, then 1% of 20 ms (100x slower), all at the end: the probe sees
+    # only fast items, and coarse chunks put the whole slow tail on one worker.
+    n_slow = max(1, n_items // 100)
+    return _spin_items(n_items - n_slow, 0.2) + _spin_items(n_slow, 20.0)
 
 
-_SKEW_N_ITEMS = 3_000
-_SKEW_N_SLOW = 30
+def _late_slow_items(n_items: int) -> list[int]:
+    # 90% of items of 0.2 ms; in the last 10%, one item in five takes 50 ms. The probe sees
+    # only cheap items and plans serial, rightly for what it saw; the slow stretch comes
+    # between the revisits at doubling item counts (issue 14).
+    n_early = n_items - max(5, n_items // 10)
+    fast = round(0.2 * SPIN_ITERS_PER_MS)
+    slow = round(50.0 * SPIN_ITERS_PER_MS)
+    return [
+        (slow if i >= n_early and (i - n_early) % 5 == 4 else fast) + i % 7 for i in range(n_items)
+    ]
 
 
-def _skewed_tail() -> list[int]:
-    # 2_970 items of 0.2 ms, then 30 items of 20 ms (100x slower), all at the end: the probe
-    # sees only fast items, and coarse chunks put the whole slow tail on one worker.
-    fast = _spin_items(_SKEW_N_ITEMS - _SKEW_N_SLOW, 0.2)
-    slow = _spin_items(_SKEW_N_SLOW, 20.0)
-    return fast + slow
-
-
-def _seeds_250() -> list[int]:
-    return list(range(250))
-
-
-def _generator_1ms() -> Iterator[int]:
+def _generator_1ms(n_items: int) -> Iterator[int]:
     base = round(1.0 * SPIN_ITERS_PER_MS)
-    for i in range(1_000):
+    for i in range(n_items):
         yield base + i % 7
 
 
-def _sleep_items() -> list[int]:
-    return list(range(200))
+# Elements of the array `weighted_spin` carries: 25M float64 = 200 MB, the size issue 14
+# measured (a model, a lookup table or a DataFrame bound into `fn`).
+_BIG_FN_ARRAY_LEN = 25_000_000
 
 
-def _matmul_seeds() -> list[int]:
-    return list(range(45))
+def weighted_spin(weights: Any, n_iters: int) -> int:
+    """Spin ``n_iters`` steps, then look up one weight: a function that carries big data."""
+    return spin(n_iters) + int(weights[n_iters % len(weights)])
+
+
+def _big_fn() -> Callable[[Any], Any]:
+    import numpy as np
+
+    weights = np.arange(_BIG_FN_ARRAY_LEN, dtype=np.float64) % 1000.0
+    return functools.partial(weighted_spin, weights)
+
+
+def _cpu_8ms(n_items: int) -> list[int]:
+    return _spin_items(n_items, 8.0)
 
 
 @dataclass(frozen=True)
 class Workload:
-    """One benchmark case: ``fn`` mapped over a fresh ``make_items()``."""
+    """One benchmark case: ``function()`` mapped over a fresh ``items()``."""
 
     name: str
-    fn: Callable[[Any], Any]
-    make_items: Callable[[], Iterable[Any]]
+    fn: Callable[[Any], Any] | None
+    """The function, or ``None`` when ``make_fn`` builds it (a function that carries data)."""
+    make_items: Callable[[int], Iterable[Any]]
+    """Builds the input from the number of items."""
     n_items: int
-    """Number of items ``make_items()`` yields (known to the oracle even for generators)."""
+    """Number of items ``items()`` yields (known to the oracle even for generators)."""
     note: str
     requires: tuple[str, ...] = ()
     """Importable modules the workload needs; missing ones skip it with a printed note."""
+    make_fn: Callable[[], Callable[[Any], Any]] | None = None
+    """Builds ``fn`` in the measuring process (outside the timed region)."""
+
+    def items(self) -> Iterable[Any]:
+        """A fresh input of ``n_items`` items."""
+        return self.make_items(self.n_items)
+
+    def function(self) -> Callable[[Any], Any]:
+        """The function to map (built now if the workload makes it)."""
+        if self.make_fn is not None:
+            return self.make_fn()
+        assert self.fn is not None, f"workload {self.name} has neither fn nor make_fn"
+        return self.fn
 
     def missing_requirement(self) -> str | None:
         """The first required module that is not installed, or ``None``."""
@@ -143,33 +171,40 @@ class Workload:
                 return module
         return None
 
+    def scaled(self, factor: float) -> Workload:
+        """The same workload with ``factor`` times the items (at least 1): ``--scale 0.25``
+        turns the 0.5-2 s jobs into the short jobs of issue 14."""
+        if factor == 1.0:
+            return self
+        return replace(self, n_items=max(1, round(self.n_items * factor)))
+
 
 WORKLOADS: tuple[Workload, ...] = (
     Workload(
         "trivial_200k",
         square_plus_one,
-        _trivial_200k,
+        _ints,
         200_000,
         "x*x+1 over 200k ints (~20 ms serial): overhead only, serial should win",
     ),
     Workload(
         "trivial_20",
         square_plus_one,
-        _trivial_20,
+        _ints,
         20,
         "x*x+1 over 20 ints (~µs serial): any pool start is pure loss",
     ),
     Workload(
         "cpu_5ms_x300",
         spin,
-        _cpu_5ms_x300,
+        _cpu_5ms,
         300,
         "pure-Python loop, 5 ms CPU per item, 300 items (~1.5 s serial)",
     ),
     Workload(
         "cpu_50us_x30k",
         spin,
-        _cpu_50us_x30k,
+        _cpu_50us,
         30_000,
         "pure-Python loop, 50 µs CPU per item, 30k items (~1.5 s serial): chunking matters",
     ),
@@ -177,13 +212,13 @@ WORKLOADS: tuple[Workload, ...] = (
         "skewed_tail",
         spin,
         _skewed_tail,
-        _SKEW_N_ITEMS,
+        3_000,
         "2970 items of 0.2 ms then 30 items of 20 ms at the end (~1.2 s serial)",
     ),
     Workload(
         "big_results_1mb",
         megabyte_of_noise,
-        _seeds_250,
+        _ints,
         250,
         "1 MiB bytes result per item (~3 ms CPU each), 250 items: IPC-bound",
     ),
@@ -197,21 +232,76 @@ WORKLOADS: tuple[Workload, ...] = (
     Workload(
         "sleep_5ms_x200",
         wait_5ms,
-        _sleep_items,
+        _ints,
         200,
         "time.sleep(0.005) x 200 (~1 s serial, ~0 CPU): waiting, not computing",
     ),
     Workload(
         "numpy_matmul",
         matmul_chain,
-        _matmul_seeds,
+        _ints,
         45,
         "3 chained 640x640 matmuls per item, 45 items (~1.5 s serial); BLAS uses every core",
         requires=("numpy",),
     ),
+    Workload(
+        "late_slow_short",
+        spin,
+        _late_slow_items,
+        300,
+        "270 items of 0.2 ms, then 30 where one in five takes 50 ms (~0.36 s serial)",
+    ),
+    Workload(
+        "big_fn_partial",
+        None,
+        _cpu_8ms,
+        200,
+        "partial(fn, 200 MB numpy array), 8 ms CPU per item, 200 items (~1.6 s serial)",
+        requires=("numpy",),
+        make_fn=_big_fn,
+    ),
+    Workload(
+        "cpu_5ms_x80",
+        spin,
+        _cpu_5ms,
+        80,
+        "pure-Python loop, 5 ms CPU per item, 80 items (~0.4 s serial): a short job",
+    ),
+    Workload(
+        "trivial_50k",
+        square_plus_one,
+        _ints,
+        50_000,
+        "x*x+1 over 50k ints (~5 ms serial): a short job of overhead only",
+    ),
+    Workload(
+        "generator_1ms_x500",
+        spin,
+        _generator_1ms,
+        500,
+        "a real generator (no len) of 500 items, 1 ms CPU each (~0.55 s serial): short",
+    ),
 )
 
+LONG_NAMES: tuple[str, ...] = (
+    "cpu_5ms_x300",
+    "cpu_50us_x30k",
+    "skewed_tail",
+    "big_results_1mb",
+    "generator_1ms",
+    "sleep_5ms_x200",
+    "numpy_matmul",
+    "big_fn_partial",
+)
+"""The 0.5-2 s jobs whose geometric mean ratio to the oracle the issues set targets on."""
+
 BY_NAME: dict[str, Workload] = {w.name: w for w in WORKLOADS}
+
+
+def get(name: str, scale: float = 1.0) -> Workload:
+    """The workload called ``name``, with ``scale`` times its items."""
+    return BY_NAME[name].scaled(scale)
+
 
 # The subset `--quick` runs: the four cases the issue sets explicit targets for, plus the
 # generator (the input layer's hardest case).
@@ -232,9 +322,10 @@ def _calibrate() -> None:
         if missing is not None:
             print(f"{w.name:<18} skipped: {missing} is not installed")
             continue
-        items = w.make_items()
+        items = w.items()
+        fn = w.function()
         start = time.perf_counter()
-        results = list(map(w.fn, items))
+        results = list(map(fn, items))
         elapsed_s = time.perf_counter() - start
         assert len(results) == w.n_items, (w.name, len(results), w.n_items)
         del results  # freeing a big list must not land in the next workload's timing

@@ -17,6 +17,7 @@ import pytest
 
 from amorsize_executor import _cli
 from amorsize_executor.__main__ import main
+from amorsize_executor._cli import _reports
 
 # -- targets, named on the command line as tests.test_cli:NAME ----------------------------
 
@@ -361,8 +362,8 @@ def test_compare_with_a_sparse_report_is_robust(
 
 def test_identical_reports_have_no_changes() -> None:
     report = {"kind": "doctor", "machine": {"cores": {"n_logical": 2}}, "plan": None}
-    assert _cli._diff_reports(report, report) == []
-    assert _cli._format_changes("old.json", report, []).startswith("no changes since old.json")
+    assert _reports._diff_reports(report, report) == []
+    assert _reports._format_changes("old.json", report, []).startswith("no changes since old.json")
 
 
 # -- errors and exit codes -----------------------------------------------------------------

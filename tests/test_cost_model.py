@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from amorsize_executor import _cost_model as cm
+from amorsize_executor import _steering as steering
 
 from .conftest import make_facts, make_measurements
 
@@ -183,7 +184,7 @@ def test_window_is_two_rounds_of_chunks_or_the_buffersize() -> None:
 def test_revise_chunksize_moves_toward_the_target_at_most_twofold() -> None:
     # 0.1 ms per item: 200 items would hit 20 ms; from 10 it may only double.
     assert (
-        cm.revise_chunksize(
+        steering.revise_chunksize(
             chunksize=10,
             observed_s_per_item=1e-4,
             task_roundtrip_s=1e-4,
@@ -192,7 +193,7 @@ def test_revise_chunksize_moves_toward_the_target_at_most_twofold() -> None:
     )
     # 10 ms per item: 2 items hit 20 ms; from 16 it may only halve.
     assert (
-        cm.revise_chunksize(
+        steering.revise_chunksize(
             chunksize=16,
             observed_s_per_item=1e-2,
             task_roundtrip_s=1e-4,
@@ -203,22 +204,34 @@ def test_revise_chunksize_moves_toward_the_target_at_most_twofold() -> None:
 
 def test_guided_chunksize_shrinks_near_the_end() -> None:
     # 12 items not yet sent over 3 workers: at most ceil(12 / 6) = 2 per chunk.
-    assert cm.guided_chunksize(chunksize=64, n_items_unsent=12, n_workers=3) == 2
+    assert steering.guided_chunksize(chunksize=64, n_items_unsent=12, n_workers=3) == 2
     # Far from the end, the fed-back size stands; with an unknown length, always.
-    assert cm.guided_chunksize(chunksize=64, n_items_unsent=10_000, n_workers=3) == 64
-    assert cm.guided_chunksize(chunksize=64, n_items_unsent=None, n_workers=3) == 64
+    assert steering.guided_chunksize(chunksize=64, n_items_unsent=10_000, n_workers=3) == 64
+    assert steering.guided_chunksize(chunksize=64, n_items_unsent=None, n_workers=3) == 64
     # The last items go one by one, never zero.
-    assert cm.guided_chunksize(chunksize=64, n_items_unsent=1, n_workers=3) == 1
-    assert cm.guided_chunksize(chunksize=64, n_items_unsent=0, n_workers=3) == 1
+    assert steering.guided_chunksize(chunksize=64, n_items_unsent=1, n_workers=3) == 1
+    assert steering.guided_chunksize(chunksize=64, n_items_unsent=0, n_workers=3) == 1
 
 
 def test_guided_chunks_stop_shrinking_at_a_few_milliseconds_of_work() -> None:
     # 0.2 ms per item: GUIDED_MIN_CHUNK_S (2 ms) is 10 items, however few are left ...
-    assert cm.guided_chunksize(chunksize=64, n_items_unsent=12, n_workers=3, s_per_item=2e-4) == 10
+    assert (
+        steering.guided_chunksize(chunksize=64, n_items_unsent=12, n_workers=3, s_per_item=2e-4)
+        == 10
+    )
     # ... but never more than the fed-back size, and slow items still go one by one.
-    assert cm.guided_chunksize(chunksize=4, n_items_unsent=12, n_workers=3, s_per_item=2e-4) == 4
-    assert cm.guided_chunksize(chunksize=64, n_items_unsent=12, n_workers=3, s_per_item=0.02) == 2
-    assert cm.guided_chunksize(chunksize=64, n_items_unsent=1, n_workers=3, s_per_item=0.02) == 1
+    assert (
+        steering.guided_chunksize(chunksize=4, n_items_unsent=12, n_workers=3, s_per_item=2e-4)
+        == 4
+    )
+    assert (
+        steering.guided_chunksize(chunksize=64, n_items_unsent=12, n_workers=3, s_per_item=0.02)
+        == 2
+    )
+    assert (
+        steering.guided_chunksize(chunksize=64, n_items_unsent=1, n_workers=3, s_per_item=0.02)
+        == 1
+    )
 
 
 def test_guided_chunks_put_a_slow_end_into_many_small_chunks() -> None:
@@ -226,7 +239,7 @@ def test_guided_chunks_put_a_slow_end_into_many_small_chunks() -> None:
     # geometrically, so the final items travel in chunks of one or two, not in one chunk.
     sizes, unsent = [], 42
     while unsent:
-        size = cm.guided_chunksize(chunksize=64, n_items_unsent=unsent, n_workers=2)
+        size = steering.guided_chunksize(chunksize=64, n_items_unsent=unsent, n_workers=2)
         sizes.append(size)
         unsent -= size
     assert sizes == sorted(sizes, reverse=True)
@@ -250,6 +263,18 @@ def test_start_method_follows_multiprocessing_default_as_the_stdlib_pool_does() 
 def test_start_method_reason_names_the_default_and_the_override() -> None:
     _, reason = cm.choose_start_method(default_method="fork", n_os_threads=3)
     assert "default" in reason and "3 thread(s)" in reason and "mp_context=" in reason
+
+
+def test_start_method_follows_the_mp_context_given_then_max_tasks_per_child() -> None:
+    given = cm.choose_start_method(
+        default_method="fork", n_os_threads=1, given_method="forkserver", max_tasks_per_child=True
+    )
+    assert given == ("forkserver", "forkserver: the mp_context given")
+    # The stdlib pool refuses fork with max_tasks_per_child, and spawns without mp_context.
+    method, reason = cm.choose_start_method(
+        default_method="fork", n_os_threads=1, max_tasks_per_child=True
+    )
+    assert method == "spawn" and "max_tasks_per_child" in reason
 
 
 # -- invariants -------------------------------------------------------------------------
@@ -330,14 +355,14 @@ def test_zero_overheads_and_many_items_give_parallel(n_cores, n_items) -> None: 
 @settings(max_examples=100, deadline=None)
 @given(st.integers(1, 10**4), seconds, st.none() | st.integers(0, 10**6), st.integers(1, 64))
 def test_revised_chunks_stay_within_bounds(chunksize, per_item_s, n_left, n_workers) -> None:  # type: ignore[no-untyped-def]
-    size = cm.revise_chunksize(
+    size = steering.revise_chunksize(
         chunksize=chunksize, observed_s_per_item=per_item_s, task_roundtrip_s=1e-4
     )
     # Moves at most twofold per step, toward the duration cap.
     assert 1 <= size <= 2 * chunksize
     assert size >= chunksize // 2
     assert size * per_item_s <= cm.MAX_CHUNK_S or size <= chunksize
-    guided = cm.guided_chunksize(chunksize=size, n_items_unsent=n_left, n_workers=n_workers)
+    guided = steering.guided_chunksize(chunksize=size, n_items_unsent=n_left, n_workers=n_workers)
     assert 1 <= guided <= size
     if n_left is not None:
         assert guided <= max(1, math.ceil(n_left / (2 * n_workers)))

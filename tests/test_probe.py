@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -226,3 +227,15 @@ def test_an_input_error_inside_a_group_comes_after_the_items_before_it() -> None
     outcome = _probe.probe(lambda x: x, source())
     assert outcome.results == list(range(40))
     assert isinstance(outcome.error, OSError)
+
+
+def test_one_stopping_rule_stops_on_trust_count_or_budget() -> None:
+    rule = functools.partial(_probe.probe_is_done, budget_s=0.03, max_items=256)
+    assert not rule(n_items=3, elapsed_s=0.01, trusted=False)
+    assert rule(n_items=3, elapsed_s=0.01, trusted=True)
+    assert rule(n_items=256, elapsed_s=0.01, trusted=False)
+    assert rule(n_items=3, elapsed_s=0.03, trusted=False)
+    # A lone slow first call gets a second one within twice the budget (caller side only).
+    assert rule(n_items=1, elapsed_s=0.04, trusted=False)
+    assert not rule(n_items=1, elapsed_s=0.04, trusted=False, lone_call_grace=True)
+    assert rule(n_items=1, elapsed_s=0.06, trusted=False, lone_call_grace=True)

@@ -22,7 +22,7 @@ def test_reading_the_default_leaves_set_start_method_possible() -> None:
         """
         import multiprocessing
         from amorsize_executor._start_method import default_start_method
-        from amorsize_executor._executor import start_method_now
+        from amorsize_executor._start_choice import start_method_now
         default_start_method(); start_method_now()
         multiprocessing.set_start_method("spawn")
         print(default_start_method(), start_method_now()[0])

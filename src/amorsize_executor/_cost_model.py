@@ -18,6 +18,9 @@ bytes, dispatch); ``worker_s`` counts whole rounds of chunks, which is where the
 the last chunks shows, and never lets the work go faster than the usable cores allow, the
 parent's share included: on two cores, a parent busy receiving large results takes its
 time from the workers. The two overlap, so the slower one sets the pace.
+
+The rules that steer a running plan from what its chunks report (chunk-size feedback, the
+guided end, chunk budgets, the switch back to serial) are in ``_steering``.
 """
 
 from __future__ import annotations
@@ -75,29 +78,6 @@ for the parent between chunks."""
 
 WINDOW_MAX_BYTES = 256 * 1024 * 1024
 """Default cap on the pickled bytes (items and results) held in flight by one ``map()``."""
-
-GUIDED_MIN_CHUNK_S = 0.002
-"""Near the end of the input, chunks shrink no further than this much work: ten dispatch
-round trips (about 0.2 ms each here), so each still spends most of its time computing,
-while a last chunk this short leaves the other workers idle for at most as long."""
-
-CHUNK_BUDGET_FACTOR = 2.0
-"""A chunk that has run this many times its expected duration stops starting items and
-sends the rest back to be split among the workers. A false stop is cheap (one round trip,
-and the rest goes out again); a late one leaves the other workers idle at the end of the
-job. On the skewed benchmark (items 100x slower at the end), 3x left a worker idle for
-about 50 ms per run that 2x did not; noise on this shared machine rarely reaches 2x."""
-
-MIN_CHUNK_BUDGET_S = 0.005
-"""A chunk is never stopped before this long: under it, the round trip of sending the rest
-again costs more than a straggler could."""
-
-MIN_BUDGET_ROUNDTRIPS = 20
-"""Nor before this many dispatch round trips: the same bound on a slow transport."""
-
-CLOCK_CHECK_S = 1e-5
-"""With a budget, the worker reads the clock about this often in work done (a read costs
-about 50 ns, under 1% of it)."""
 
 
 def effective_cpu_share(measurements: WorkMeasurements) -> float:
@@ -318,13 +298,8 @@ def plan_map(
 
     picklable = math.isfinite(measurements.item_bytes + measurements.result_bytes)
     if not picklable and serial_allowed:
-        return make(
-            "serial",
-            1,
-            1,
-            None,
-            ["items or results cannot be pickled, so they cannot be sent to a worker"],
-        )
+        unpicklable = "items or results cannot be pickled, so they cannot be sent to a worker"
+        return make("serial", 1, 1, None, [unpicklable])
     if worker_cap < 1:
         if serial_allowed:
             return make("serial", 1, 1, None, ["no worker fits in the available memory"])
@@ -333,40 +308,14 @@ def plan_map(
     if serial_allowed and n_assumed == 0:
         return make("serial", 1, 1, None, ["no items are left after the probe"])
     if serial_s is not None:
-        floor_s = parallel_floor_s(facts, measurements, n_assumed)
-        if floor_s >= serial_s * (1 - PARALLEL_MARGIN):
-            # No pool can win: skip the search (the plan of a tiny job must cost ~nothing).
-            floor_why = [
-                "serial is predicted fastest: any pool would take at least "
-                f"{_ratio_text(floor_s, serial_s)} of the serial time (a worker's start, "
-                "and the parent's pickling and sending of every item and result)"
-            ]
-            if n_items is None:
-                floor_why.append(
-                    "the input's length is unknown: this is revisited as more items arrive"
-                )
-            return make("serial", 1, 1, floor_s, floor_why)
+        floored = _no_pool_can_win(facts, measurements, n_assumed, n_items, serial_s)
+        if floored is not None:
+            # Skip the search: the plan of a tiny job must cost next to nothing.
+            return make("serial", 1, 1, *floored)
 
-    predictions: list[tuple[float, int, int]] = []
-    for n_workers in range(1, worker_cap + 1):
-        sizes = (
-            [chunksize]
-            if chunksize is not None
-            else sorted(
-                {
-                    cap_chunksize_by_duration(measurements, size)
-                    for size in candidate_chunksizes(max(1, n_assumed), n_workers)
-                }
-            )
-        )
-        predictions.extend(
-            (
-                predict_parallel_s(facts, measurements, n_assumed, n_workers, size, n_cores),
-                n_workers,
-                size,
-            )
-            for size in sizes
-        )
+    predictions = _predict_candidates(
+        facts, measurements, n_assumed, worker_cap, chunksize, n_cores
+    )
     best = _pick_near_best(predictions, measurements)
     parallel_s, n_workers, size = best
     why: list[str] = []
@@ -389,9 +338,67 @@ def plan_map(
         f"({n_workers} worker(s), chunks of {size}) would take "
         f"{_ratio_text(parallel_s, serial_s)} of the serial time"
     )
+    return make("serial", 1, 1, parallel_s, _with_unknown_length(why, n_items))
+
+
+def _with_unknown_length(why: list[str], n_items: int | None) -> list[str]:
+    """``why``, and a note that the plan is revisited when the input's length is unknown."""
     if n_items is None:
-        why.append("the input's length is unknown: this is revisited as more items arrive")
-    return make("serial", 1, 1, parallel_s, why)
+        return [*why, "the input's length is unknown: this is revisited as more items arrive"]
+    return why
+
+
+def _no_pool_can_win(
+    facts: SystemFacts,
+    measurements: WorkMeasurements,
+    n_assumed: int,
+    n_items: int | None,
+    serial_s: float,
+) -> tuple[float, list[str]] | None:
+    """``(the fastest any pool could be, why)`` when even that loses to serial by
+    ``PARALLEL_MARGIN``; ``None`` when a pool may win and the search must run."""
+    floor_s = parallel_floor_s(facts, measurements, n_assumed)
+    if floor_s < serial_s * (1 - PARALLEL_MARGIN):
+        return None
+    why = (
+        "serial is predicted fastest: any pool would take at least "
+        f"{_ratio_text(floor_s, serial_s)} of the serial time (a worker's start, "
+        "and the parent's pickling and sending of every item and result)"
+    )
+    return floor_s, _with_unknown_length([why], n_items)
+
+
+def _predict_candidates(
+    facts: SystemFacts,
+    measurements: WorkMeasurements,
+    n_assumed: int,
+    worker_cap: int,
+    chunksize: int | None,
+    n_cores: int,
+) -> list[tuple[float, int, int]]:
+    """``(predicted seconds, workers, chunk size)`` for every worker count up to
+    ``worker_cap`` and every candidate chunk size (the user's ``chunksize`` alone if given)."""
+    predictions: list[tuple[float, int, int]] = []
+    for n_workers in range(1, worker_cap + 1):
+        sizes = (
+            [chunksize]
+            if chunksize is not None
+            else sorted(
+                {
+                    cap_chunksize_by_duration(measurements, size)
+                    for size in candidate_chunksizes(max(1, n_assumed), n_workers)
+                }
+            )
+        )
+        predictions.extend(
+            (
+                predict_parallel_s(facts, measurements, n_assumed, n_workers, size, n_cores),
+                n_workers,
+                size,
+            )
+            for size in sizes
+        )
+    return predictions
 
 
 def _pick_near_best(
@@ -416,199 +423,28 @@ def _pick_near_best(
     return min(near, key=lambda p: (p[1], distance_from_target(p[2]), p[2]))
 
 
-def revise_chunksize(
-    *,
-    chunksize: int,
-    observed_s_per_item: float,
-    task_roundtrip_s: float,
-) -> int:
-    """The next chunk's size from what completed chunks measured (runtime feedback).
-
-    Aims each chunk at ``TARGET_CHUNK_S`` (and at least a hundred dispatch round trips),
-    moving at most a factor of two per step so one odd chunk cannot swing the size. The end
-    of the input is ``guided_chunksize``'s business, applied as each chunk is sent.
-    """
-    if observed_s_per_item <= 0:
-        target = chunksize * 2
-    else:
-        target_s = max(TARGET_CHUNK_S, 100 * task_roundtrip_s)
-        target = max(1, round(target_s / observed_s_per_item))
-    target = min(
-        target,
-        max(1, int(MAX_CHUNK_S / observed_s_per_item)) if observed_s_per_item > 0 else target,
-    )
-    size = min(MAX_CHUNK_ITEMS, max(chunksize // 2, min(chunksize * 2, target)))
-    return max(1, size)
-
-
-def guided_chunksize(
-    *, chunksize: int, n_items_unsent: int | None, n_workers: int, s_per_item: float = 0.0
-) -> int:
-    """The size of the chunk about to be sent, shrunk near the end of a known-length input
-    (guided self-scheduling): at most half of each worker's share of the items not yet
-    sent, so the last chunks are short and finish together, and a slow stretch at the end
-    lands in several small chunks that every worker takes a part of, not in one long one.
-    Items already in flight do not count: they are some worker's already.
-
-    Never below ``GUIDED_MIN_CHUNK_S`` of work at ``s_per_item`` (nor below one item): the
-    chunks of a fast end would otherwise cost more in dispatch than they balance.
-    """
-    if n_items_unsent is None:
-        return max(1, chunksize)
-    guided = math.ceil(n_items_unsent / (2 * max(1, n_workers)))
-    floor = int(GUIDED_MIN_CHUNK_S / s_per_item) if s_per_item > 0 else 1
-    return max(1, min(chunksize, max(guided, floor)))
-
-
-def chunk_budget_s(*, n_items: int, s_per_item: float, task_roundtrip_s: float) -> float:
-    """How long a chunk of ``n_items`` may run before it hands its unstarted items back."""
-    expected_s = n_items * max(0.0, s_per_item)
-    return max(
-        CHUNK_BUDGET_FACTOR * expected_s,
-        MIN_CHUNK_BUDGET_S,
-        MIN_BUDGET_ROUNDTRIPS * task_roundtrip_s,
-    )
-
-
-def budget_check_every(s_per_item: float) -> int:
-    """Items between two clock reads in a budgeted chunk (see ``CLOCK_CHECK_S``)."""
-    if s_per_item <= 0:
-        return 1
-    return max(1, min(MAX_CHUNK_ITEMS, round(CLOCK_CHECK_S / s_per_item)))
-
-
-def split_unrun(
-    *, n_unrun: int, recent_s_per_item: float, n_workers: int, task_roundtrip_s: float
-) -> list[int]:
-    """Sizes of the chunks that carry a stopped chunk's unstarted items, in order.
-
-    The items next to the ones that overran probably cost what those did, so each piece
-    aims at ``TARGET_CHUNK_S`` at that rate, and there are at least as many pieces as
-    workers (when there are enough items), so the slow stretch spreads over all of them.
-    """
-    if n_unrun <= 0:
-        return []
-    target_s = max(TARGET_CHUNK_S, 100 * task_roundtrip_s)
-    items_per_target = target_s / recent_s_per_item if recent_s_per_item > 0 else math.inf
-    size = n_unrun if items_per_target >= n_unrun else max(1, int(items_per_target))
-    size = min(size, max(1, math.ceil(n_unrun / max(1, n_workers))))
-    sizes = [size] * (n_unrun // size)
-    if n_unrun % size:
-        sizes.append(n_unrun % size)
-    return sizes
-
-
-PRESTART_MIN_SERIAL_S = 0.25
-"""Workers are started while the probe is still running only when its first calls say the
-rest of the input would take at least this long serially: then a pool is all but certain,
-and its start (10-25 ms with fork here, 70-350 ms with loky's default) overlaps the probe
-instead of following it. Below this, a wrong guess would cost a short job its start."""
-
-
-PRESTART_MIN_CALL_S = 1e-3
-"""Nor unless the first call took this long, when it is the only one timed so far. A first
-call is the slowest (cold caches, lazy imports), and a fast one says little: 2 µs for a
-call that then runs at 0.1 µs made 200,000 trivial items look like 0.4 s of work and
-started a pool for a 20 ms job."""
-
-PRESTART_MIN_WARM_CALL_S = 1e-4
-"""Or the faster of the first two timed calls took this long: a second call is past the
-one-off costs of the first, so a tenth of a millisecond (500 times a trivial call here) is
-a safe sign of real work. It lets jobs of sub-millisecond calls start their workers during
-the probe too (a 0.2 ms call: the pool forks about 3 ms earlier)."""
-
-
-def workers_to_start_early(
-    *,
-    fastest_call_s: float,
-    its_cpu_s: float,
-    n_calls_timed: int,
-    n_items_left: int | None,
-    n_usable_cores: int,
-    max_workers: int | None,
-) -> int:
-    """How many workers to start during the probe (0: wait for the plan), from the fastest
-    of the first ``n_calls_timed`` calls (one or two) and its CPU seconds.
-
-    Only for CPU-bound calls over an input of known length that is long by
-    ``PRESTART_MIN_SERIAL_S``, and calls that are not trivial (``PRESTART_MIN_CALL_S`` for
-    a lone first call, ``PRESTART_MIN_WARM_CALL_S`` for the faster of two): such work gets
-    one worker per usable core, so the guess matches the plan; waiting-bound work's worker
-    count depends on figures the probe has not measured yet.
-    """
-    min_call_s = PRESTART_MIN_CALL_S if n_calls_timed < 2 else PRESTART_MIN_WARM_CALL_S
-    if n_items_left is None or fastest_call_s < min_call_s or n_usable_cores < 2:
-        return 0
-    if n_items_left * fastest_call_s < PRESTART_MIN_SERIAL_S:
-        return 0
-    if its_cpu_s / fastest_call_s < CPU_BOUND_SHARE:
-        return 0
-    n_workers = min(n_usable_cores, n_items_left)
-    return n_workers if max_workers is None else min(n_workers, max_workers)
-
-
-FALLBACK_MIN_CHUNKS = 4
-"""Chunks the parent must have received in the steady state (after the first
-``WINDOW_MIN_ROUNDS`` rounds, which carry the start-up and the filling of the pipeline)
-before it may judge that the pool is losing to serial."""
-
-FALLBACK_MIN_S = 0.05
-"""Nor before it has spent this long on them: a few short chunks on a shared machine say
-more about a neighbour's burst than about the pool (a 2-core CI run once saw the first
-20 ms of 1 ms calls look slower than serial)."""
-
-
-def serial_s_per_item_now(*, probed_s: float, worker_wall_s: float, worker_cpu_s: float) -> float:
-    """What a call would cost in the caller now, to judge a running pool against.
-
-    The probe's figure, unless the workers show calls have become slower since: for calls
-    that compute, by their CPU time (their wall time also counts the cores the workers and
-    the parent take from each other, which serial would not pay); for calls that wait, by
-    their wall time (waiting is not shared). Never below the probe's figure.
-    """
-    if worker_wall_s > 0 and worker_cpu_s / worker_wall_s < CPU_BOUND_SHARE:
-        now_s = worker_wall_s
-    else:
-        now_s = worker_cpu_s
-    return max(probed_s, now_s)
-
-
-def pool_is_losing(
-    *,
-    parent_s_per_item: float,
-    serial_s_per_item: float,
-    n_chunks_measured: int,
-    measured_s: float,
-) -> bool:
-    """Whether a running pool is slower than finishing in the caller would be.
-
-    ``parent_s_per_item`` is what each result has cost the calling thread in the steady
-    state: waiting for it, receiving and unpickling it, but not the consumer's own time
-    between results (serial would pay that too). When that exceeds a call in the caller by
-    more than ``PARALLEL_MARGIN``, the pool is a loss: results too large to ship, or too
-    few cores left once the parent takes its share. ``measured_s`` is the steady state's
-    length in that time.
-    """
-    if n_chunks_measured < FALLBACK_MIN_CHUNKS or measured_s < FALLBACK_MIN_S:
-        return False
-    if serial_s_per_item <= 0:
-        return False
-    return parent_s_per_item > serial_s_per_item * (1 + PARALLEL_MARGIN)
-
-
 def _ratio_text(numerator: float, denominator: float) -> str:
     if denominator <= 0:
         return "n/a"
     return f"{numerator / denominator:.0%}"
 
 
-def choose_start_method(*, default_method: str, n_os_threads: int) -> tuple[str, str]:
-    """How to start workers when the user gave no ``mp_context``, and why.
+def choose_start_method(
+    *,
+    default_method: str,
+    n_os_threads: int,
+    given_method: str | None = None,
+    max_tasks_per_child: bool = False,
+) -> tuple[str, str]:
+    """How a new pool starts its workers, and why.
 
-    As the stdlib ``ProcessPoolExecutor`` would start them in the same program: with
-    ``multiprocessing``'s default context (``default_method``: ``fork`` on Linux through
-    Python 3.13, ``forkserver`` from 3.14, ``spawn`` on macOS and Windows, or whatever the
-    program set with ``multiprocessing.set_start_method``). That makes a fresh pool start as
+    ``given_method`` is the start method of the ``mp_context`` the user gave: it is followed.
+    Without one, ``max_tasks_per_child`` gets ``spawn``, as the stdlib pool does (it refuses
+    ``fork`` with that option). Otherwise, as the stdlib ``ProcessPoolExecutor`` would
+    start them in the same program: with ``multiprocessing``'s default context
+    (``default_method``: ``fork`` on Linux through Python 3.13, ``forkserver`` from 3.14,
+    ``spawn`` on macOS and Windows, or whatever the program set with
+    ``multiprocessing.set_start_method``). That makes a fresh pool start as
     fast as the stdlib's, threads or not, and lets objects made by the default context
     (``multiprocessing.Lock()``, ``Queue()``, ...) reach the workers as they reach the
     stdlib's. Forking a process that runs threads is what the stdlib does through 3.13: a
@@ -618,6 +454,10 @@ def choose_start_method(*, default_method: str, n_os_threads: int) -> tuple[str,
     default gets loky's own start instead: also a fresh interpreter per worker, at about the
     same cost, and ``fn`` need not be importable from ``__main__``.
     """
+    if given_method is not None:
+        return given_method, f"{given_method}: the mp_context given"
+    if max_tasks_per_child:
+        return "spawn", "spawn: max_tasks_per_child without mp_context, as the stdlib pool does"
     threads = f"{n_os_threads} thread(s) running"
     if default_method in ("fork", "forkserver"):
         return default_method, (

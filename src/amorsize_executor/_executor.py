@@ -7,10 +7,8 @@ the backend (the pool) and the live ``map()`` runs, and hands each ``map()`` cal
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
-import multiprocessing
 import os
 import sys
 import threading
@@ -21,31 +19,20 @@ from concurrent.futures import Executor, Future
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
-from . import (
-    _cost_model,
-    _mp_objects,
-    _shared_pools,
-    _start_cost_cache,
-    _start_method,
-    _system_facts,
-)
+from . import _cost_model, _machine, _mp_objects, _shared_pools, _start_cost_cache
+from ._backend import Backend
 from ._chunk_worker import THREAD_ENV_VARS
 from ._input import Source
 from ._map_run import MapOptions, MapRun
-from ._pool_backend import Backend, PoolBackend
+from ._pool_backend import PoolBackend
+from ._progress import ProgressOption, check_progress, make_progress
 from ._records import Plan, SystemFacts
+from ._start_choice import choose_context, start_method_now, start_method_reason
 from ._thread_backend import ThreadBackend
 
 logger = logging.getLogger("amorsize_executor")
 
 T = TypeVar("T")
-
-ProgressOption = bool | Callable[[int], None]
-
-FACTS_MAX_AGE_S = 1.0
-"""Machine facts (free memory above all) are re-read when older than this: fresh enough for
-memory that changes over seconds, and it keeps a burst of small ``map()`` calls from paying
-about 0.4 ms each to read cgroup files."""
 
 
 def _check_positive_int(name: str, value: object, *, message: str | None = None) -> None:
@@ -83,6 +70,53 @@ def _check_keep_warm(
         raise ValueError(
             f"keep_warm applies to the local process pool only; it cannot be used with "
             f"backend={backend!r} (drop keep_warm, or leave backend= out)"
+        )
+
+
+def _check_backend_options(
+    backend: object,
+    *,
+    mp_context: BaseContext | None,
+    initializer: Callable[..., object] | None,
+    initargs: tuple[Any, ...],
+    max_tasks_per_child: int | None,
+    isolate: bool,
+) -> None:
+    """Refuse the options the chosen backend cannot honour, with what to do instead."""
+    if backend == "threads":
+        # Threads run in this process: no start method, nothing to replace per task,
+        # and no isolation. An initializer runs once per thread.
+        process_options: tuple[tuple[str, object], ...] = (
+            ("mp_context", mp_context),
+            ("max_tasks_per_child", max_tasks_per_child),
+        )
+        for option, given in process_options:
+            if given is not None:
+                raise ValueError(
+                    f"{option} applies to worker processes only; it cannot be used with "
+                    "backend='threads' (drop it, or leave backend= out for processes)"
+                )
+        if isolate:
+            raise ValueError(
+                "isolate=True needs worker processes: with backend='threads', fn runs "
+                "in this process anyway (leave backend= out for processes)"
+            )
+    elif isinstance(backend, str) and backend != "loky":
+        for name, value in (
+            ("mp_context", mp_context),
+            ("initializer", initializer),
+            ("max_tasks_per_child", max_tasks_per_child),
+        ):
+            if value is not None:
+                raise ValueError(
+                    f"{name} applies to the local process pool only; it cannot be used "
+                    f"with backend={backend!r} (configure the cluster's workers instead)"
+                )
+    if initargs and backend in (None, "loky"):
+        # Before any work runs: objects only a forked worker can receive, in initargs of a
+        # pool that will not fork.
+        _mp_objects.check_initargs_start_method(
+            initargs, start_method_now(mp_context, max_tasks_per_child)[0]
         )
 
 
@@ -191,46 +225,21 @@ class AdaptiveProcessPoolExecutor(Executor):
             )
         if not isinstance(isolate, bool):
             raise TypeError(f"isolate must be True or False, got {isolate!r}")
-        _check_progress(progress)
+        check_progress(progress)
         _check_keep_warm(keep_warm, max_tasks_per_child=max_tasks_per_child, backend=backend)
         self._max_workers = max_workers
         self._initializer = initializer
         self._isolate = isolate
         self._progress = progress
         self._system_facts = system_facts
-        if backend == "threads":
-            # Threads run in this process: no start method, nothing to replace per task,
-            # and no isolation. An initializer runs once per thread.
-            process_options: tuple[tuple[str, object], ...] = (
-                ("mp_context", mp_context),
-                ("max_tasks_per_child", max_tasks_per_child),
-            )
-            for option, given in process_options:
-                if given is not None:
-                    raise ValueError(
-                        f"{option} applies to worker processes only; it cannot be used with "
-                        "backend='threads' (drop it, or leave backend= out for processes)"
-                    )
-            if isolate:
-                raise ValueError(
-                    "isolate=True needs worker processes: with backend='threads', fn runs "
-                    "in this process anyway (leave backend= out for processes)"
-                )
-        elif isinstance(backend, str) and backend != "loky":
-            for name, value in (
-                ("mp_context", mp_context),
-                ("initializer", initializer),
-                ("max_tasks_per_child", max_tasks_per_child),
-            ):
-                if value is not None:
-                    raise ValueError(
-                        f"{name} applies to the local process pool only; it cannot be used "
-                        f"with backend={backend!r} (configure the cluster's workers instead)"
-                    )
-        if initargs and backend in (None, "loky"):
-            _mp_objects.check_initargs_start_method(
-                initargs, _planned_start_method(mp_context, max_tasks_per_child)
-            )
+        _check_backend_options(
+            backend,
+            mp_context=mp_context,
+            initializer=initializer,
+            initargs=initargs,
+            max_tasks_per_child=max_tasks_per_child,
+            isolate=isolate,
+        )
         shared_pool = None
         if keep_warm is not None:
             shared_pool = _shared_pools.attach(
@@ -247,12 +256,11 @@ class AdaptiveProcessPoolExecutor(Executor):
                     ),
                     default_workers=self._default_workers,
                     worker_thread_env=self._worker_thread_env,
-                    choose_context=_choose_context,
+                    choose_context=choose_context,
                     record_start_s=_start_cost_cache.store_worker_start_s,
                 )
             )
-        # What explain() needs to say why the workers start as they do.
-        self._start_options = (mp_context is not None, max_tasks_per_child is not None)
+        self._start_options = (mp_context, max_tasks_per_child)  # for explain()'s reason
         self._backend: Backend = (
             _cluster_backend(
                 backend,
@@ -269,7 +277,7 @@ class AdaptiveProcessPoolExecutor(Executor):
                 initargs=initargs,
                 max_tasks_per_child=max_tasks_per_child,
                 default_workers=self._default_workers,
-                choose_context=None if max_tasks_per_child is not None else _choose_context,
+                choose_context=None if max_tasks_per_child is not None else choose_context,
                 record_start_s=_start_cost_cache.store_worker_start_s,
                 worker_thread_env=self._worker_thread_env,
             )
@@ -284,7 +292,7 @@ class AdaptiveProcessPoolExecutor(Executor):
 
     def _default_workers(self) -> int:
         """Pool size for ``submit()`` before any plan: the usable cores, capped."""
-        facts = self._system_facts or _machine_facts()
+        facts = self._system_facts or _machine.machine_facts()
         n_cores, _ = _cost_model.choose_usable_cores(facts, cpu_bound=False)
         return min(n_cores, self._max_workers or n_cores)
 
@@ -294,33 +302,18 @@ class AdaptiveProcessPoolExecutor(Executor):
         user_set = {name: os.environ[name] for name in THREAD_ENV_VARS if name in os.environ}
         if user_set:
             return user_set
-        facts = self._system_facts or _machine_facts()
+        facts = self._system_facts or _machine.machine_facts()
         n_cores, _ = _cost_model.choose_usable_cores(facts, cpu_bound=True)
         share = str(_cost_model.choose_threads_per_worker(n_cores, n_workers))
         return dict.fromkeys(THREAD_ENV_VARS, share)
 
     def _read_facts(self, backend: Backend) -> SystemFacts:
-        """Facts for a plan: the machine's (re-read at most every ``FACTS_MAX_AGE_S``, for
-        the whole process), with this backend's start method, start cost and warm workers."""
+        """Facts for a plan: the ones given to the executor, else ``_machine.facts_for``."""
         if self._system_facts is not None:
             return self._system_facts
-        read_cluster = getattr(backend, "read_facts", None)
-        if read_cluster is not None:  # a cluster backend knows its own facts
-            cluster_facts: SystemFacts = read_cluster()
-            return cluster_facts
-        method = backend.start_method
-        measured_s = _start_cost_cache.load_worker_start_s(method)
-        return dataclasses.replace(
-            _machine_facts(),
-            start_method=method,
-            n_warm_workers=backend.n_warm_workers,
-            worker_start_s=(
-                measured_s
-                if measured_s is not None
-                else _system_facts.estimate_worker_start_s(method)
-            ),
-            worker_start_source="measured" if measured_s is not None else "estimate",
-            start_method_reason=_start_method_reason(method, *self._start_options),
+        return _machine.facts_for(
+            backend,
+            start_method_reason=lambda method: start_method_reason(method, *self._start_options),
         )
 
     def _publish_plan(self, plan: Plan) -> None:
@@ -393,12 +386,12 @@ class AdaptiveProcessPoolExecutor(Executor):
             if timeout < 0 or math.isnan(timeout):
                 raise ValueError(f"timeout must be None or >= 0, got {timeout}")
         if progress is not None:
-            _check_progress(progress)
+            check_progress(progress)
         with self._lock:
             self._check_usable()
         source = Source(iterables)
         deadline_s = None if timeout is None else time.monotonic() + timeout
-        on_progress, close_progress = _make_progress(
+        on_progress, close_progress = make_progress(
             self._progress if progress is None else progress, source.n_total
         )
         run = MapRun(
@@ -417,8 +410,7 @@ class AdaptiveProcessPoolExecutor(Executor):
                 drain_on_shutdown=source.has_len and buffersize is None,
                 on_progress=on_progress,
                 on_finish=close_progress,
-                local_machine=self._system_facts is None
-                and getattr(self._backend, "read_facts", None) is None,
+                local_machine=self._system_facts is None and self._backend.on_this_machine,
             ),
             publish_plan=self._publish_plan,
         )
@@ -466,21 +458,6 @@ class AdaptiveProcessPoolExecutor(Executor):
     kill_workers = terminate_workers
 
 
-_machine_facts_cache: tuple[float, SystemFacts] | None = None
-_machine_facts_lock = threading.Lock()
-
-
-def _machine_facts() -> SystemFacts:
-    """This machine's facts, shared by every executor in the process and re-read when older
-    than ``FACTS_MAX_AGE_S``."""
-    global _machine_facts_cache
-    with _machine_facts_lock:
-        now_s = time.monotonic()
-        if _machine_facts_cache is None or now_s - _machine_facts_cache[0] >= FACTS_MAX_AGE_S:
-            _machine_facts_cache = (now_s, _system_facts.read_system_facts("loky"))
-        return _machine_facts_cache[1]
-
-
 def _cluster_backend(
     backend: Backend | str | None,
     client: Any,
@@ -501,7 +478,7 @@ def _cluster_backend(
             max_workers=max_workers,
             initializer=initializer,
             initargs=initargs,
-            read_machine_facts=_machine_facts,
+            read_machine_facts=_machine.machine_facts,
         )
     if backend == "dask":
         if client is None:
@@ -517,74 +494,3 @@ def _cluster_backend(
             f"backend must be 'loky', 'dask', 'threads' or a backend object, got {backend!r}"
         )
     return backend
-
-
-def start_method_now() -> tuple[str, str]:
-    """The start method a new pool would get now, when the user gave no ``mp_context``,
-    and why: the stdlib pool's (``multiprocessing``'s default context)."""
-    return _cost_model.choose_start_method(
-        default_method=_start_method.default_start_method(),
-        n_os_threads=_start_method.count_os_threads(),
-    )
-
-
-def _planned_start_method(mp_context: BaseContext | None, max_tasks_per_child: int | None) -> str:
-    """The start method the workers of a new executor's pool will get, as far as it can be
-    told when it is created."""
-    if mp_context is not None:
-        return str(mp_context.get_start_method())
-    return "spawn" if max_tasks_per_child is not None else start_method_now()[0]
-
-
-def _start_method_reason(method: str, mp_context_given: bool, max_tasks_given: bool) -> str:
-    """Why a pool of this executor starts its workers with ``method``, for ``explain()``."""
-    if mp_context_given:
-        return f"{method}: the mp_context given"
-    if max_tasks_given:
-        return f"{method}: max_tasks_per_child without mp_context, as the stdlib pool does"
-    chosen, reason = start_method_now()
-    return reason if chosen == method else method
-
-
-def _choose_context() -> BaseContext | None:
-    """The multiprocessing context for a new pool when the user gave none (``None``: loky's)."""
-    method, reason = start_method_now()
-    logger.debug("start method for a new pool: %s", reason)
-    return None if method == "loky" else multiprocessing.get_context(method)
-
-
-def _check_progress(progress: object) -> None:
-    if not isinstance(progress, bool) and not callable(progress):
-        raise TypeError(
-            f"progress must be True, False or a callable taking an item count, got {progress!r}"
-        )
-
-
-def _make_progress(
-    progress: ProgressOption, n_total: int | None
-) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
-    """A callback counting finished items, and what closes it (a tqdm bar, if asked for)."""
-    if progress is False:
-        return None, lambda: None
-    if progress is True:
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            raise ImportError(
-                "progress=True needs the 'tqdm' package: pip install 'amorsize-executor[progress]'"
-            ) from None
-        bars: list[Any] = []
-
-        def advance(n_items: int) -> None:
-            # Opened on the first results, not before: a bar starts a monitor thread, and a
-            # pool started while it runs could not use the fast fork start.
-            if not bars:
-                bars.append(tqdm(total=n_total, unit="item", file=sys.stderr))
-            bars[0].update(n_items)
-
-        def close() -> None:
-            if bars:
-                bars[0].close()
-
-        return advance, close
-    return progress, lambda: None

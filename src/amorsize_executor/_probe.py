@@ -238,9 +238,14 @@ def _probe_items(
                 # Clock reads cost about a microsecond: time fast calls in growing groups.
                 batch_size = min(2 * batch_size, MAX_BATCH_ITEMS)
         elapsed_s = wall_clock() - start_s
-        if elapsed_s >= budget_s and not (len(results) == 1 and elapsed_s < 2 * budget_s):
-            break
-        if _is_stable(batch_means, elapsed_s):
+        if probe_is_done(
+            n_items=len(results),
+            elapsed_s=elapsed_s,
+            trusted=_is_stable(batch_means, elapsed_s),
+            budget_s=budget_s,
+            max_items=max_items,
+            lone_call_grace=True,
+        ):
             break
 
     n_done = len(results)
@@ -262,6 +267,35 @@ def _probe_items(
         ),
     )
     return ProbeOutcome(results, error, measurements, exhausted, n_pulled)
+
+
+def probe_is_done(
+    *,
+    n_items: int,
+    elapsed_s: float,
+    trusted: bool,
+    budget_s: float = PROBE_BUDGET_S,
+    max_items: int = PROBE_MAX_ITEMS,
+    lone_call_grace: bool = False,
+) -> bool:
+    """The probe's stopping rule, for the probe in the caller and the one in a worker
+    (``_worker_probe``): stop once the figure can be trusted, ``max_items`` were measured,
+    or ``budget_s`` is spent.
+
+    Args:
+        n_items: items measured so far.
+        elapsed_s: wall time since the probe began.
+        trusted: the measurements so far make a figure to plan on (in the caller: the
+            per-item means are stable, ``_is_stable``; in a worker, where each chunk times
+            many calls at once: at least ``PROBE_MIN_S`` of compute was measured).
+        lone_call_grace: a single call that took the whole budget gets up to twice it for
+            a second one (in the caller, where the first call may carry a one-off cost).
+    """
+    if trusted or n_items >= max_items:
+        return True
+    if elapsed_s < budget_s:
+        return False
+    return not (lone_call_grace and n_items == 1 and elapsed_s < 2 * budget_s)
 
 
 def _is_stable(samples: list[float], elapsed_s: float) -> bool:
