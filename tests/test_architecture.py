@@ -15,9 +15,12 @@ LAYERS = {
     "_records": "data",
     "_errors": "data",
     "_cost_model": "policy",
+    "_worker_policy": "policy",
     "_steering": "policy",
+    "_serial_reasons": "policy",
     "_input": "mechanism",
     "_probe": "mechanism",
+    "_meters": "mechanism",
     "_system_facts": "mechanism",
     "_cgroup_text": "mechanism",
     "_start_cost_cache": "mechanism",
@@ -28,6 +31,9 @@ LAYERS = {
     "_interpreter_exit": "mechanism",
     "_progress": "mechanism",
     "_backend": "mechanism",
+    "_start_method": "mechanism",
+    "_worker_streams": "mechanism",
+    "_mp_objects": "mechanism",
     "_pool_backend": "mechanism",
     "_shared_pools": "mechanism",
     "_dask_backend": "mechanism",
@@ -38,6 +44,7 @@ LAYERS = {
     "_serial_run": "run",
     "_worker_probe": "run",
     "_map_run": "facade",
+    "_start_choice": "facade",
     "_executor": "facade",
     "_cli": "facade",
     "__main__": "facade",
@@ -61,13 +68,16 @@ ALLOWED = {
 # facts of a backend are assembled from the system facts and the start-cost cache, and the
 # dask backend reports what its cluster's facts module reads, and the system facts read
 # the files whose text the cgroup parsers turn into numbers, and a process pool's fastest
-# start is the smallest of the start-cost priors.
+# start is the smallest of the start-cost priors, the probe reads the meters of a call, and
+# the worker's entry point keeps crash reports working under an in-memory stderr.
 MODULE_ALLOWED = {
     "_shared_pools": {"_pool_backend"},
     "_machine": {"_system_facts", "_start_cost_cache"},
     "_dask_backend": {"_dask_facts"},
     "_system_facts": {"_cgroup_text"},
     "_pool_backend": {"_system_facts"},
+    "_probe": {"_meters"},
+    "_chunk_worker": {"_worker_streams"},
 }
 
 # Inside the CLI package: shared pieces at the bottom, one module per command above them,
@@ -100,11 +110,10 @@ MAX_CLASS_LINES = 350
 MAX_FUNCTION_LINES = 100
 
 OVER_THE_LIMITS = {
-    "_executor.AdaptiveProcessPoolExecutor.__init__": 127,
-    "_probe._probe_items": 122,
+    "_executor.AdaptiveProcessPoolExecutor.__init__": 107,
 }
 """Known debts, each at most its size today, so they can only shrink: functions that other
-work was changing when the limits came in (the executor's constructor, the probe's loop).
+work was changing when the limits came in (the executor's constructor).
 Remove an entry once it is under the limit."""
 
 

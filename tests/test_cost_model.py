@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -10,6 +11,8 @@ from hypothesis import strategies as st
 
 from amorsize_executor import _cost_model as cm
 from amorsize_executor import _steering as steering
+from amorsize_executor import _worker_policy as wp
+from amorsize_executor._records import SystemFacts
 
 from .conftest import make_facts, make_measurements
 
@@ -21,9 +24,32 @@ def test_tiny_job_runs_serially_because_start_up_dominates() -> None:
     assert plan.mode == "serial"
     assert plan.n_workers == 1
     assert plan.predicted_serial_s == pytest.approx(100 * 1e-5)
-    assert plan.predicted_parallel_s is not None
-    assert plan.predicted_parallel_s > 0.1
+    # Decided by the lower bound of any pool: a bound, not a prediction, so no speed-up.
+    assert plan.predicted_parallel_s is None
+    assert plan.predicted_speedup is None
+    assert plan.parallel_floor_s is not None
+    assert plan.parallel_floor_s > 0.1
+    assert "parallel at least" in plan.explain()
     assert any("serial is predicted fastest" in r for r in plan.reasons)
+
+
+def test_no_items_left_is_the_reason_even_on_facts_that_were_not_read() -> None:
+    facts = SystemFacts.not_read("not chosen")
+    plan = cm.plan_map(facts, make_measurements(), n_items=0, n_items_lower_bound=0)
+    assert plan.mode == "serial"
+    assert plan.reasons == ("no items are left after the probe",)
+    assert plan.to_dict()["n_usable_cores"] is None
+
+
+def test_a_fresh_workers_cold_first_call_counts_in_its_start() -> None:
+    warm = make_measurements(wall_s_per_item=2e-3, cpu_s_per_item=2e-3)
+    cold = replace(warm, first_call_extra_s=0.02)
+    for method, extra_s in (("forkserver", 0.02), ("loky", 0.02), ("fork", 0.0)):
+        facts = make_facts(start_method=method)
+        base = cm.predict_parallel_s(facts, warm, 100, 2, 10, 2)
+        assert cm.predict_parallel_s(facts, cold, 100, 2, 10, 2) == pytest.approx(base + extra_s)
+        floor = cm.parallel_floor_s(facts, warm, 100)
+        assert cm.parallel_floor_s(facts, cold, 100) == pytest.approx(floor + extra_s)
 
 
 def test_free_workers_and_heavy_items_use_every_core() -> None:
@@ -248,24 +274,33 @@ def test_guided_chunks_put_a_slow_end_into_many_small_chunks() -> None:
     assert len(sizes) >= 10
 
 
-def test_start_method_is_fork_only_when_single_threaded_on_linux() -> None:
-    methods = ("fork", "spawn", "forkserver")
-    assert (
-        cm.choose_start_method(platform="linux", n_os_threads=1, available_methods=methods)[0]
-        == "fork"
+def test_start_method_follows_multiprocessing_default_as_the_stdlib_pool_does() -> None:
+    # Threads do not change it: the stdlib pool forks a multi-threaded process too.
+    for n_threads in (1, 5):
+        assert wp.choose_start_method(default_method="fork", n_os_threads=n_threads)[0] == "fork"
+        assert (
+            wp.choose_start_method(default_method="forkserver", n_os_threads=n_threads)[0]
+            == "forkserver"
+        )
+    # A spawn default (macOS, Windows, or set by the program) gets loky's fresh interpreter.
+    assert wp.choose_start_method(default_method="spawn", n_os_threads=1)[0] == "loky"
+
+
+def test_start_method_reason_names_the_default_and_the_override() -> None:
+    _, reason = wp.choose_start_method(default_method="fork", n_os_threads=3)
+    assert "default" in reason and "3 thread(s)" in reason and "mp_context=" in reason
+
+
+def test_start_method_follows_the_mp_context_given_then_max_tasks_per_child() -> None:
+    given = wp.choose_start_method(
+        default_method="fork", n_os_threads=1, given_method="forkserver", max_tasks_per_child=True
     )
-    assert (
-        cm.choose_start_method(platform="linux", n_os_threads=5, available_methods=methods)[0]
-        == "forkserver"
+    assert given == ("forkserver", "forkserver: the mp_context given")
+    # The stdlib pool refuses fork with max_tasks_per_child, and spawns without mp_context.
+    method, reason = wp.choose_start_method(
+        default_method="fork", n_os_threads=1, max_tasks_per_child=True
     )
-    assert (
-        cm.choose_start_method(platform="darwin", n_os_threads=1, available_methods=methods)[0]
-        == "loky"
-    )
-    assert (
-        cm.choose_start_method(platform="win32", n_os_threads=1, available_methods=("spawn",))[0]
-        == "loky"
-    )
+    assert method == "spawn" and "max_tasks_per_child" in reason
 
 
 # -- invariants -------------------------------------------------------------------------
@@ -423,3 +458,30 @@ def test_a_job_under_the_floor_is_serial_without_a_search() -> None:
     plan = cm.plan_map(make_facts(), work, n_items=200_000, n_items_lower_bound=0)
     assert plan.mode == "serial"
     assert any("any pool would take at least" in r for r in plan.reasons)
+
+
+def test_a_serial_plan_on_favourable_figures_gives_a_bound_not_a_prediction() -> None:
+    # Serial wins by less than the margin even on the most favourable figures: the best
+    # pool's time is a lower bound of any real pool's, and no speed-up is claimed.
+    work = make_measurements(wall_s_per_item=5e-4, cpu_s_per_item=5e-4, pickle_s_per_item=5e-6)
+    plan = cm.plan_map(
+        SystemFacts.most_favourable(2, 0.004), work, n_items=28, n_items_lower_bound=0
+    )
+    assert plan.mode == "serial"
+    assert plan.predicted_parallel_s is None
+    assert plan.predicted_speedup is None
+    assert plan.parallel_floor_s is not None
+    assert plan.parallel_floor_s < plan.predicted_serial_s  # type: ignore[operator]
+    assert "at least" in plan.reasons[-1]
+    assert "must be predicted at least 10% faster" in plan.reasons[-1]
+
+
+def test_the_lower_bound_reason_names_only_the_parts_that_cost_something() -> None:
+    tiny = make_measurements(wall_s_per_item=1e-6, cpu_s_per_item=1e-6)
+    cold = make_facts(worker_start_s=0.05, task_roundtrip_s=2e-4)
+    plan = cm.plan_map(cold, tiny, n_items=100, n_items_lower_bound=0)
+    assert "(a worker's start, a round trip, and the parent's pickling" in plan.reasons[-1]
+    warm = make_facts(worker_start_s=0.05, task_roundtrip_s=2e-4, n_warm_workers=2)
+    plan = cm.plan_map(warm, tiny, n_items=100, n_items_lower_bound=0)
+    assert plan.parallel_floor_s is not None  # decided by the bound all the same
+    assert "(a round trip, and the parent's pickling" in plan.reasons[-1]

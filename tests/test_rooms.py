@@ -10,6 +10,7 @@ import pytest
 
 from amorsize_executor import AdaptiveProcessPoolExecutor, _machine, _steering
 from amorsize_executor._backend import Backend
+from amorsize_executor._chunk_io import ChunkOutcome
 from amorsize_executor._chunk_window import ChunkWindow
 from amorsize_executor._cost_model import plan_map
 from amorsize_executor._errors import UnpicklableItemError
@@ -18,6 +19,7 @@ from amorsize_executor._pool_backend import PoolBackend
 from amorsize_executor._serial_run import SerialRun, timed_group_items
 from amorsize_executor._shared_pools import SharedPoolHandle
 from amorsize_executor._thread_backend import ThreadBackend
+from amorsize_executor._worker_probe import probe_in_worker
 
 from .conftest import make_facts, make_measurements
 from .fakes import FakeBackend, ScriptedClock
@@ -209,6 +211,51 @@ def test_the_serial_runner_stops_when_a_pool_takes_over() -> None:
 
 
 # -- the chunk window -------------------------------------------------------------------------
+
+
+def worker_probe_with(per_call_s: Any, n_items: int = 100) -> tuple[Any, list[int]]:
+    """``probe_in_worker`` over fake chunks whose calls take ``per_call_s(index)`` seconds of
+    compute each (and as much on its clock); returns the figures and the chunk sizes."""
+    clock = ScriptedClock()
+    sizes: list[int] = []
+    state = {"next": 0}
+
+    def run_chunk(size: int) -> ChunkOutcome | None:
+        first = state["next"]
+        size = min(size, n_items - first)
+        compute_s = sum(per_call_s(i) for i in range(first, first + size))
+        clock.advance(compute_s)
+        state["next"] = first + size
+        sizes.append(size)
+        return ChunkOutcome(
+            list(range(first, first + size)), size, compute_s, compute_s, 10 * size, b"x" * size, 0
+        )
+
+    measurements = probe_in_worker(
+        run_chunk,
+        may_go_on=lambda: state["next"] < n_items,
+        deliver=lambda _: None,
+        wall_clock=clock,
+    )
+    return measurements, sizes
+
+
+def test_the_worker_probe_leaves_out_a_cold_first_call_a_second_chunk_shows() -> None:
+    # A 1 ms first call (under the trusted 2 ms of compute), then 0.1 ms calls: cold.
+    m, sizes = worker_probe_with(lambda i: 1e-3 if i == 0 else 1e-4)
+    assert sizes[:2] == [1, 4]
+    assert m.wall_s_per_item == pytest.approx(1e-4)
+    assert m.first_call_extra_s == pytest.approx(9e-4)
+    assert m.n_probed == sum(sizes)
+    assert m.item_bytes == pytest.approx(10.0)  # sizes count every chunk, the cold one too
+
+
+def test_the_worker_probe_may_stop_on_one_call_and_keeps_an_even_first_call() -> None:
+    m, sizes = worker_probe_with(lambda i: 5e-3)  # 5 ms calls: one is trusted
+    assert sizes == [1]
+    assert m.wall_s_per_item == pytest.approx(5e-3) and m.first_call_extra_s == 0.0
+    m, sizes = worker_probe_with(lambda i: 1e-4)  # even calls: nothing left out
+    assert m.wall_s_per_item == pytest.approx(1e-4) and m.first_call_extra_s == 0.0
 
 
 def test_the_window_records_an_unpicklable_item_at_its_position() -> None:

@@ -6,13 +6,15 @@ hand-built inputs, with no timing in them.
 
 The prediction for ``w`` workers and chunks of ``k`` items, for ``n`` remaining items::
 
-    parallel_s = start_s(w) + roundtrip_s + max(parent_s, worker_s)
+    parallel_s = start_s(w) + cold_s + roundtrip_s + max(parent_s, worker_s)
     parent_s   = n * (pickle_s + transfer_s) + ceil(n / k) * task_roundtrip_s
     worker_s   = max(ceil(ceil(n / k) / w) * k * (compute_s + pickle_s),     # chunk rounds
                      (n * (compute_s * cpu_share + pickle_s) + parent_s)      # CPU ceiling
                      / usable_cores)
     serial_s   = n * compute_s
 
+``cold_s`` is what each fresh worker's own first call takes beyond a warm one (imports,
+caches: the probe's cold first call shows it); the workers pay it at once, so it counts once.
 ``parent_s`` is what the one parent process must do for every item and chunk (pickle, move
 bytes, dispatch); ``worker_s`` counts whole rounds of chunks, which is where the imbalance of
 the last chunks shows, and never lets the work go faster than the usable cores allow, the
@@ -29,6 +31,7 @@ import math
 from collections.abc import Iterable
 
 from ._records import Plan, SystemFacts, WorkMeasurements
+from ._serial_reasons import best_pool_reason, floor_reason, with_unknown_length
 
 PARALLEL_MARGIN = 0.10
 """A pool must be predicted at least this much faster than serial to be chosen: the probe's
@@ -127,6 +130,21 @@ def predict_start_s(facts: SystemFacts, n_workers: int) -> float:
     return facts.worker_start_s * (1 + 0.5 * (n_workers - 1))
 
 
+INHERITS_WARM_STATE = ("fork", "threads")
+"""Start methods whose workers begin with the caller's imports and caches: a forked child
+or a thread of this process. Their first call is not cold again."""
+
+
+def predict_cold_first_call_s(facts: SystemFacts, measurements: WorkMeasurements) -> float:
+    """Seconds the workers' own cold first calls add: each worker started afresh (spawn,
+    forkserver, loky, a cluster) pays what the probe's first call took beyond a warm one.
+    The workers pay it at the same time, so it counts once. Nothing where workers inherit
+    the caller's warm state, or where the start method is not known yet (a bound)."""
+    if not facts.was_read or facts.start_method in INHERITS_WARM_STATE:
+        return 0.0
+    return measurements.first_call_extra_s
+
+
 def predict_parallel_s(
     facts: SystemFacts,
     measurements: WorkMeasurements,
@@ -150,7 +168,12 @@ def predict_parallel_s(
         n_items * (m.wall_s_per_item * effective_cpu_share(m) + m.pickle_s_per_item) + parent_s
     )
     worker_s = max(rounds_s, cpu_ceiling_s / n_usable_cores)
-    return predict_start_s(facts, n_workers) + facts.task_roundtrip_s + max(parent_s, worker_s)
+    return (
+        predict_start_s(facts, n_workers)
+        + predict_cold_first_call_s(facts, m)
+        + facts.task_roundtrip_s
+        + max(parent_s, worker_s)
+    )
 
 
 def parallel_floor_s(facts: SystemFacts, measurements: WorkMeasurements, n_items: int) -> float:
@@ -160,7 +183,12 @@ def parallel_floor_s(facts: SystemFacts, measurements: WorkMeasurements, n_items
     m = measurements
     start_s = 0.0 if facts.n_warm_workers >= 1 else predict_start_s(facts, 1)
     transfer_s = (m.item_bytes + m.result_bytes) / facts.ipc_bytes_per_s
-    return start_s + facts.task_roundtrip_s + n_items * (m.pickle_s_per_item + transfer_s)
+    return (
+        start_s
+        + predict_cold_first_call_s(facts, m)
+        + facts.task_roundtrip_s
+        + n_items * (m.pickle_s_per_item + transfer_s)
+    )
 
 
 def candidate_chunksizes(n_items: int, n_workers: int) -> list[int]:
@@ -272,11 +300,16 @@ def plan_map(
     n_cores, core_limit = choose_usable_cores(facts, cpu_bound=cpu_bound)
     if max_workers is not None and max_workers < n_cores:
         n_cores, core_limit = max_workers, "max_workers"
-    worker_cap, reasons = choose_worker_cap(facts, measurements, n_cores, max_workers)
+    reasons: list[str] = []  # the limits on the pool, once they are looked at
     serial_s = predict_serial_s(measurements, n_assumed) if serial_allowed else None
 
     def make(
-        mode: str, n_workers: int, size: int, parallel_s: float | None, why: Iterable[str]
+        mode: str,
+        n_workers: int,
+        size: int,
+        parallel_s: float | None,
+        why: Iterable[str],
+        floor_s: float | None = None,
     ) -> Plan:
         return Plan(
             mode="serial" if mode == "serial" else "parallel",
@@ -294,8 +327,14 @@ def plan_map(
             reasons=(*reasons, *why),
             facts=facts,
             measurements=measurements,
+            parallel_floor_s=floor_s,
         )
 
+    if serial_allowed and n_assumed == 0:
+        # Nothing to plan for: no other rule applies (the machine was not even read).
+        return make("serial", 1, 1, None, ["no items are left after the probe"])
+    worker_cap, cap_reasons = choose_worker_cap(facts, measurements, n_cores, max_workers)
+    reasons.extend(cap_reasons)
     picklable = math.isfinite(measurements.item_bytes + measurements.result_bytes)
     if not picklable and serial_allowed:
         unpicklable = "items or results cannot be pickled, so they cannot be sent to a worker"
@@ -305,47 +344,52 @@ def plan_map(
             return make("serial", 1, 1, None, ["no worker fits in the available memory"])
         worker_cap = 1
         reasons.append("memory is short, but fn may not run in the caller: 1 worker")
-    if serial_allowed and n_assumed == 0:
-        return make("serial", 1, 1, None, ["no items are left after the probe"])
     if serial_s is not None:
         floored = _no_pool_can_win(facts, measurements, n_assumed, n_items, serial_s)
         if floored is not None:
-            # Skip the search: the plan of a tiny job must cost next to nothing.
-            return make("serial", 1, 1, *floored)
+            # Skip the search: the plan of a tiny job must cost next to nothing. The floor
+            # is a bound, not a prediction of any real pool's time.
+            floor_s, floor_why = floored
+            return make("serial", 1, 1, None, floor_why, floor_s)
 
     predictions = _predict_candidates(
         facts, measurements, n_assumed, worker_cap, chunksize, n_cores
     )
     best = _pick_near_best(predictions, measurements)
     parallel_s, n_workers, size = best
-    why: list[str] = []
-    if chunksize is not None:
-        why.append(f"chunksize={chunksize} as given")
+    pool_wins, why = _best_pool_or_serial(facts, best, serial_s, chunksize, n_items)
+    if pool_wins:
+        return make("parallel", n_workers, size, parallel_s, why)
+    if not facts.was_read:
+        # Planned on the most favourable figures: the best pool's time is a bound.
+        return make("serial", 1, 1, None, why, parallel_s)
+    return make("serial", 1, 1, parallel_s, why)
+
+
+def _best_pool_or_serial(
+    facts: SystemFacts,
+    best: tuple[float, int, int],
+    serial_s: float | None,
+    chunksize: int | None,
+    n_items: int | None,
+) -> tuple[bool, list[str]]:
+    """Whether the best pool the search found, ``best`` (seconds, workers, chunk size), is
+    chosen over serial, and why; always when ``fn`` may not run in the caller (no
+    ``serial_s``), else when it wins by ``PARALLEL_MARGIN``."""
+    parallel_s, n_workers, size = best
+    why = [] if chunksize is None else [f"chunksize={chunksize} as given"]
     if serial_s is None:
-        why.append(
-            "fn may not run in the caller (isolation, initializer or timeout), "
-            "so the best pool was chosen"
-        )
-        return make("parallel", n_workers, size, parallel_s, why)
+        caller = "fn may not run in the caller (isolation, initializer or timeout)"
+        return True, [*why, f"{caller}, so the best pool was chosen"]
     if parallel_s < serial_s * (1 - PARALLEL_MARGIN):
-        why.append(
-            f"{n_workers} worker(s) are predicted {serial_s / parallel_s:.1f}x faster "
-            f"than serial, start-up included"
-        )
-        return make("parallel", n_workers, size, parallel_s, why)
-    why.append(
-        "serial is predicted fastest: the best pool "
-        f"({n_workers} worker(s), chunks of {size}) would take "
-        f"{_ratio_text(parallel_s, serial_s)} of the serial time"
-    )
-    return make("serial", 1, 1, parallel_s, _with_unknown_length(why, n_items))
-
-
-def _with_unknown_length(why: list[str], n_items: int | None) -> list[str]:
-    """``why``, and a note that the plan is revisited when the input's length is unknown."""
-    if n_items is None:
-        return [*why, "the input's length is unknown: this is revisited as more items arrive"]
-    return why
+        speedup = f"{serial_s / parallel_s:.1f}x"
+        return True, [
+            *why,
+            f"{n_workers} worker(s) are predicted {speedup} faster than serial, start-up included",
+        ]
+    bound = not facts.was_read
+    why.append(best_pool_reason(n_workers, size, parallel_s, serial_s, bound, PARALLEL_MARGIN))
+    return False, with_unknown_length(why, n_items)
 
 
 def _no_pool_can_win(
@@ -360,12 +404,13 @@ def _no_pool_can_win(
     floor_s = parallel_floor_s(facts, measurements, n_assumed)
     if floor_s < serial_s * (1 - PARALLEL_MARGIN):
         return None
-    why = (
-        "serial is predicted fastest: any pool would take at least "
-        f"{_ratio_text(floor_s, serial_s)} of the serial time (a worker's start, "
-        "and the parent's pickling and sending of every item and result)"
+    why = floor_reason(
+        floor_s,
+        serial_s,
+        pays_start=facts.n_warm_workers < 1 and predict_start_s(facts, 1) > 0,
+        pays_cold_first_call=predict_cold_first_call_s(facts, measurements) > 0,
     )
-    return floor_s, _with_unknown_length([why], n_items)
+    return floor_s, with_unknown_length([why], n_items)
 
 
 def _predict_candidates(
@@ -421,38 +466,3 @@ def _pick_near_best(
 
     near = [p for p in predictions if p[0] <= fastest_s * (1 + NEAR_TIE) + 1e-12]
     return min(near, key=lambda p: (p[1], distance_from_target(p[2]), p[2]))
-
-
-def _ratio_text(numerator: float, denominator: float) -> str:
-    if denominator <= 0:
-        return "n/a"
-    return f"{numerator / denominator:.0%}"
-
-
-def choose_start_method(
-    *, platform: str, n_os_threads: int, available_methods: tuple[str, ...]
-) -> tuple[str, str]:
-    """How to start workers when the user gave no ``mp_context``, and why.
-
-    ``fork`` starts a worker in a few milliseconds against about 70 ms for a fresh
-    interpreter, but it is only safe in a process with a single thread: a thread holding a
-    lock at fork time (a native BLAS or OpenMP pool counts) leaves the child deadlocked.
-    So: ``fork`` on Linux when this process has exactly one OS thread; else ``forkserver``
-    (workers forked from a clean single-threaded server, safe with threads, about 45 ms for
-    the first pool); else loky's own method (a fresh interpreter per worker), the only
-    choice on Windows and the safe one on macOS, where fork is unsafe in general.
-    """
-    if platform.startswith("linux"):
-        if n_os_threads == 1 and "fork" in available_methods:
-            return "fork", "fork: single-threaded on Linux, the fastest safe start"
-        if "forkserver" in available_methods:
-            return "forkserver", (
-                f"forkserver: {n_os_threads} threads are running, so fork would be unsafe"
-            )
-    return "loky", "loky: a fresh interpreter per worker, safe on every platform"
-
-
-def choose_threads_per_worker(n_usable_cores: int, n_workers: int) -> int:
-    """Native threads (BLAS, OpenMP) each worker may run so that workers x threads stays
-    within the usable cores: oversubscribed cores thrash caches and lose time switching."""
-    return max(1, n_usable_cores // max(1, n_workers))

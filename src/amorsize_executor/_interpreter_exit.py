@@ -20,9 +20,11 @@ def _note_exit() -> None:
     _exiting = True
 
 
-def interpreter_exiting() -> bool:
-    """True once the interpreter has begun to shut down (or is finalizing)."""
-    return _exiting or sys.is_finalizing()
+def check_interpreter_running() -> None:
+    """Refuse new work, with the stdlib's message, once the interpreter has begun to shut
+    down (or is finalizing)."""
+    if _exiting or sys.is_finalizing():
+        raise RuntimeError("cannot schedule new futures after interpreter shutdown")
 
 
 _register_atexit = getattr(threading, "_register_atexit", None)

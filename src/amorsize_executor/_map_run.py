@@ -299,11 +299,7 @@ class MapRun:
                         self._serial = None
                     continue
                 if self._shutdown and not self._options.drain_on_shutdown:
-                    raise RuntimeError(
-                        "cannot schedule new futures after shutdown: the executor was shut "
-                        "down while this map() still had input of unknown length to read. "
-                        "Consume the results before leaving the 'with' block, or pass a list."
-                    )
+                    raise RuntimeError(_after_shutdown_message(self._options.buffersize))
                 window.fill()
         except BaseException as exc:
             interrupted = isinstance(exc, KeyboardInterrupt)
@@ -438,3 +434,21 @@ class ResultIterator(chain):  # type: ignore[type-arg]
         """Stop: cancel what is pending and read no more input."""
         self.segments.close()
         self.finalizer()
+
+
+def _after_shutdown_message(buffersize: int | None) -> str:
+    """Why a ``map()`` cannot go on after ``shutdown()``, and what to do: with
+    ``buffersize=`` at most that many items were submitted ahead (as Python 3.14's
+    ``buffersize`` does), else the input had no length to submit in full."""
+    if buffersize is not None:
+        why = (
+            f"this map() was given buffersize={buffersize}, so only that many items were "
+            "submitted ahead of the results read. Consume the results before leaving the "
+            "'with' block, or leave out buffersize="
+        )
+    else:
+        why = (
+            "this map() still had input of unknown length to read. Consume the results "
+            "before leaving the 'with' block, or pass a list"
+        )
+    return f"cannot schedule new futures after shutdown: the executor was shut down while {why}."

@@ -123,7 +123,8 @@ _NOT_COMPARED = frozenset({"changes", "report_format"})
 
 
 def _diff_reports(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[_Change]:
-    """Every leaf value that differs between two reports, by dotted key, in key order.
+    """Every leaf value that differs between two reports, by dotted key, in key order;
+    a value that is unknown (``None``) on either side is no change.
 
     Missing keys and sections on either side are changes, never errors; a plan present on
     one side only is a single change rather than one per field.
@@ -144,6 +145,8 @@ def _diff_reports(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[_Chang
             _flatten(value, str(key), flat_new)
     for key in sorted(flat_old.keys() | flat_new.keys()):
         before, after = flat_old.get(key, _MISSING), flat_new.get(key, _MISSING)
+        if before is None or after is None:
+            continue  # unknown on one side (not read, not measured): not a change
         if before is _MISSING or after is _MISSING or before != after:
             changes.append((key, before, after))
     return changes
@@ -201,7 +204,11 @@ def _value_text(key: str, value: Any) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if key.endswith("_bytes"):
             return _bytes_text(value)
-        if key.endswith("_s"):
+        if key.endswith("_bytes_per_s"):
+            return f"{_bytes_text(value)}/s"
+        if key.endswith("_per_s"):
+            return f"{value:g}/s"
+        if key.endswith("_s") or "_s_per_" in key:  # seconds, or seconds per item
             return _seconds_text(value)
         return f"{value:g}" if isinstance(value, float) else str(value)
     if isinstance(value, str):
