@@ -19,12 +19,14 @@ LAYERS = {
     "_system_facts": "mechanism",
     "_start_cost_cache": "mechanism",
     "_chunk_worker": "mechanism",
+    "_fn_transport": "mechanism",
     "_close_gate": "mechanism",
     "_pool_backend": "mechanism",
     "_shared_pools": "mechanism",
     "_dask_backend": "mechanism",
     "_thread_backend": "mechanism",
     "_map_run": "facade",
+    "_fn_for_workers": "facade",
     "_executor": "facade",
     "_cli": "facade",
     "__main__": "facade",
@@ -40,8 +42,9 @@ ALLOWED = {
     "facade": {"data", "policy", "mechanism", "facade", "_chunk_worker", "_close_gate"},
 }
 
-# Named exceptions within a layer: the shared warm pool is a PoolBackend (a subclass).
-MODULE_ALLOWED = {"_shared_pools": {"_pool_backend"}}
+# Named exceptions within a layer: the shared warm pool is a PoolBackend (a subclass); a
+# worker loads a large fn through the transport that shipped it.
+MODULE_ALLOWED = {"_shared_pools": {"_pool_backend"}, "_chunk_worker": {"_fn_transport"}}
 
 # No clock, no file, no process, no environment in the policy layer.
 POLICY_FORBIDDEN = {

@@ -7,11 +7,16 @@ hand-built inputs, with no timing in them.
 The prediction for ``w`` workers and chunks of ``k`` items, for ``n`` remaining items::
 
     parallel_s = start_s(w) + roundtrip_s + max(parent_s, worker_s)
-    parent_s   = n * (pickle_s + transfer_s) + ceil(n / k) * task_roundtrip_s
-    worker_s   = max(ceil(ceil(n / k) / w) * k * (compute_s + pickle_s),     # chunk rounds
+    parent_s   = n * (pickle_s + transfer_s) + ceil(n / k) * task_roundtrip_s + fn_s(n/k, 1)
+    worker_s   = max(ceil(ceil(n / k) / w) * k * (compute_s + pickle_s)      # chunk rounds
+                     + fn_s(ceil(ceil(n / k) / w), 1),
                      (n * (compute_s * cpu_share + pickle_s) + parent_s)      # CPU ceiling
                      / usable_cores)
     serial_s   = n * compute_s
+
+``fn_s(chunks, workers)`` is what moving ``fn`` itself costs (``fn_shipping_s``): a small
+``fn`` travels in every chunk; a large one is written once to shared memory and loaded once
+by each worker (``fn_travels_once_per_worker``), its arrays memory-mapped.
 
 ``parent_s`` is what the one parent process must do for every item and chunk (pickle, move
 bytes, dispatch); ``worker_s`` counts whole rounds of chunks, which is where the imbalance of
@@ -130,6 +135,38 @@ def choose_usable_cores(facts: SystemFacts, *, cpu_bound: bool) -> tuple[int, st
     return max(1, value), name
 
 
+FN_ONCE_PER_WORKER_MIN_BYTES = 1 << 20
+"""A pickled ``fn`` at least this large (1 MiB, joblib's default threshold for memory-mapping
+an array) is shipped once per worker through shared memory instead of inside every chunk:
+below it, the file and its mapping cost more than sending the bytes a few times."""
+
+MAPPED_BYTES_PER_S = 1.4e9
+"""Rate at which the parent writes a large ``fn``'s buffers to shared memory, and at which a
+worker faults the mapped pages in, both counted at the slower of the two: writing a
+200 MB array to ``/dev/shm`` took 0.14 s here, touching every mapped page about 0.05 s."""
+
+
+def fn_travels_once_per_worker(fn_nbytes: int, *, workers_share_files: bool) -> bool:
+    """Whether ``fn`` (``fn_nbytes`` pickled) should be shipped once per worker through a
+    shared-memory file rather than in every chunk: when it is large, and the workers are on
+    this machine (a cluster's are not)."""
+    return workers_share_files and fn_nbytes >= FN_ONCE_PER_WORKER_MIN_BYTES
+
+
+def fn_shipping_s(
+    facts: SystemFacts, measurements: WorkMeasurements, n_chunks: float, n_workers: float
+) -> float:
+    """Seconds spent moving ``fn`` itself, for ``n_chunks`` chunks over ``n_workers``
+    workers: its bytes in every chunk, plus a large ``fn``'s load by each worker (its
+    in-band pickle at the transfer rate, its mapped buffers at ``MAPPED_BYTES_PER_S``)."""
+    m = measurements
+    per_chunk_s = m.fn_bytes_per_chunk / facts.ipc_bytes_per_s
+    per_worker_s = m.fn_bytes_per_worker / facts.ipc_bytes_per_s + (
+        m.fn_mapped_bytes / MAPPED_BYTES_PER_S
+    )
+    return n_chunks * per_chunk_s + n_workers * per_worker_s
+
+
 def predict_serial_s(measurements: WorkMeasurements, n_items: int) -> float:
     """Seconds to run ``n_items`` more items in the calling process."""
     return n_items * measurements.wall_s_per_item
@@ -162,12 +199,22 @@ def predict_parallel_s(
     m = measurements
     n_chunks = math.ceil(n_items / chunksize)
     transfer_s = (m.item_bytes + m.result_bytes) / facts.ipc_bytes_per_s
-    parent_s = n_items * (m.pickle_s_per_item + transfer_s) + n_chunks * facts.task_roundtrip_s
+    # The parent pickles a large fn and writes it once; a small one goes out with each chunk.
+    parent_s = (
+        n_items * (m.pickle_s_per_item + transfer_s)
+        + n_chunks * facts.task_roundtrip_s
+        + fn_shipping_s(facts, m, n_chunks, 1)
+    )
     rounds = math.ceil(n_chunks / n_workers)
     per_item_worker_s = m.wall_s_per_item + m.pickle_s_per_item
-    rounds_s = rounds * min(chunksize, n_items) * per_item_worker_s
+    # Each worker loads a large fn before its first chunk, a small one with every chunk.
+    rounds_s = rounds * min(chunksize, n_items) * per_item_worker_s + fn_shipping_s(
+        facts, m, rounds, 1
+    )
     cpu_ceiling_s = (
-        n_items * (m.wall_s_per_item * effective_cpu_share(m) + m.pickle_s_per_item) + parent_s
+        n_items * (m.wall_s_per_item * effective_cpu_share(m) + m.pickle_s_per_item)
+        + parent_s
+        + fn_shipping_s(facts, m, n_chunks, n_workers)
     )
     worker_s = max(rounds_s, cpu_ceiling_s / n_usable_cores)
     return predict_start_s(facts, n_workers) + facts.task_roundtrip_s + max(parent_s, worker_s)
@@ -180,7 +227,12 @@ def parallel_floor_s(facts: SystemFacts, measurements: WorkMeasurements, n_items
     m = measurements
     start_s = 0.0 if facts.n_warm_workers >= 1 else predict_start_s(facts, 1)
     transfer_s = (m.item_bytes + m.result_bytes) / facts.ipc_bytes_per_s
-    return start_s + facts.task_roundtrip_s + n_items * (m.pickle_s_per_item + transfer_s)
+    return (
+        start_s
+        + facts.task_roundtrip_s
+        + n_items * (m.pickle_s_per_item + transfer_s)
+        + fn_shipping_s(facts, m, 1, 1)
+    )
 
 
 def candidate_chunksizes(n_items: int, n_workers: int) -> list[int]:

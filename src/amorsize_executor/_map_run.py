@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 import cloudpickle
 
 from . import _cost_model, _probe, _system_facts
-from ._chunk_worker import ChunkPayload, ChunkResult, dumps_callable
+from ._chunk_worker import ChunkPayload, ChunkResult
 from ._errors import (
     RemoteTraceback,
     UnpicklableExceptionError,
@@ -48,6 +48,7 @@ from ._errors import (
     UnpicklableResultError,
     WorkerCrashedError,
 )
+from ._fn_for_workers import FnForWorkers
 from ._input import Source
 from ._pool_backend import Backend
 from ._records import Plan, RunOutcome, SystemFacts, WorkMeasurements, format_seconds
@@ -158,7 +159,10 @@ class MapRun:
         self._error_index = -1
         self._in_flight_items = 0
         self._n_delivered = 0
-        self._fn_bytes: bytes | None = None
+        self._fn_for_workers = FnForWorkers(
+            fn, workers_share_files=bool(getattr(backend, "workers_share_files", False))
+        )
+        """``fn`` pickled once for the chunks: in each, or once per worker when large."""
         self._plan: Plan | None = None
         self._chunksize = 1
         self._window = 1
@@ -327,7 +331,7 @@ class MapRun:
             and not self._in_process
         ):
             try:
-                self._fn_bytes = dumps_callable(self._fn)
+                self._fn_for_workers.ensure()
             except Exception as exc:
                 if m.serial_allowed:
                     plan = replace(
@@ -388,6 +392,9 @@ class MapRun:
             )
             if bound.mode == "serial":
                 return bound
+        if not self._in_process:
+            # Only now is fn pickled to count its size: most small jobs never get here.
+            measurements = self._fn_for_workers.with_size(measurements)
         return self._plan_with(
             self._read_facts(self._backend), measurements, remaining, serial_allowed
         )
@@ -424,8 +431,7 @@ class MapRun:
             budget_s, check_every = self._chunk_budget(len(items))
             payload = ChunkPayload(b"", b"", budget_s, check_every, fn=self._fn, items=items)
             return self._send(first_index, items, payload)
-        if self._fn_bytes is None:
-            self._fn_bytes = dumps_callable(self._fn)
+        fn_bytes, fn_ref = self._fn_for_workers.for_chunk()
         try:
             items_bytes = cloudpickle.dumps(items)
         except Exception:
@@ -440,7 +446,9 @@ class MapRun:
             items_bytes = cloudpickle.dumps(items)
         budget_s, check_every = self._chunk_budget(len(items))
         return self._send(
-            first_index, items, ChunkPayload(self._fn_bytes, items_bytes, budget_s, check_every)
+            first_index,
+            items,
+            ChunkPayload(fn_bytes, items_bytes, budget_s, check_every, fn_ref=fn_ref),
         )
 
     def _send(
@@ -898,7 +906,7 @@ class MapRun:
             return False
         if not self._in_process:
             try:
-                self._fn_bytes = dumps_callable(self._fn)
+                self._fn_for_workers.ensure()
             except Exception:
                 return False
         plan = replace(
@@ -1005,6 +1013,7 @@ class MapRun:
             # Before the backend is released: a deferred close would take the pool away.
             self._backend.terminate_workers()
         self._stop_keeping_backend_open()
+        self._fn_for_workers.release()
         self._source.close()
         if self._options.on_finish is not None:
             self._options.on_finish()

@@ -161,6 +161,10 @@ class PoolBackend:
     would have to wait for that work); the plan then runs on the workers there are.
     """
 
+    workers_share_files = True
+    """The workers run on this machine: a large ``fn`` can reach them through a shared-memory
+    file, once each (see ``_fn_transport``)."""
+
     def __init__(
         self,
         *,

@@ -117,6 +117,14 @@ class WorkMeasurements:
     voluntary_switches_per_item: float | None = None
     """Times a call gave up the CPU by itself (sleep, I/O, locks), on average; tells waiting
     from being preempted on a busy machine. ``None`` where the OS does not report it."""
+    fn_bytes_per_chunk: float = 0.0
+    """Pickled size of ``fn`` where it travels inside every chunk (a small ``fn``)."""
+    fn_bytes_per_worker: float = 0.0
+    """Pickled size of a large ``fn`` that each worker unpickles once (see ``_fn_transport``),
+    its large buffers excluded."""
+    fn_mapped_bytes: float = 0.0
+    """Large buffers inside ``fn`` (numpy arrays' data), written once to shared memory and
+    memory-mapped by each worker."""
 
     @property
     def cpu_share(self) -> float:

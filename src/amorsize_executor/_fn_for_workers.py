@@ -1,0 +1,76 @@
+"""How one ``map()``'s ``fn`` goes to its workers: pickled once, then either inside every
+chunk (small) or written once to shared memory and loaded once per worker (large).
+
+Facade layer (a collaborator of ``_map_run.MapRun``): it asks the cost model which way a
+``fn`` of the measured size travels, and drives ``_fn_transport``, which does the moving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from . import _cost_model
+from ._fn_transport import FnRef, PickledFn, ShippedFn, pickle_callable
+from ._records import WorkMeasurements
+
+
+class FnForWorkers:
+    """``fn`` as the chunks of one ``map()`` carry it. Pickled at most once (``ensure``);
+    a large one's file is written at the first chunk that needs it and removed by
+    ``release()``, when the ``map()`` ends."""
+
+    def __init__(self, fn: Callable[..., Any], *, workers_share_files: bool) -> None:
+        self._fn = fn
+        self._workers_share_files = workers_share_files
+        self._pickled: PickledFn | None = None
+        self._inline: bytes | None = None
+        self._shipped: ShippedFn | None = None
+
+    def ensure(self) -> None:
+        """Pickle ``fn`` unless done already; raises what pickling raises."""
+        if self._inline is not None or self._pickled is not None:
+            return
+        pickled = pickle_callable(self._fn)
+        if _cost_model.fn_travels_once_per_worker(
+            pickled.nbytes, workers_share_files=self._workers_share_files
+        ):
+            self._pickled = pickled
+        else:
+            self._inline = pickled.inline_bytes()
+
+    def with_size(self, measurements: WorkMeasurements) -> WorkMeasurements:
+        """``measurements`` with the bytes ``fn`` adds per chunk or per worker; unchanged if
+        ``fn`` cannot be pickled (the plan then finds that out and stays in the caller)."""
+        try:
+            self.ensure()
+        except Exception:
+            return measurements
+        if self._pickled is not None:
+            mapped = sum(b.raw().nbytes for b in self._pickled.buffers)
+            return replace(
+                measurements,
+                fn_bytes_per_chunk=0.0,
+                fn_bytes_per_worker=float(len(self._pickled.main)),
+                fn_mapped_bytes=float(mapped),
+            )
+        assert self._inline is not None
+        return replace(measurements, fn_bytes_per_chunk=float(len(self._inline)))
+
+    def for_chunk(self) -> tuple[bytes, FnRef | None]:
+        """What a chunk carries: ``fn``'s bytes, or empty bytes and where to load it from."""
+        self.ensure()
+        if self._inline is not None:
+            return self._inline, None
+        if self._shipped is None:
+            assert self._pickled is not None
+            self._shipped = ShippedFn(self._pickled)
+            # The file holds the data now: the parent need not keep references to it.
+            self._pickled = PickledFn(b"", [])
+        return b"", self._shipped.ref
+
+    def release(self) -> None:
+        """Remove a large ``fn``'s file (the ``map()`` has ended)."""
+        if self._shipped is not None:
+            self._shipped.release()
