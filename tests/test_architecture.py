@@ -14,6 +14,7 @@ LAYERS = {
     "_records": "data",
     "_errors": "data",
     "_cost_model": "policy",
+    "_serial_watch": "policy",
     "_input": "mechanism",
     "_probe": "mechanism",
     "_system_facts": "mechanism",

@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 
 import cloudpickle
 
-from . import _cost_model, _probe, _system_facts
+from . import _cost_model, _probe, _serial_watch, _system_facts
 from ._chunk_worker import ChunkPayload, ChunkResult
 from ._errors import (
     RemoteTraceback,
@@ -781,6 +781,7 @@ class MapRun:
         checkpoint = max(2 * source.n_pulled, 16)
         perf, cpu = time.perf_counter, time.process_time
         progress = self._options.on_progress
+        watch = self._new_serial_watch()
         while not source.exhausted and self._error is None:
             n_batch = checkpoint - source.n_pulled
             if progress is not None:
@@ -822,25 +823,61 @@ class MapRun:
                     per_item_s, timed_cpu_s / len(timed)
                 ):
                     return
+            cpu_share = min(1.0, timed_cpu_s / timed_s) if timed_s > 0 else 1.0
+            if watch is not None and self._watch_says_switch(
+                watch, timed_s, len(timed), cpu_share
+            ):
+                return
             n_rest = n_batch - len(timed)
-            if n_rest > 0 and not source.exhausted:
+            # The rest of the batch runs in parts of bounded predicted time, with a look at
+            # the clock between two parts (``_serial_watch``): a slow stretch is seen there.
+            while n_rest > 0 and not source.exhausted:
+                n_part = n_rest if watch is None else min(n_rest, watch.check_items())
+                n_rest -= n_part
+                part_started_s, n_pulled_before = perf(), source.n_pulled
                 if progress is None and per_item_s < STRICT_SERIAL_S:
                     # C speed: no Python code per item (see STRICT_SERIAL_S for the cost).
-                    single = source.single_batch(n_rest)
+                    single = source.single_batch(n_part)
                     if single is not None:
                         yield map(fn, single[0])
                         self._delivered(single[1])
                     else:
-                        bare = source.bare_batch(n_rest)
+                        bare = source.bare_batch(n_part)
                         if bare is not None:
                             yield map(fn, bare)
                         else:
-                            yield starmap(fn, source.batch(n_rest))
-                        self._delivered(source.settle_batch(n_rest))
+                            yield starmap(fn, source.batch(n_part))
+                        self._delivered(source.settle_batch(n_part))
                 else:
-                    yield self._checked_calls(n_rest)
+                    yield self._checked_calls(n_part)
                     if self._stream_failed:
                         return
+                if watch is not None and self._watch_says_switch(
+                    watch, perf() - part_started_s, source.n_pulled - n_pulled_before, cpu_share
+                ):
+                    return
+
+    def _new_serial_watch(self) -> _serial_watch.SerialWatch | None:
+        """The clock check of this serial run (``_serial_watch``); none once a pool lost."""
+        if self._plan is None or self._fell_back:
+            return None
+        return _serial_watch.SerialWatch(
+            self._plan.measurements.wall_s_per_item,
+            _serial_watch.overshoot_margin_s(self._plan.facts),
+        )
+
+    def _watch_says_switch(
+        self, watch: _serial_watch.SerialWatch, elapsed_s: float, n_items: int, cpu_share: float
+    ) -> bool:
+        """Count a serial part's time; past the margin, re-plan on the slow stretch's rate
+        (``True``: a pool took the rest over), else predict that rate from now on."""
+        stretch_s_per_item = watch.observe(elapsed_s, n_items)
+        if stretch_s_per_item is None or self._shutdown or self._source.exhausted:
+            return False
+        if self._revisit(stretch_s_per_item, stretch_s_per_item * cpu_share):
+            return True
+        watch.rebase(stretch_s_per_item)
+        return False
 
     def _timed_group_items(self) -> int:
         """Serial calls timed together for the re-plan: about ``FAST_CALL_S`` of work."""

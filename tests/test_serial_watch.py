@@ -1,0 +1,98 @@
+"""Serial plans are checked against the clock: the pure detector with injected numbers, and
+a serial run over a scripted clock whose slow stretch comes after the probe and the last
+re-plan by item count."""
+
+from __future__ import annotations
+
+import functools
+import time
+import types
+
+import pytest
+
+from amorsize_executor import AdaptiveProcessPoolExecutor, _map_run, _probe
+from amorsize_executor import _serial_watch as sw
+
+from .conftest import make_facts
+from .fakes import FakeBackend
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_batches_on_time_never_trigger_and_build_no_credit() -> None:
+    watch = sw.SerialWatch(s_per_item=1e-3, margin_s=0.05)
+    for _ in range(1000):
+        assert watch.observe(4e-3, 5) is None  # faster than predicted: no credit kept
+    assert watch.excess_s == 0.0
+    # A stretch of 50 ms calls, one in five: seen within the first two slow calls.
+    assert watch.observe(0.054, 5) is None
+    rate = watch.observe(0.054, 5)
+    assert rate == pytest.approx(0.108 / 10)
+
+
+def test_the_stretch_rate_is_not_diluted_by_the_fast_start() -> None:
+    watch = sw.SerialWatch(s_per_item=2e-4, margin_s=0.03)
+    for _ in range(54):
+        assert watch.observe(1e-3, 5) is None  # 270 calls on time
+    rate = watch.observe(0.0508, 5)
+    assert rate == pytest.approx(0.0508 / 5)
+
+
+def test_a_rebased_watch_predicts_the_new_rate() -> None:
+    watch = sw.SerialWatch(s_per_item=1e-3, margin_s=0.01)
+    rate = watch.observe(0.02, 2)
+    assert rate == pytest.approx(0.01)
+    watch.rebase(0.01)
+    assert watch.observe(0.02, 2) is None
+    assert watch.check_items() == 1
+
+
+def test_check_items_bound_the_predicted_time_between_two_looks() -> None:
+    assert sw.serial_check_items(2e-4) == int(sw.SERIAL_CHECK_S / 2e-4)
+    assert sw.serial_check_items(1.0) == 1
+    assert sw.serial_check_items(0.0) > 10**6
+    assert sw.overshoot_margin_s(make_facts(worker_start_s=0.2)) == 0.2
+    assert sw.overshoot_margin_s(make_facts(worker_start_s=0.0)) == sw.SERIAL_OVERSHOOT_MIN_S
+
+
+class ScriptedClock:
+    """Time that moves only when ``late_slow`` says a call took time."""
+
+    def __init__(self) -> None:
+        self.now_s = 1000.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def late_slow(clock: ScriptedClock, x: int) -> int:
+    """0.2 ms calls, except one in five of the last 30 of 300, which take 50 ms."""
+    clock.now_s += 0.05 if x >= 270 and x % 5 == 0 else 2e-4
+    return 2 * x
+
+
+def test_a_slow_stretch_after_the_last_count_replan_is_caught_within_a_few_items(
+    fake_backend: FakeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = ScriptedClock()
+    monkeypatch.setattr(
+        _map_run,
+        "time",
+        types.SimpleNamespace(perf_counter=clock, process_time=clock, monotonic=time.monotonic),
+    )
+    monkeypatch.setattr(
+        _probe, "probe", functools.partial(_probe.probe, wall_clock=clock, cpu_clock=clock)
+    )
+    # 300 calls of 0.2 ms (60 ms) are not worth a 30 ms start on 4 cores: the plan is serial.
+    facts = make_facts(worker_start_s=0.03, task_roundtrip_s=2e-4, ipc_bytes_per_s=5e8)
+    fn = functools.partial(late_slow, clock)
+    with AdaptiveProcessPoolExecutor(backend=fake_backend, system_facts=facts) as ex:
+        results = list(ex.map(fn, range(300)))
+        plan = ex.last_plan
+    assert results == [2 * x for x in range(300)]
+    assert plan is not None and plan.outcome is not None
+    assert plan.outcome.switched_to_parallel
+    dispatched = sorted(args[0] for args in fake_backend.items_dispatched)
+    # The first slow call is item 270; the rest went to the pool within two slow calls.
+    assert 270 < dispatched[0] <= 280
+    assert dispatched == list(range(dispatched[0], 300))
