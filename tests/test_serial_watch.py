@@ -7,10 +7,17 @@ from __future__ import annotations
 import functools
 import time
 import types
+from typing import Any
 
 import pytest
 
-from amorsize_executor import AdaptiveProcessPoolExecutor, _map_run, _probe
+from amorsize_executor import (
+    AdaptiveProcessPoolExecutor,
+    _executor,
+    _map_run,
+    _probe,
+    _start_cost_cache,
+)
 from amorsize_executor import _serial_watch as sw
 
 from .conftest import make_facts
@@ -96,3 +103,77 @@ def test_a_slow_stretch_after_the_last_count_replan_is_caught_within_a_few_items
     # The first slow call is item 270; the rest went to the pool within two slow calls.
     assert 270 < dispatched[0] <= 280
     assert dispatched == list(range(dispatched[0], 300))
+
+
+# -- streams: workers started in the background -------------------------------------------
+
+
+def test_a_stream_kept_serial_only_by_the_start_cost_starts_workers() -> None:
+    from amorsize_executor import _cost_model as cm
+
+    from .conftest import make_measurements
+
+    facts = make_facts(worker_start_s=0.05, task_roundtrip_s=2e-4, ipc_bytes_per_s=5e8)
+    work = make_measurements(wall_s_per_item=1e-3, cpu_s_per_item=1e-3)
+    # 64 more items of 1 ms: serial, since four workers take 0.125 s to start; warm, a pool
+    # wins, and 64 ms of serial work leaves time for a 50 ms start.
+    assert cm.plan_map(facts, work, n_items=None, n_items_lower_bound=64).mode == "serial"
+    assert (
+        cm.workers_to_prestart_for_stream(facts, work, n_items_assumed=64, max_workers=None) == 4
+    )
+    assert cm.workers_to_prestart_for_stream(facts, work, n_items_assumed=64, max_workers=2) == 2
+    # 32 items (32 ms) would end before a worker is ready: the caller could wait for it.
+    assert (
+        cm.workers_to_prestart_for_stream(facts, work, n_items_assumed=32, max_workers=None) == 0
+    )
+    trivial = make_measurements(wall_s_per_item=1e-6, cpu_s_per_item=1e-6)
+    assert (
+        cm.workers_to_prestart_for_stream(facts, trivial, n_items_assumed=10**6, max_workers=None)
+        == 0
+    )
+
+
+def one_ms(clock: ScriptedClock, x: int) -> int:
+    clock.now_s += 1e-3
+    return x + 1
+
+
+def run_stream(
+    backend: FakeBackend, monkeypatch: pytest.MonkeyPatch, n_items: int
+) -> tuple[list[int], Any]:
+    clock = ScriptedClock()
+    monkeypatch.setattr(
+        _map_run,
+        "time",
+        types.SimpleNamespace(perf_counter=clock, process_time=clock, monotonic=time.monotonic),
+    )
+    monkeypatch.setattr(
+        _probe, "probe", functools.partial(_probe.probe, wall_clock=clock, cpu_clock=clock)
+    )
+    # The machine's facts, as read (so the backend's warm workers count): 4 cores, 50 ms
+    # to start a worker.
+    machine = make_facts(task_roundtrip_s=2e-4, ipc_bytes_per_s=5e8)
+    monkeypatch.setattr(_executor, "_machine_facts", lambda: machine)
+    monkeypatch.setattr(_start_cost_cache, "load_worker_start_s", lambda method: 0.05)
+    fn = functools.partial(one_ms, clock)
+    with AdaptiveProcessPoolExecutor(backend=backend) as ex:
+        results = list(ex.map(fn, (x for x in range(n_items))))
+        plan = ex.last_plan
+    assert results == [x + 1 for x in range(n_items)]
+    return [args[0] for args in backend.items_dispatched], plan
+
+
+def test_a_stream_switches_a_doubling_earlier_once_its_workers_are_warm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from amorsize_executor import _cost_model as cm
+
+    prestarted = FakeBackend()
+    dispatched, plan = run_stream(prestarted, monkeypatch, 3000)
+    assert plan.outcome.switched_to_parallel
+    # Without the background start, the switch waits for a cold pool to win.
+    monkeypatch.setattr(cm, "workers_to_prestart_for_stream", lambda *a, **k: 0)
+    cold = FakeBackend()
+    dispatched_cold, _ = run_stream(cold, monkeypatch, 3000)
+    assert len(prestarted.prepared) == 2 and len(cold.prepared) == 1
+    assert dispatched[0] < dispatched_cold[0]

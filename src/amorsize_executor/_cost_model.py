@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import replace
 
 from ._records import Plan, SystemFacts, WorkMeasurements
 
@@ -597,6 +598,41 @@ def workers_to_start_early(
         return 0
     n_workers = min(n_usable_cores, n_items_left)
     return n_workers if max_workers is None else min(n_workers, max_workers)
+
+
+def workers_to_prestart_for_stream(
+    facts: SystemFacts,
+    measurements: WorkMeasurements,
+    *,
+    n_items_assumed: int,
+    max_workers: int | None,
+) -> int:
+    """How many workers to start in the background while a serial run over an input of
+    unknown length goes on (0: none), when only the pool's start keeps the plan serial.
+
+    Such a run re-plans each time the items read double, for as many items again. If a pool
+    that were already warm would win over those ``n_items_assumed`` items, the next re-plan
+    (at twice the count) will very likely find it winning too: starting its workers now,
+    while the caller keeps computing, means that re-plan finds them warm, and the stream
+    switches one doubling earlier without the caller ever waiting for a start. If the input
+    ends first, the workers were started for nothing (they stay for the next ``map()``).
+
+    Only when those items take at least one worker's start (``worker_start_s``) serially:
+    then the workers are ready by the next re-plan, so the switch it makes does not wait for
+    them; earlier, a stream that ends soon would have the caller wait for a start it did not
+    need.
+    """
+    if predict_serial_s(measurements, n_items_assumed) < facts.worker_start_s:
+        return 0
+    n_warm = max(facts.n_logical_cores, max_workers or 0)
+    warm = plan_map(
+        replace(facts, n_warm_workers=n_warm),
+        measurements,
+        n_items=None,
+        n_items_lower_bound=n_items_assumed,
+        max_workers=max_workers,
+    )
+    return warm.n_workers if warm.mode == "parallel" else 0
 
 
 FALLBACK_MIN_CHUNKS = 4

@@ -940,6 +940,7 @@ class MapRun:
         remaining = self._source.n_remaining if self._source.n_total is not None else None
         plan = self._plan_reading_facts_if_needed(measurements, remaining, serial_allowed=True)
         if plan.mode != "parallel":
+            self._start_workers_for_stream(plan)
             return False
         if not self._in_process:
             try:
@@ -959,6 +960,39 @@ class MapRun:
         self._backend.prepare(plan.n_workers)
         self._fill()
         return True
+
+    def _start_workers_for_stream(self, plan: Plan) -> None:
+        """Input of unknown length, kept serial only by the pool's start cost: start the
+        workers in the background now, so the next re-plan finds them warm
+        (``_cost_model.workers_to_prestart_for_stream``); once per run."""
+        if self._started_early or self._source.n_total is not None or self._in_process:
+            return
+
+        def workers_for(facts: SystemFacts) -> int:
+            return _cost_model.workers_to_prestart_for_stream(
+                facts,
+                plan.measurements,
+                n_items_assumed=plan.n_items_assumed,
+                max_workers=self._options.max_workers,
+            )
+
+        facts = plan.facts
+        n_workers = workers_for(facts)
+        if n_workers and not facts.was_read:
+            # Decided on the most favourable bound so far: confirm on the machine's facts.
+            try:
+                facts = self._read_facts(self._backend)
+            except Exception as exc:
+                logger.debug("stream prestart skipped: facts unreadable (%s)", exc)
+                return
+            n_workers = workers_for(facts)
+        if n_workers:
+            self._started_early = True
+            logger.debug("starting %d worker(s) while the serial stream goes on", n_workers)
+            try:
+                self._backend.prepare(n_workers)
+            except Exception as exc:  # a guess only: the next re-plan starts what it needs
+                logger.debug("stream prestart failed (%s)", exc)
 
     # -- the result stream ---------------------------------------------------------------
 
