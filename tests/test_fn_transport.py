@@ -130,6 +130,28 @@ def test_a_worker_forgets_a_fn_whose_map_ended(empty_cache: None, tmp_path: Path
         transport.load_shipped(shipped.ref)
 
 
+def test_files_of_dead_processes_are_removed_at_the_next_shipping(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead_pid = int(child.stdout)
+    orphan = tmp_path / f"{transport.FILE_PREFIX}{dead_pid}-0123.pkl"
+    mine = tmp_path / f"{transport.FILE_PREFIX}{os.getpid()}-4567.pkl"
+    other = tmp_path / "unrelated.pkl"
+    for path in (orphan, mine, other):
+        path.write_bytes(b"x")
+    shipped = transport.ShippedFn(transport.pickle_callable(abs), str(tmp_path))
+    assert not orphan.exists()
+    assert mine.exists() and other.exists()
+    shipped.release()
+
+
 def test_the_cache_stays_within_its_memory_bound(
     empty_cache: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -54,6 +54,9 @@ BUFFER_ALIGN = 64
 """Each out-of-band buffer starts at a multiple of this offset in the file, so arrays built
 on it are aligned for every numpy dtype (and SIMD loads)."""
 
+FILE_PREFIX = "amorsize-fn-"
+"""Files are named ``amorsize-fn-<pid of the parent>-<key>.pkl``: the pid tells an orphan."""
+
 _SHM_DIR = "/dev/shm"
 """Linux's shared-memory tmpfs: a file there lives in RAM, its pages shared by every mapping."""
 
@@ -141,8 +144,9 @@ class ShippedFn:
 
     def __init__(self, pickled: PickledFn, directory: str | None = None) -> None:
         directory = directory or shared_memory_dir()
+        remove_orphans(directory)
         key = uuid.uuid4().hex
-        path = os.path.join(directory, f"amorsize-fn-{os.getpid()}-{key}.pkl")
+        path = os.path.join(directory, f"{FILE_PREFIX}{os.getpid()}-{key}.pkl")
         spans: list[tuple[int, int]] = []
         offset = len(pickled.main)
         with open(path, "wb") as f:
@@ -168,6 +172,31 @@ def shared_memory_dir() -> str:
     if os.path.isdir(_SHM_DIR) and os.access(_SHM_DIR, os.W_OK):
         return _SHM_DIR
     return tempfile.gettempdir()
+
+
+def remove_orphans(directory: str) -> None:
+    """Remove the files of processes that died without removing theirs (killed, or ended by
+    ``os._exit``): in ``/dev/shm`` each one holds its size in RAM until someone does."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(FILE_PREFIX):
+            continue
+        pid_text = name[len(FILE_PREFIX) :].split("-", 1)[0]
+        if pid_text.isdigit() and not _alive(int(pid_text)):
+            _remove(os.path.join(directory, name))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def _remove(path: str) -> None:
