@@ -874,6 +874,12 @@ class MapRun:
         stretch_s_per_item = watch.observe(elapsed_s, n_items)
         if stretch_s_per_item is None or self._shutdown or self._source.exhausted:
             return False
+        logger.debug(
+            "serial run %s behind its prediction after %d items: re-planning at %s per item",
+            format_seconds(watch.excess_s),
+            self._source.n_pulled,
+            format_seconds(stretch_s_per_item),
+        )
         if self._revisit(stretch_s_per_item, stretch_s_per_item * cpu_share):
             return True
         watch.rebase(stretch_s_per_item)
