@@ -193,6 +193,32 @@ def test_a_small_fn_travels_inline_and_a_large_one_by_reference(empty_cache: Non
     assert ref is None and len(fn_bytes) >= 8 * MiB
 
 
+def test_a_large_fn_goes_inline_when_no_directory_has_room(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import amorsize_executor._fn_for_workers as ffw
+
+    def no_room(self: Any, pickled: Any, directory: str | None = None) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ffw.ShippedFn, "__init__", no_room)
+    big = FnForWorkers(functools.partial(weighted, np.ones(MiB)), workers_share_files=True)
+    fn_bytes, ref = big.for_chunk()
+    assert ref is None and len(fn_bytes) >= 8 * MiB
+    assert big.for_chunk() == (fn_bytes, None)
+
+
+def test_a_failed_write_leaves_no_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    class Full:
+        def raw(self) -> memoryview:
+            raise OSError(28, "No space left on device")
+
+    pickled = transport.PickledFn(b"main", [Full()])  # type: ignore[list-item]
+    with pytest.raises(OSError):
+        transport.ShippedFn(pickled, str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- real workers ------------------------------------------------------------------------------
 
 

@@ -7,13 +7,17 @@ Facade layer (a collaborator of ``_map_run.MapRun``): it asks the cost model whi
 
 from __future__ import annotations
 
+import logging
+import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from . import _cost_model
-from ._fn_transport import FnRef, PickledFn, ShippedFn, pickle_callable
+from ._fn_transport import FnRef, PickledFn, ShippedFn, pickle_callable, shared_memory_dir
 from ._records import WorkMeasurements
+
+logger = logging.getLogger("amorsize_executor")
 
 
 class FnForWorkers:
@@ -65,10 +69,26 @@ class FnForWorkers:
             return self._inline, None
         if self._shipped is None:
             assert self._pickled is not None
-            self._shipped = ShippedFn(self._pickled)
+            shipped = self._write(self._pickled)
+            if shipped is None:
+                # No room anywhere: the bytes travel with every chunk, as before.
+                self._inline, self._pickled = self._pickled.inline_bytes(), None
+                return self._inline, None
+            self._shipped = shipped
             # The file holds the data now: the parent need not keep references to it.
             self._pickled = PickledFn(b"", [])
         return b"", self._shipped.ref
+
+    @staticmethod
+    def _write(pickled: PickledFn) -> ShippedFn | None:
+        """The file in shared memory, else in the temporary directory (a small or full
+        ``/dev/shm``), else ``None``."""
+        for directory in dict.fromkeys((shared_memory_dir(), tempfile.gettempdir())):
+            try:
+                return ShippedFn(pickled, directory)
+            except OSError as exc:
+                logger.debug("cannot write fn to %s (%s)", directory, exc)
+        return None
 
     def release(self) -> None:
         """Remove a large ``fn``'s file (the ``map()`` has ended)."""

@@ -140,7 +140,8 @@ def _dumps_in_band(obj: Any) -> bytes:
 
 class ShippedFn:
     """The parent's side of one large ``fn`` written to a shared-memory file, removed by
-    ``release()`` (or when this object is collected, or at exit)."""
+    ``release()`` (or when this object is collected, or at exit). Raises ``OSError`` if the
+    file cannot be written (no space): nothing of it is left then."""
 
     def __init__(self, pickled: PickledFn, directory: str | None = None) -> None:
         directory = directory or shared_memory_dir()
@@ -149,16 +150,21 @@ class ShippedFn:
         path = os.path.join(directory, f"{FILE_PREFIX}{os.getpid()}-{key}.pkl")
         spans: list[tuple[int, int]] = []
         offset = len(pickled.main)
-        with open(path, "wb") as f:
-            self._finalizer = weakref.finalize(self, _remove, path)
-            f.write(pickled.main)
-            for buffer in pickled.buffers:
-                start = -(-offset // BUFFER_ALIGN) * BUFFER_ALIGN
-                f.write(b"\0" * (start - offset))
-                raw = buffer.raw()
-                f.write(raw)
-                offset = start + raw.nbytes
-                spans.append((start, offset))
+        self._finalizer = weakref.finalize(self, _remove, path)
+        try:
+            with open(path, "wb") as f:
+                f.write(pickled.main)
+                for buffer in pickled.buffers:
+                    start = -(-offset // BUFFER_ALIGN) * BUFFER_ALIGN
+                    f.write(b"\0" * (start - offset))
+                    raw = buffer.raw()
+                    f.write(raw)
+                    offset = start + raw.nbytes
+                    spans.append((start, offset))
+        except BaseException:
+            # A full /dev/shm (64 MiB in a default Docker container) must not keep a part.
+            self._finalizer()
+            raise
         self.ref = FnRef(key, path, len(pickled.main), tuple(spans), offset)
 
     def release(self) -> None:
