@@ -100,8 +100,10 @@ def test_a_slow_stretch_after_the_last_count_replan_is_caught_within_a_few_items
     assert plan is not None and plan.outcome is not None
     assert plan.outcome.switched_to_parallel
     dispatched = sorted(args[0] for args in fake_backend.items_dispatched)
-    # The first slow call is item 270; the rest went to the pool within two slow calls.
-    assert 270 < dispatched[0] <= 280
+    # The first slow call is item 270. The part holding it puts the run behind; the next
+    # batch's first 8 calls, timed alone (270-282 hold three slow ones), confirm it and the
+    # re-plan sends the rest to the pool.
+    assert 270 < dispatched[0] <= 285
     assert dispatched == list(range(dispatched[0], 300))
 
 

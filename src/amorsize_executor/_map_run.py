@@ -823,11 +823,9 @@ class MapRun:
                     per_item_s, timed_cpu_s / len(timed)
                 ):
                     return
-            cpu_share = min(1.0, timed_cpu_s / timed_s) if timed_s > 0 else 1.0
-            if watch is not None and self._watch_says_switch(
-                watch, timed_s, len(timed), cpu_share
-            ):
-                return
+            if watch is not None and timed:
+                # Timed alone (no consumer in between): the rate the parts are held to.
+                watch.rebase(per_item_s)
             n_rest = n_batch - len(timed)
             # The rest of the batch runs in parts of bounded predicted time, with a look at
             # the clock between two parts (``_serial_watch``): a slow stretch is seen there.
@@ -852,10 +850,12 @@ class MapRun:
                     yield self._checked_calls(n_part)
                     if self._stream_failed:
                         return
-                if watch is not None and self._watch_says_switch(
-                    watch, perf() - part_started_s, source.n_pulled - n_pulled_before, cpu_share
+                if watch is not None and self._behind_prediction(
+                    watch, perf() - part_started_s, source.n_pulled - n_pulled_before
                 ):
-                    return
+                    # A new batch starts here: its timed calls measure fn alone (a part's
+                    # time includes the consumer's) and re-plan on them.
+                    break
 
     def _new_serial_watch(self) -> _serial_watch.SerialWatch | None:
         """The clock check of this serial run (``_serial_watch``); none once a pool lost."""
@@ -866,24 +866,23 @@ class MapRun:
             _serial_watch.overshoot_margin_s(self._plan.facts),
         )
 
-    def _watch_says_switch(
-        self, watch: _serial_watch.SerialWatch, elapsed_s: float, n_items: int, cpu_share: float
+    def _behind_prediction(
+        self, watch: _serial_watch.SerialWatch, elapsed_s: float, n_items: int
     ) -> bool:
-        """Count a serial part's time; past the margin, re-plan on the slow stretch's rate
-        (``True``: a pool took the rest over), else predict that rate from now on."""
+        """Count a serial part's time; whether the run is behind its prediction by more than
+        the watch's margin (the watch then starts over)."""
         stretch_s_per_item = watch.observe(elapsed_s, n_items)
         if stretch_s_per_item is None or self._shutdown or self._source.exhausted:
             return False
         logger.debug(
-            "serial run %s behind its prediction after %d items: re-planning at %s per item",
+            "serial run %s behind its prediction after %d items (%s per item lately): "
+            "timing the next calls to re-plan",
             format_seconds(watch.excess_s),
             self._source.n_pulled,
             format_seconds(stretch_s_per_item),
         )
-        if self._revisit(stretch_s_per_item, stretch_s_per_item * cpu_share):
-            return True
-        watch.rebase(stretch_s_per_item)
-        return False
+        watch.rebase(watch.s_per_item)
+        return True
 
     def _timed_group_items(self) -> int:
         """Serial calls timed together for the re-plan: about ``FAST_CALL_S`` of work."""

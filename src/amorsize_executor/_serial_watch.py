@@ -9,9 +9,8 @@ so a slow stretch later in the input (a few items a hundred times slower) goes u
 prediction: each batch adds ``elapsed - n * s_per_item``, and the sum never goes below zero,
 so batches on time do not build credit against a later stretch, and a stretch is measured
 from the moment it started. Once the excess exceeds ``margin_s`` (the predicted cost of
-starting a pool, so that a switch could have paid for itself already), the run re-plans on
-the stretch's own rate: the seconds per item since the excess was last zero, not an average
-diluted by the fast start of the job.
+starting a pool, so that a switch could have paid for itself already), the run is behind: it
+times its next calls alone (a part's time includes the consumer's) and re-plans on them.
 """
 
 from __future__ import annotations
