@@ -16,6 +16,8 @@ import random
 import time
 from array import array
 
+from _serial_baseline import plain_serial_s, serial_comparison
+
 from amorsize_executor import AdaptiveProcessPoolExecutor as ProcessPoolExecutor
 
 Image = tuple[int, int, array]
@@ -114,6 +116,7 @@ def main() -> None:
         f"filtered {len(filtered)} images in {elapsed:.2f} s; "
         f"edge pixels per image: {min(strong):.1%} to {max(strong):.1%}"
     )
+    print(serial_comparison(elapsed, plain_serial_s(__file__, "blur_and_edges", images)))
 
 
 if __name__ == "__main__":

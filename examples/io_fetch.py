@@ -19,6 +19,8 @@ import urllib.request
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from _serial_baseline import plain_serial_s, serial_comparison
+
 from amorsize_executor import AdaptiveProcessPoolExecutor as ProcessPoolExecutor
 
 RESPONSE_DELAY_S = 0.02
@@ -69,17 +71,15 @@ def main() -> None:
             plan = pool.last_plan
             assert plan is not None
             print(plan.explain())
+        serial_s = plain_serial_s(__file__, "fetch", urls)
     finally:
         server.shutdown()
         server.server_close()
         serving.join()
 
     statuses = Counter(status for status, _ in results)
-    serial_s = n_urls * RESPONSE_DELAY_S
-    print(
-        f"fetched {len(results)} URLs in {elapsed:.2f} s (one after another they would take at "
-        f"least {serial_s:.1f} s); statuses: {dict(statuses)}"
-    )
+    print(f"fetched {len(results)} URLs in {elapsed:.2f} s; statuses: {dict(statuses)}")
+    print(serial_comparison(elapsed, serial_s))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+from _serial_baseline import plain_serial_s, serial_comparison
+
 from amorsize_executor import AdaptiveProcessPoolExecutor as ProcessPoolExecutor
 
 LINE = re.compile(
@@ -119,12 +121,14 @@ def main() -> None:
             plan = pool.last_plan
             assert plan is not None
             print(plan.explain())
+        serial_s = plain_serial_s(__file__, "parse_line", input_from=("read_lines", str(path)))
 
     n_parsed = sum(requests.values())
     print(
         f"parsed {n_parsed:,} requests ({n_malformed} malformed lines) in {elapsed:.2f} s; "
         f"{n_bytes / 2**30:.2f} GiB served"
     )
+    print(serial_comparison(elapsed, serial_s))
     print("status codes: " + ", ".join(f"{s}: {n:,}" for s, n in sorted(statuses.items())))
     print("busiest routes:")
     for key, count in requests.most_common(5):

@@ -26,6 +26,8 @@ try:
 except ImportError:  # reported in main(), so that the example still exits cleanly
     np = None  # type: ignore[assignment]
 
+from _serial_baseline import plain_serial_s, serial_comparison
+
 from amorsize_executor import AdaptiveProcessPoolExecutor as ProcessPoolExecutor
 
 
@@ -81,6 +83,8 @@ def main() -> int:
         f"solved {len(results)} systems in {elapsed:.2f} s; largest residual "
         f"{worst_residual:.1e}; condition numbers {min(conditions):.2f} to {max(conditions):.2f}"
     )
+    serial_s = plain_serial_s(__file__, "analyse", range(n_items), [size] * n_items)
+    print(serial_comparison(elapsed, serial_s))
     print(
         "BLAS threads per call (threads: calls): "
         + ", ".join(f"{n}: {count}" for n, count in sorted(threads.items(), key=str))

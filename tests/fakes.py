@@ -12,6 +12,8 @@ from typing import Any
 import cloudpickle
 
 from amorsize_executor._chunk_worker import ChunkPayload, ChunkResult, run_chunk
+from amorsize_executor._records import SystemFacts
+from amorsize_executor._system_facts import fastest_start_prior_s
 
 IN_FAKE_WORKER = False
 """True while the fake backend runs a chunk: lets tests tell worker calls from caller calls."""
@@ -38,15 +40,39 @@ class OverrunningClock:
         return self.now_s
 
 
-class _SlowToReceive(Future[ChunkResult]):
-    """A chunk future whose result takes ``delay_s`` to arrive, like a large one on a pipe."""
+class ScriptedClock:
+    """The caller's clocks under a test's control (trio's ``MockClock`` style): reads cost
+    nothing and time moves only by ``advance``. ``cpu`` is the CPU clock beside it."""
 
-    def __init__(self, delay_s: float) -> None:
+    def __init__(self) -> None:
+        self.now_s = 0.0
+        self.cpu_now_s = 0.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+    def cpu(self) -> float:
+        return self.cpu_now_s
+
+    def advance(self, wall_s: float, cpu_s: float = 0.0) -> None:
+        self.now_s += wall_s
+        self.cpu_now_s += cpu_s
+
+
+class _SlowToReceive(Future[ChunkResult]):
+    """A chunk future whose result takes ``delay_s`` to arrive, like a large one on a pipe:
+    slept for real, or moved on a scripted clock."""
+
+    def __init__(self, delay_s: float, clock: ScriptedClock | None = None) -> None:
         super().__init__()
         self.delay_s = delay_s
+        self.clock = clock
 
     def result(self, timeout: float | None = None) -> ChunkResult:
-        time.sleep(self.delay_s)
+        if self.clock is not None:
+            self.clock.advance(self.delay_s)
+        else:
+            time.sleep(self.delay_s)
         return super().result(timeout)
 
 
@@ -70,9 +96,25 @@ class FakeBackend:
     budgets: list[float | None] = field(default_factory=list)
     """Each chunk's time budget, in submission order."""
     n_keeping_open: int = 0
+    """Runs that asked the backend to stay open for resent items, not yet released."""
     receive_delay_per_item_s: float = 0.0
     """Seconds a chunk's ``result()`` takes per item: a transport slower than the work."""
-    """Runs that asked the backend to stay open for resent items, not yet released."""
+    receive_clock: ScriptedClock | None = None
+    """When set, that delay moves this clock instead of sleeping."""
+
+    runs_in_process = False
+    can_keep_open = True
+    on_this_machine = True
+    workers_share_files = False
+    """A large ``fn`` travels inline: the fake's workers run in this process, where no
+    shared-memory file is needed (``tests/test_fn_transport.py`` ships one for real)."""
+
+    def read_facts(self) -> SystemFacts | None:
+        return None
+
+    @property
+    def fastest_start_s(self) -> float:
+        return 0.0 if self.warm else fastest_start_prior_s()
 
     @property
     def n_warm_workers(self) -> int:
@@ -90,7 +132,9 @@ class FakeBackend:
         self.chunks.append(cloudpickle.loads(payload.items_bytes))
         self.budgets.append(payload.budget_s)
         future: Future[ChunkResult] = (
-            _SlowToReceive(self.receive_delay_per_item_s * len(self.chunks[-1]))
+            _SlowToReceive(
+                self.receive_delay_per_item_s * len(self.chunks[-1]), self.receive_clock
+            )
             if self.receive_delay_per_item_s
             else Future()
         )

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from amorsize_executor import AdaptiveProcessPoolExecutor, _cost_model
+from amorsize_executor import AdaptiveProcessPoolExecutor, _cost_model, _steering
 from amorsize_executor._chunk_worker import ChunkPayload, run_chunk
 from amorsize_executor._pool_backend import PoolBackend
 
@@ -97,33 +97,33 @@ def test_an_exception_ends_the_chunk_and_nothing_is_handed_back() -> None:
 
 
 def test_budget_is_a_multiple_of_the_expected_chunk_time_with_floors() -> None:
-    assert _cost_model.chunk_budget_s(
+    assert _steering.chunk_budget_s(
         n_items=100, s_per_item=1e-3, task_roundtrip_s=1e-4
-    ) == pytest.approx(_cost_model.CHUNK_BUDGET_FACTOR * 0.1)
+    ) == pytest.approx(_steering.CHUNK_BUDGET_FACTOR * 0.1)
     assert (
-        _cost_model.chunk_budget_s(n_items=1, s_per_item=1e-6, task_roundtrip_s=0.0)
-        == _cost_model.MIN_CHUNK_BUDGET_S
+        _steering.chunk_budget_s(n_items=1, s_per_item=1e-6, task_roundtrip_s=0.0)
+        == _steering.MIN_CHUNK_BUDGET_S
     )
-    assert _cost_model.chunk_budget_s(
+    assert _steering.chunk_budget_s(
         n_items=1, s_per_item=1e-6, task_roundtrip_s=0.01
-    ) == pytest.approx(_cost_model.MIN_BUDGET_ROUNDTRIPS * 0.01)
+    ) == pytest.approx(_steering.MIN_BUDGET_ROUNDTRIPS * 0.01)
 
 
 def test_clock_checks_are_spaced_for_fast_calls_only() -> None:
-    assert _cost_model.budget_check_every(1e-3) == 1
-    assert _cost_model.budget_check_every(1e-7) == 100
-    assert _cost_model.budget_check_every(0.0) == 1
+    assert _steering.budget_check_every(1e-3) == 1
+    assert _steering.budget_check_every(1e-7) == 100
+    assert _steering.budget_check_every(0.0) == 1
 
 
 def test_a_slow_stretch_is_split_into_single_items_over_the_workers() -> None:
-    assert _cost_model.split_unrun(
+    assert _steering.split_unrun(
         n_unrun=5, recent_s_per_item=0.02, n_workers=2, task_roundtrip_s=1e-4
     ) == [1, 1, 1, 1, 1]
 
 
 def test_a_mildly_slow_stretch_is_spread_over_every_worker() -> None:
     # 1 ms items would make 20-item pieces; 30 items over 4 workers make pieces of 8.
-    assert _cost_model.split_unrun(
+    assert _steering.split_unrun(
         n_unrun=30, recent_s_per_item=1e-3, n_workers=4, task_roundtrip_s=0.0
     ) == [8, 8, 8, 6]
 
@@ -137,7 +137,7 @@ def test_a_mildly_slow_stretch_is_spread_over_every_worker() -> None:
 def test_split_pieces_cover_the_unrun_items_exactly(
     n_unrun: int, recent: float, n_workers: int, roundtrip: float
 ) -> None:
-    sizes = _cost_model.split_unrun(
+    sizes = _steering.split_unrun(
         n_unrun=n_unrun, recent_s_per_item=recent, n_workers=n_workers, task_roundtrip_s=roundtrip
     )
     assert sum(sizes) == n_unrun
@@ -276,86 +276,35 @@ def test_a_slow_stretch_is_split_across_real_workers_each_item_once(tmp_path: Pa
 def test_pool_is_losing_only_past_the_margin_and_with_enough_evidence() -> None:
     margin = 1 + _cost_model.PARALLEL_MARGIN
     enough = {
-        "n_chunks_measured": _cost_model.FALLBACK_MIN_CHUNKS,
-        "measured_s": _cost_model.FALLBACK_MIN_S,
+        "n_chunks_measured": _steering.FALLBACK_MIN_CHUNKS,
+        "measured_s": _steering.FALLBACK_MIN_S,
     }
-    assert _cost_model.pool_is_losing(
+    assert _steering.pool_is_losing(
         parent_s_per_item=1e-3 * margin * 1.01, serial_s_per_item=1e-3, **enough
     )
-    assert not _cost_model.pool_is_losing(
+    assert not _steering.pool_is_losing(
         parent_s_per_item=1e-3 * margin * 0.99, serial_s_per_item=1e-3, **enough
     )
-    assert not _cost_model.pool_is_losing(
+    assert not _steering.pool_is_losing(
         parent_s_per_item=1.0,
         serial_s_per_item=1e-3,
-        n_chunks_measured=_cost_model.FALLBACK_MIN_CHUNKS - 1,
+        n_chunks_measured=_steering.FALLBACK_MIN_CHUNKS - 1,
         measured_s=1.0,
     )
-    assert not _cost_model.pool_is_losing(
+    assert not _steering.pool_is_losing(
         parent_s_per_item=1.0,
         serial_s_per_item=1e-3,
         n_chunks_measured=100,
-        measured_s=_cost_model.FALLBACK_MIN_S / 2,
+        measured_s=_steering.FALLBACK_MIN_S / 2,
     )
-    assert not _cost_model.pool_is_losing(parent_s_per_item=1.0, serial_s_per_item=0.0, **enough)
+    assert not _steering.pool_is_losing(parent_s_per_item=1.0, serial_s_per_item=0.0, **enough)
 
 
-WHERE: list[bool] = []
-
-
-def sleepy_triple(x: int) -> int:
-    from . import fakes
-
-    WHERE.append(fakes.IN_FAKE_WORKER)
-    total = 0
-    for i in range(5_000):  # a fraction of a millisecond of CPU: CPU-bound, one core each
-        total += i & 3
-    return 3 * x + total - total
-
-
-def test_a_pool_slower_than_serial_hands_the_rest_to_the_caller() -> None:
-    WHERE.clear()
-    # Each item costs the parent 5 ms to ship against a fraction of that to compute here.
-    backend = FakeBackend(receive_delay_per_item_s=0.005)
-    with AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts()) as ex:
-        # Small chunks, so the steady state is seen early (the rule is the same for any size).
-        results = list(ex.map(sleepy_triple, range(400), chunksize=5))
-        plan = ex.last_plan
-    assert results == [3 * x for x in range(400)]
-    assert plan is not None and plan.mode == "parallel" and plan.outcome is not None
-    assert plan.outcome.switched_to_serial
-    assert "switched to serial part-way" in plan.explain()
-    assert len(WHERE) == 400  # every item exactly once, in a worker or here
-    n_in_workers = sum(WHERE)
-    assert 0 < n_in_workers < 400 - plan.measurements.n_probed
-    assert WHERE[-1] is False  # the end ran in the caller
-
-
-def test_a_pool_slower_than_serial_keeps_going_when_fn_may_not_run_here() -> None:
-    WHERE.clear()
-    backend = FakeBackend(receive_delay_per_item_s=0.002)
-    with AdaptiveProcessPoolExecutor(
-        backend=backend, system_facts=make_facts(), isolate=True
-    ) as ex:
-        assert list(ex.map(sleepy_triple, range(100))) == [3 * x for x in range(100)]
-        plan = ex.last_plan
-    assert plan is not None and plan.outcome is not None
-    assert not plan.outcome.switched_to_serial
-    assert all(WHERE)
-
-
-def test_the_switch_to_serial_is_made_and_explained_once() -> None:
-    WHERE.clear()
-    backend = FakeBackend(receive_delay_per_item_s=0.005)
-    with AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts()) as ex:
-        assert list(ex.map(sleepy_triple, range(300), chunksize=5)) == [3 * x for x in range(300)]
-        plan = ex.last_plan
-    assert plan is not None
-    assert sum("switched to serial part-way" in reason for reason in plan.reasons) == 1
+# The switch to serial itself, on a scripted clock: tests/test_run_clocks.py.
 
 
 def test_the_serial_figure_follows_calls_that_got_slower() -> None:
-    now = _cost_model.serial_s_per_item_now
+    now = _steering.serial_s_per_item_now
     # Computing calls: CPU time counts (wall time is inflated by the cores' sharing).
     assert now(probed_s=1e-3, worker_wall_s=5e-3, worker_cpu_s=4e-3) == 4e-3
     # Waiting calls: wall time counts.

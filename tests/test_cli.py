@@ -17,6 +17,7 @@ import pytest
 
 from amorsize_executor import _cli
 from amorsize_executor.__main__ import main
+from amorsize_executor._cli import _reports
 
 # -- targets, named on the command line as tests.test_cli:NAME ----------------------------
 
@@ -152,6 +153,10 @@ def test_doctor_measure_starts_a_worker_and_stores_the_figure(
     assert measured["worker_start_s"] > 0
     method = measured["start_method"]
     assert workers["worker_start_by_method"][method]["source"] == "measured"
+    # The figure shown is the one stored (the only sample in a fresh cache).
+    assert measured["stored"] is True
+    by_method = workers["worker_start_by_method"]
+    assert by_method[method]["worker_start_s"] == measured["worker_start_s"]
     assert workers["cache_exists"] is True
     assert (tmp_path / "worker_start.json").is_file()
 
@@ -359,10 +364,21 @@ def test_compare_with_a_sparse_report_is_robust(
     assert "machine.cores.n_logical: (missing) → " in out
 
 
+def test_unknown_figures_are_no_change_and_rates_are_rates() -> None:
+    old = {"plan": {"facts": {"available_memory_bytes": None, "ipc_bytes_per_s": 5e8}}}
+    new = {"plan": {"facts": {"available_memory_bytes": 2**30, "ipc_bytes_per_s": 6e8}}}
+    changes = _reports._diff_reports(old, new)
+    assert [key for key, _, _ in changes] == ["plan.facts.ipc_bytes_per_s"]
+    text = _reports._format_changes("old.json", old, changes)
+    assert "plan.facts.ipc_bytes_per_s: 476.8 MiB/s → 572.2 MiB/s (+20%)" in text
+    per_item = [("plan.measurements.wall_s_per_item", 1.2e-7, 1.5e-7)]
+    assert "0.1 µs → 0.1 µs (+25%)" in _reports._format_changes("old.json", old, per_item)
+
+
 def test_identical_reports_have_no_changes() -> None:
     report = {"kind": "doctor", "machine": {"cores": {"n_logical": 2}}, "plan": None}
-    assert _cli._diff_reports(report, report) == []
-    assert _cli._format_changes("old.json", report, []).startswith("no changes since old.json")
+    assert _reports._diff_reports(report, report) == []
+    assert _reports._format_changes("old.json", report, []).startswith("no changes since old.json")
 
 
 # -- errors and exit codes -----------------------------------------------------------------

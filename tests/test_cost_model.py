@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from amorsize_executor import _cost_model as cm
+from amorsize_executor import _steering as steering
+from amorsize_executor._records import SystemFacts
 
 from .conftest import make_facts, make_measurements
 
@@ -20,9 +23,32 @@ def test_tiny_job_runs_serially_because_start_up_dominates() -> None:
     assert plan.mode == "serial"
     assert plan.n_workers == 1
     assert plan.predicted_serial_s == pytest.approx(100 * 1e-5)
-    assert plan.predicted_parallel_s is not None
-    assert plan.predicted_parallel_s > 0.1
+    # Decided by the lower bound of any pool: a bound, not a prediction, so no speed-up.
+    assert plan.predicted_parallel_s is None
+    assert plan.predicted_speedup is None
+    assert plan.parallel_floor_s is not None
+    assert plan.parallel_floor_s > 0.1
+    assert "parallel at least" in plan.explain()
     assert any("serial is predicted fastest" in r for r in plan.reasons)
+
+
+def test_no_items_left_is_the_reason_even_on_facts_that_were_not_read() -> None:
+    facts = SystemFacts.not_read("not chosen")
+    plan = cm.plan_map(facts, make_measurements(), n_items=0, n_items_lower_bound=0)
+    assert plan.mode == "serial"
+    assert plan.reasons == ("no items are left after the probe",)
+    assert plan.to_dict()["n_usable_cores"] is None
+
+
+def test_a_fresh_workers_cold_first_call_counts_in_its_start() -> None:
+    warm = make_measurements(wall_s_per_item=2e-3, cpu_s_per_item=2e-3)
+    cold = replace(warm, first_call_extra_s=0.02)
+    for method, extra_s in (("forkserver", 0.02), ("loky", 0.02), ("fork", 0.0)):
+        facts = make_facts(start_method=method)
+        base = cm.predict_parallel_s(facts, warm, 100, 2, 10, 2)
+        assert cm.predict_parallel_s(facts, cold, 100, 2, 10, 2) == pytest.approx(base + extra_s)
+        floor = cm.parallel_floor_s(facts, warm, 100)
+        assert cm.parallel_floor_s(facts, cold, 100) == pytest.approx(floor + extra_s)
 
 
 def test_free_workers_and_heavy_items_use_every_core() -> None:
@@ -183,7 +209,7 @@ def test_window_is_two_rounds_of_chunks_or_the_buffersize() -> None:
 def test_revise_chunksize_moves_toward_the_target_at_most_twofold() -> None:
     # 0.1 ms per item: 200 items would hit 20 ms; from 10 it may only double.
     assert (
-        cm.revise_chunksize(
+        steering.revise_chunksize(
             chunksize=10,
             observed_s_per_item=1e-4,
             task_roundtrip_s=1e-4,
@@ -192,7 +218,7 @@ def test_revise_chunksize_moves_toward_the_target_at_most_twofold() -> None:
     )
     # 10 ms per item: 2 items hit 20 ms; from 16 it may only halve.
     assert (
-        cm.revise_chunksize(
+        steering.revise_chunksize(
             chunksize=16,
             observed_s_per_item=1e-2,
             task_roundtrip_s=1e-4,
@@ -203,22 +229,34 @@ def test_revise_chunksize_moves_toward_the_target_at_most_twofold() -> None:
 
 def test_guided_chunksize_shrinks_near_the_end() -> None:
     # 12 items not yet sent over 3 workers: at most ceil(12 / 6) = 2 per chunk.
-    assert cm.guided_chunksize(chunksize=64, n_items_unsent=12, n_workers=3) == 2
+    assert steering.guided_chunksize(chunksize=64, n_items_unsent=12, n_workers=3) == 2
     # Far from the end, the fed-back size stands; with an unknown length, always.
-    assert cm.guided_chunksize(chunksize=64, n_items_unsent=10_000, n_workers=3) == 64
-    assert cm.guided_chunksize(chunksize=64, n_items_unsent=None, n_workers=3) == 64
+    assert steering.guided_chunksize(chunksize=64, n_items_unsent=10_000, n_workers=3) == 64
+    assert steering.guided_chunksize(chunksize=64, n_items_unsent=None, n_workers=3) == 64
     # The last items go one by one, never zero.
-    assert cm.guided_chunksize(chunksize=64, n_items_unsent=1, n_workers=3) == 1
-    assert cm.guided_chunksize(chunksize=64, n_items_unsent=0, n_workers=3) == 1
+    assert steering.guided_chunksize(chunksize=64, n_items_unsent=1, n_workers=3) == 1
+    assert steering.guided_chunksize(chunksize=64, n_items_unsent=0, n_workers=3) == 1
 
 
 def test_guided_chunks_stop_shrinking_at_a_few_milliseconds_of_work() -> None:
     # 0.2 ms per item: GUIDED_MIN_CHUNK_S (2 ms) is 10 items, however few are left ...
-    assert cm.guided_chunksize(chunksize=64, n_items_unsent=12, n_workers=3, s_per_item=2e-4) == 10
+    assert (
+        steering.guided_chunksize(chunksize=64, n_items_unsent=12, n_workers=3, s_per_item=2e-4)
+        == 10
+    )
     # ... but never more than the fed-back size, and slow items still go one by one.
-    assert cm.guided_chunksize(chunksize=4, n_items_unsent=12, n_workers=3, s_per_item=2e-4) == 4
-    assert cm.guided_chunksize(chunksize=64, n_items_unsent=12, n_workers=3, s_per_item=0.02) == 2
-    assert cm.guided_chunksize(chunksize=64, n_items_unsent=1, n_workers=3, s_per_item=0.02) == 1
+    assert (
+        steering.guided_chunksize(chunksize=4, n_items_unsent=12, n_workers=3, s_per_item=2e-4)
+        == 4
+    )
+    assert (
+        steering.guided_chunksize(chunksize=64, n_items_unsent=12, n_workers=3, s_per_item=0.02)
+        == 2
+    )
+    assert (
+        steering.guided_chunksize(chunksize=64, n_items_unsent=1, n_workers=3, s_per_item=0.02)
+        == 1
+    )
 
 
 def test_guided_chunks_put_a_slow_end_into_many_small_chunks() -> None:
@@ -226,7 +264,7 @@ def test_guided_chunks_put_a_slow_end_into_many_small_chunks() -> None:
     # geometrically, so the final items travel in chunks of one or two, not in one chunk.
     sizes, unsent = [], 42
     while unsent:
-        size = cm.guided_chunksize(chunksize=64, n_items_unsent=unsent, n_workers=2)
+        size = steering.guided_chunksize(chunksize=64, n_items_unsent=unsent, n_workers=2)
         sizes.append(size)
         unsent -= size
     assert sizes == sorted(sizes, reverse=True)
@@ -333,14 +371,14 @@ def test_zero_overheads_and_many_items_give_parallel(n_cores, n_items) -> None: 
 @settings(max_examples=100, deadline=None)
 @given(st.integers(1, 10**4), seconds, st.none() | st.integers(0, 10**6), st.integers(1, 64))
 def test_revised_chunks_stay_within_bounds(chunksize, per_item_s, n_left, n_workers) -> None:  # type: ignore[no-untyped-def]
-    size = cm.revise_chunksize(
+    size = steering.revise_chunksize(
         chunksize=chunksize, observed_s_per_item=per_item_s, task_roundtrip_s=1e-4
     )
     # Moves at most twofold per step, toward the duration cap.
     assert 1 <= size <= 2 * chunksize
     assert size >= chunksize // 2
     assert size * per_item_s <= cm.MAX_CHUNK_S or size <= chunksize
-    guided = cm.guided_chunksize(chunksize=size, n_items_unsent=n_left, n_workers=n_workers)
+    guided = steering.guided_chunksize(chunksize=size, n_items_unsent=n_left, n_workers=n_workers)
     assert 1 <= guided <= size
     if n_left is not None:
         assert guided <= max(1, math.ceil(n_left / (2 * n_workers)))
@@ -410,3 +448,30 @@ def test_a_job_under_the_floor_is_serial_without_a_search() -> None:
     plan = cm.plan_map(make_facts(), work, n_items=200_000, n_items_lower_bound=0)
     assert plan.mode == "serial"
     assert any("any pool would take at least" in r for r in plan.reasons)
+
+
+def test_a_serial_plan_on_favourable_figures_gives_a_bound_not_a_prediction() -> None:
+    # Serial wins by less than the margin even on the most favourable figures: the best
+    # pool's time is a lower bound of any real pool's, and no speed-up is claimed.
+    work = make_measurements(wall_s_per_item=5e-4, cpu_s_per_item=5e-4, pickle_s_per_item=5e-6)
+    plan = cm.plan_map(
+        SystemFacts.most_favourable(2, 0.004), work, n_items=28, n_items_lower_bound=0
+    )
+    assert plan.mode == "serial"
+    assert plan.predicted_parallel_s is None
+    assert plan.predicted_speedup is None
+    assert plan.parallel_floor_s is not None
+    assert plan.parallel_floor_s < plan.predicted_serial_s  # type: ignore[operator]
+    assert "at least" in plan.reasons[-1]
+    assert "must be predicted at least 10% faster" in plan.reasons[-1]
+
+
+def test_the_lower_bound_reason_names_only_the_parts_that_cost_something() -> None:
+    tiny = make_measurements(wall_s_per_item=1e-6, cpu_s_per_item=1e-6)
+    cold = make_facts(worker_start_s=0.05, task_roundtrip_s=2e-4)
+    plan = cm.plan_map(cold, tiny, n_items=100, n_items_lower_bound=0)
+    assert "(a worker's start, a round trip, and the parent's pickling" in plan.reasons[-1]
+    warm = make_facts(worker_start_s=0.05, task_roundtrip_s=2e-4, n_warm_workers=2)
+    plan = cm.plan_map(warm, tiny, n_items=100, n_items_lower_bound=0)
+    assert plan.parallel_floor_s is not None  # decided by the bound all the same
+    assert "(a round trip, and the parent's pickling" in plan.reasons[-1]

@@ -37,7 +37,8 @@ from amorsize_executor import (  # noqa: E402
     RemoteTraceback,
     WorkerCrashedError,
 )
-from amorsize_executor._dask_backend import DaskBackend, read_cluster_facts  # noqa: E402
+from amorsize_executor._dask_backend import DaskBackend  # noqa: E402
+from amorsize_executor._dask_facts import read_cluster_facts  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 

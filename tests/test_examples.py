@@ -1,4 +1,5 @@
-"""Every script in ``examples/`` runs with ``--quick``, exits 0 and prints a plan.
+"""Every script in ``examples/`` runs with ``--quick``, exits 0 and prints a plan and what
+plain serial code would have taken.
 
 The scripts are found by glob, so a new example is tested without touching this file. Each
 runs in a fresh interpreter, as a user would run it. An example that cannot run here (a
@@ -65,3 +66,7 @@ def test_example_runs_quick_and_prints_its_plan(script: Path) -> None:
     if skipped:
         pytest.skip(f"{script.name}: {skipped[0]}")
     assert "plan:" in completed.stdout, f"{script.name} printed no plan\n{output}"
+    # The whole truth: what plain serial code would have taken, beside the example's time.
+    assert "plain serial code" in completed.stdout or "time: serial" in completed.stdout, (
+        f"{script.name} printed no plain serial time\n{output}"
+    )

@@ -120,7 +120,7 @@ def test_islice_over_an_infinite_generator_is_lazy() -> None:
     # windows of the largest chunks; the window grows with the chunk size): never the whole
     # (infinite) input.
     from amorsize_executor._cost_model import WINDOW_MIN_ROUNDS
-    from amorsize_executor._map_run import MAX_OUTSTANDING_WINDOWS
+    from amorsize_executor._steering import MAX_OUTSTANDING_WINDOWS
 
     largest = max(plan.outcome.chunksizes)
     window = WINDOW_MIN_ROUNDS * plan.n_workers * largest

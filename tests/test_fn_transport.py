@@ -12,12 +12,23 @@ from typing import Any
 import numpy as np
 import pytest
 
-from amorsize_executor import AdaptiveProcessPoolExecutor
+from amorsize_executor import AdaptiveProcessPoolExecutor, _fn_cost
 from amorsize_executor import _cost_model as cm
 from amorsize_executor import _fn_transport as transport
 from amorsize_executor._fn_for_workers import FnForWorkers
 
 from .conftest import make_facts, make_measurements
+
+
+def fn_for_workers(fn: Any, *, share_files: bool) -> FnForWorkers:
+    """``fn`` as ``map()`` wires it for a backend whose workers do or do not share files."""
+    return FnForWorkers(
+        fn,
+        once_per_worker=lambda n_bytes: _fn_cost.fn_travels_once_per_worker(
+            n_bytes, workers_share_files=share_files
+        ),
+    )
+
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,18 +39,18 @@ MiB = 1 << 20
 
 
 def test_a_large_fn_travels_once_per_worker_only_where_workers_share_files() -> None:
-    big = cm.FN_ONCE_PER_WORKER_MIN_BYTES
-    assert cm.fn_travels_once_per_worker(big, workers_share_files=True)
-    assert not cm.fn_travels_once_per_worker(big - 1, workers_share_files=True)
-    assert not cm.fn_travels_once_per_worker(big, workers_share_files=False)
+    big = _fn_cost.FN_ONCE_PER_WORKER_MIN_BYTES
+    assert _fn_cost.fn_travels_once_per_worker(big, workers_share_files=True)
+    assert not _fn_cost.fn_travels_once_per_worker(big - 1, workers_share_files=True)
+    assert not _fn_cost.fn_travels_once_per_worker(big, workers_share_files=False)
 
 
 def test_fn_shipping_counts_chunks_for_a_small_fn_and_workers_for_a_large_one() -> None:
     facts = make_facts(ipc_bytes_per_s=1e9)
     small = make_measurements(fn_bytes_per_chunk=1e6)
-    assert cm.fn_shipping_s(facts, small, 10, 2) == pytest.approx(10 * 1e-3)
-    large = make_measurements(fn_bytes_per_worker=1e6, fn_mapped_bytes=cm.MAPPED_BYTES_PER_S)
-    assert cm.fn_shipping_s(facts, large, 10, 2) == pytest.approx(2 * (1e-3 + 1.0))
+    assert _fn_cost.fn_shipping_s(facts, small, 10, 2) == pytest.approx(10 * 1e-3)
+    large = make_measurements(fn_bytes_per_worker=1e6, fn_mapped_bytes=_fn_cost.MAPPED_BYTES_PER_S)
+    assert _fn_cost.fn_shipping_s(facts, large, 10, 2) == pytest.approx(2 * (1e-3 + 1.0))
 
 
 def test_a_fn_sent_with_every_chunk_is_planned_as_a_cost() -> None:
@@ -173,12 +184,12 @@ def test_the_cache_stays_within_its_memory_bound(
 
 
 def test_a_small_fn_travels_inline_and_a_large_one_by_reference(empty_cache: None) -> None:
-    small = FnForWorkers(functools.partial(weighted, np.ones(10)), workers_share_files=True)
+    small = fn_for_workers(functools.partial(weighted, np.ones(10)), share_files=True)
     fn_bytes, ref = small.for_chunk()
     assert ref is None and fn_bytes
     measured = small.with_size(make_measurements())
     assert measured.fn_bytes_per_chunk == len(fn_bytes)
-    big = FnForWorkers(functools.partial(weighted, np.ones(MiB)), workers_share_files=True)
+    big = fn_for_workers(functools.partial(weighted, np.ones(MiB)), share_files=True)
     measured = big.with_size(make_measurements())
     assert measured.fn_bytes_per_chunk == 0
     assert measured.fn_mapped_bytes == 8 * MiB
@@ -188,7 +199,7 @@ def test_a_small_fn_travels_inline_and_a_large_one_by_reference(empty_cache: Non
     big.release()
     assert not os.path.exists(ref.path)
     # A cluster's workers cannot read this machine's files: the bytes travel.
-    remote = FnForWorkers(functools.partial(weighted, np.ones(MiB)), workers_share_files=False)
+    remote = fn_for_workers(functools.partial(weighted, np.ones(MiB)), share_files=False)
     fn_bytes, ref = remote.for_chunk()
     assert ref is None and len(fn_bytes) >= 8 * MiB
 
@@ -202,7 +213,7 @@ def test_a_large_fn_goes_inline_when_no_directory_has_room(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(ffw.ShippedFn, "__init__", no_room)
-    big = FnForWorkers(functools.partial(weighted, np.ones(MiB)), workers_share_files=True)
+    big = fn_for_workers(functools.partial(weighted, np.ones(MiB)), share_files=True)
     fn_bytes, ref = big.for_chunk()
     assert ref is None and len(fn_bytes) >= 8 * MiB
     assert big.for_chunk() == (fn_bytes, None)

@@ -149,22 +149,6 @@ def test_input_error_midway_arrives_after_the_results_before_it(fake_backend: Fa
     assert got == [2 * x for x in range(80)]
 
 
-def test_unknown_length_switches_from_serial_to_parallel(fake_backend: FakeBackend) -> None:
-    # A pool costs 50 ms to start: not worth it for the few items the probe has seen, worth it
-    # once the generator has shown it keeps coming.
-    facts = make_facts(worker_start_s=0.05)
-    with executor(fake_backend, facts) as ex:
-        results = list(ex.map(slow_double, iter(Pulls(600))))
-        plan = ex.last_plan
-    assert results == [2 * x for x in range(600)]
-    assert plan is not None and plan.outcome is not None
-    assert plan.outcome.switched_to_parallel
-    assert any("switched from serial" in r for r in plan.reasons)
-    dispatched = [args[0] for args in fake_backend.items_dispatched]
-    # The serial part and the dispatched part tile the input: nothing lost, nothing twice.
-    assert dispatched == list(range(600 - len(dispatched), 600))
-
-
 @pytest.mark.parametrize(
     "kwargs", [{"isolate": True}, {"initializer": print, "initargs": ("",)}, {"timeout": 30}]
 )
@@ -235,25 +219,6 @@ def test_progress_without_tqdm_says_how_to_install(
         pytest.raises(ImportError, match=r"amorsize-executor\[progress\]"),
     ):
         ex.map(slow_double, range(5), progress=True)
-
-
-def slower_after_300(x: int) -> int:
-    time.sleep(0.0001 if x < 300 else 0.003)
-    return 2 * x
-
-
-def test_known_length_replans_when_calls_get_slower(fake_backend: FakeBackend) -> None:
-    # The probe sees 0.1 ms calls: 900 items (90 ms) are not worth a 0.2 s start. From item
-    # 300 on calls take 3 ms; at the re-plan near item 512 the rest (about 1.1 s serial) is.
-    facts = make_facts(worker_start_s=0.2)
-    with executor(fake_backend, facts) as ex:
-        results = list(ex.map(slower_after_300, list(range(900))))
-        plan = ex.last_plan
-    assert results == [2 * x for x in range(900)]
-    assert plan is not None and plan.outcome is not None
-    assert plan.outcome.switched_to_parallel
-    dispatched = [args[0] for args in fake_backend.items_dispatched]
-    assert dispatched == list(range(900 - len(dispatched), 900))
 
 
 def test_a_clearly_serial_job_does_not_read_the_machine(fake_backend: FakeBackend) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -94,10 +96,49 @@ def test_exact_figures_from_a_scripted_clock() -> None:
 def test_slow_items_stop_the_probe_early() -> None:
     clock = ScriptedClock()
     outcome = run(timed_fn(clock, lambda x: 1.0), items(100), clock)
-    # A 1 s first call spends the budget; no second call is made for memory either,
-    # because it would pass twice the budget.
-    assert outcome.measurements.n_probed == 1
+    # A 1 s first call spends the budget; the second (memory-metered) call is made all the
+    # same, so that no plan rests on one call that may have been cold; it was not, so the
+    # probe stops there.
+    assert outcome.measurements.n_probed == 2
     assert outcome.measurements.wall_s_per_item == pytest.approx(1.0)
+    assert outcome.measurements.first_call_extra_s == 0.0
+
+
+def test_a_cold_first_call_is_left_out_and_the_plan_rests_on_the_rest() -> None:
+    clock, cpu = ScriptedClock(), ScriptedClock()
+    # The first call is 10x slower than every later one (imports, caches).
+    fn = timed_fn(clock, lambda x: 0.02 if x == 0 else 0.002, cpu=cpu)
+    outcome = run(fn, items(100), clock, cpu)
+    m = outcome.measurements
+    assert m.wall_s_per_item == pytest.approx(0.002)
+    assert m.cpu_s_per_item == pytest.approx(0.002)
+    # What a fresh worker pays again on its own first call.
+    assert m.first_call_extra_s == pytest.approx(0.018)
+    # The first call, the traced one, then warm timed calls until stable (4 samples, 2 ms).
+    assert m.n_probed == 6
+
+
+def test_a_cold_first_call_beyond_the_budget_waits_for_a_warm_timed_call() -> None:
+    clock = ScriptedClock()
+    # A 100 ms first call spends the budget three times over, then calls take 10 ms.
+    outcome = run(timed_fn(clock, lambda x: 0.1 if x == 0 else 0.01), items(100), clock)
+    m = outcome.measurements
+    assert m.n_probed == 3  # first, traced, and one warm timed call
+    assert m.wall_s_per_item == pytest.approx(0.01)
+    assert m.first_call_extra_s == pytest.approx(0.09)
+
+
+def test_a_cold_first_call_on_a_two_item_input_is_planned_from_the_traced_call() -> None:
+    clock = ScriptedClock()
+    outcome = run(timed_fn(clock, lambda x: 0.1 if x == 0 else 0.01), items(2), clock)
+    assert outcome.exhausted
+    assert outcome.measurements.wall_s_per_item == pytest.approx(0.01)
+
+
+def test_first_call_is_cold_only_when_much_slower_than_the_next() -> None:
+    assert _probe.first_call_is_cold(0.02, 0.002)
+    assert not _probe.first_call_is_cold(0.005, 0.002)  # 2.5x: ordinary variation
+    assert not _probe.first_call_is_cold(1.0, 1.0)
 
 
 def test_fast_uniform_items_stop_once_stable() -> None:
@@ -127,7 +168,9 @@ def test_exception_stops_the_probe_at_its_position() -> None:
             raise KeyError(x)
         return x
 
-    outcome = _probe.probe(fn, items(100))
+    # A clock that stands still: on a loaded machine a real one could end the probe on its
+    # time budget before the item that raises.
+    outcome = _probe.probe(fn, items(100), wall_clock=ScriptedClock(), cpu_clock=ScriptedClock())
     assert outcome.results == [0, 1, 2]
     assert isinstance(outcome.error, KeyError)
     assert outcome.n_pulled == 4
@@ -139,7 +182,9 @@ def test_input_error_is_returned_at_its_position() -> None:
         yield (2,)
         raise OSError("disk gone")
 
-    outcome = _probe.probe(lambda x: x, source())
+    outcome = _probe.probe(
+        lambda x: x, source(), wall_clock=ScriptedClock(), cpu_clock=ScriptedClock()
+    )
     assert outcome.results == [1, 2]
     assert isinstance(outcome.error, OSError)
 
@@ -226,3 +271,46 @@ def test_an_input_error_inside_a_group_comes_after_the_items_before_it() -> None
     outcome = _probe.probe(lambda x: x, source())
     assert outcome.results == list(range(40))
     assert isinstance(outcome.error, OSError)
+
+
+def test_a_job_whose_first_call_is_10x_slower_is_planned_from_the_rest() -> None:
+    from amorsize_executor import _cost_model
+
+    from .conftest import make_facts
+
+    clock, cpu = ScriptedClock(), ScriptedClock()
+    # 20 ms cold first call, then 2 ms calls, 100 items; a forkserver pool of 2 cores.
+    fn = timed_fn(clock, lambda x: 0.02 if x == 0 else 0.002, cpu=cpu)
+    outcome = run(fn, items(100), clock, cpu)
+    n_left = 100 - len(outcome.results)
+    facts = make_facts(
+        n_logical_cores=2, n_physical_cores=2, n_affinity_cores=2, start_method="forkserver"
+    )
+    plan = _cost_model.plan_map(facts, outcome.measurements, n_items=n_left, n_items_lower_bound=0)
+    # Serial at the warm speed (on the cold call it would be 10x that) ...
+    assert plan.predicted_serial_s == pytest.approx(n_left * 0.002)
+    # ... and the pool pays each fresh worker's cold first call once, on top of its start.
+    warm_only = _cost_model.plan_map(
+        facts,
+        replace(outcome.measurements, first_call_extra_s=0.0),
+        n_items=n_left,
+        n_items_lower_bound=0,
+    )
+    assert plan.predicted_parallel_s == pytest.approx(warm_only.predicted_parallel_s + 0.018)  # type: ignore[operator]
+
+
+def test_one_stopping_rule_stops_on_trust_count_or_budget() -> None:
+    rule = functools.partial(_probe.probe_is_done, budget_s=0.03, max_items=256)
+    assert not rule(n_items=3, n_warm_samples=2, elapsed_s=0.01, trusted=False)
+    assert rule(n_items=3, n_warm_samples=2, elapsed_s=0.01, trusted=True)
+    assert rule(n_items=256, n_warm_samples=2, elapsed_s=0.01, trusted=False)
+    assert rule(n_items=3, n_warm_samples=2, elapsed_s=0.03, trusted=False)
+    # Never on one call alone, however long it took (it may have been cold) ...
+    assert not rule(n_items=1, n_warm_samples=1, elapsed_s=0.04, trusted=False)
+    assert not rule(n_items=1, n_warm_samples=1, elapsed_s=10.0, trusted=True)
+    # ... except in a worker, where the pool is already chosen.
+    assert rule(n_items=1, n_warm_samples=1, elapsed_s=0.04, trusted=False, lone_call_ok=True)
+    assert rule(n_items=1, n_warm_samples=1, elapsed_s=0.01, trusted=True, lone_call_ok=True)
+    # ... and after a first call shown to be cold, not before a warm call was timed.
+    assert not rule(n_items=2, n_warm_samples=0, elapsed_s=0.06, trusted=False)
+    assert rule(n_items=3, n_warm_samples=1, elapsed_s=0.06, trusted=False)

@@ -76,3 +76,59 @@ def test_serial_explain_with_unknown_length() -> None:
     text = plan.explain()
     assert text.startswith("plan: serial: the remaining items run in the calling process")
     assert "unknown length (planned for at least 5)" in text
+
+
+def test_a_run_judged_against_serial_at_the_speed_seen_during_the_run() -> None:
+    # The probe saw 1 ms per call (a cold call, say); the run's calls took 0.1 ms each, so
+    # serial would have taken 0.1 s, and 0.3 s on a pool lost to it.
+    plan = plan_for().with_outcome(
+        RunOutcome(
+            wall_s=0.3,
+            n_items=1000,
+            n_chunks=16,
+            chunksizes=(63,) * 16,
+            worker_busy_s=0.1,
+            n_workers=4,
+        )
+    )
+    text = plan.explain()
+    assert "serially would have (about 100.0 ms at the speed seen during the run)" in text
+
+
+def _placeholder_numbers(facts: dict[str, object]) -> dict[str, object]:
+    """Figures no machine reports: nothing usable, everything free, "not chosen"."""
+    return {
+        k: v
+        for k, v in facts.items()
+        if v in (0, 1e18, 2**62, "not chosen")
+        and k not in ("worker_start_s", "n_warm_workers", "env_core_limit")
+    }
+
+
+def test_facts_not_read_are_none_in_to_dict_and_said_so_in_explain() -> None:
+    from amorsize_executor._records import SystemFacts
+
+    nothing = cm.plan_map(
+        SystemFacts.not_read("not chosen"), make_measurements(), n_items=0, n_items_lower_bound=0
+    )
+    facts = nothing.to_dict()["facts"]
+    assert facts["worker_start_source"] == "not read"
+    assert {k for k, v in facts.items() if v is not None} == {"worker_start_source"}
+    assert "machine: not read" in nothing.explain()
+
+    bound = cm.plan_map(
+        SystemFacts.most_favourable(4, 0.004),
+        make_measurements(),
+        n_items=3,
+        n_items_lower_bound=0,
+    )
+    data = bound.to_dict()
+    assert bound.mode == "serial"
+    assert data["facts"]["n_logical_cores"] == 4  # read
+    assert data["facts"]["worker_start_source"] == "bound"
+    for name in ("available_memory_bytes", "ipc_bytes_per_s", "start_method", "task_roundtrip_s"):
+        assert data["facts"][name] is None, name
+    assert not _placeholder_numbers(data["facts"])
+    assert data["n_usable_cores"] is None  # every logical core was assumed usable
+    assert data["predicted_parallel_s"] is None and data["predicted_speedup"] is None
+    assert data["parallel_floor_s"] is not None

@@ -255,7 +255,7 @@ def test_the_shared_pool_grows_when_idle_and_keeps_its_size_while_busy(tmp_path:
         release.touch()
         blocker.result(timeout=DEADLINE_S)
         deadline = time.monotonic() + DEADLINE_S
-        while small._backend._backend._n_in_flight and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        while small._backend._backend._in_flight.n_calls and time.monotonic() < deadline:  # type: ignore[attr-defined]
             time.sleep(0.01)
         big._backend.prepare(2)  # idle now: grown by replacement
         assert big._backend.n_warm_workers == 2

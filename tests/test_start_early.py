@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from amorsize_executor import AdaptiveProcessPoolExecutor, _cost_model, _probe
+from amorsize_executor import AdaptiveProcessPoolExecutor, _probe, _steering
 
 from .conftest import make_facts
 from .fakes import FakeBackend
@@ -26,7 +26,7 @@ def early(**overrides: Any) -> int:
         "max_workers": None,
     }
     values.update(overrides)
-    return _cost_model.workers_to_start_early(**values)
+    return _steering.workers_to_start_early(**values)
 
 
 def test_a_long_cpu_bound_job_starts_one_worker_per_core() -> None:
@@ -64,9 +64,9 @@ def test_two_sub_millisecond_calls_make_a_case_that_one_does_not() -> None:
     assert early(fastest_call_s=2e-4, its_cpu_s=2e-4, n_items_left=3000, n_calls_timed=2) == 4
 
 
-def test_the_probe_reports_its_first_two_calls_with_the_fastest_so_far() -> None:
+def test_the_probe_reports_from_its_second_call_on_with_the_fastest_so_far() -> None:
     clock, cpu = ScriptedClock(), ScriptedClock()
-    durations = {0: 3e-3, 1: 1e-3, 2: 2e-3}
+    durations = {0: 3e-3, 1: 2e-3, 2: 1e-3}
     seen: list[tuple[float, float, int]] = []
     run(
         timed_fn(clock, lambda x: durations.get(x, 1e-3), cpu_share=1.0, cpu=cpu),
@@ -75,12 +75,29 @@ def test_the_probe_reports_its_first_two_calls_with_the_fastest_so_far() -> None
         cpu,
         after_timed_call=lambda wall, cpu_s, n: seen.append((wall, cpu_s, n)),
     )
-    # The first call (3 ms), then the memory-metered one (1 ms, not timed), then the second
-    # timed call (2 ms): the fastest of the two timed ones is reported, and no more.
+    # Never on the first call alone (3 ms, maybe cold): after the memory-metered second call
+    # (2 ms) the faster of the two, after the next timed call (1 ms) the fastest, no more.
     assert seen == [
-        (pytest.approx(3e-3), pytest.approx(3e-3), 1),
         (pytest.approx(2e-3), pytest.approx(2e-3), 2),
+        (pytest.approx(1e-3), pytest.approx(1e-3), 3),
     ]
+
+
+def test_a_cold_first_call_does_not_start_workers_early() -> None:
+    # 20 ms, then 2 ms calls over 100 items: the first call alone would say 2 s of work
+    # (a pool started early), the rest say 0.2 s (too short to start one during the probe).
+    clock, cpu = ScriptedClock(), ScriptedClock()
+    seen: list[int] = []
+    run(
+        timed_fn(clock, lambda x: 0.02 if x == 0 else 0.002, cpu_share=1.0, cpu=cpu),
+        items(100),
+        clock,
+        cpu,
+        after_timed_call=lambda wall, cpu_s, n: seen.append(
+            early(fastest_call_s=wall, its_cpu_s=cpu_s, n_calls_timed=n, n_items_left=98)
+        ),
+    )
+    assert seen == [0, 0]
 
 
 def test_the_probe_reports_its_first_call_once_with_the_collector_running() -> None:
@@ -93,7 +110,7 @@ def test_the_probe_reports_its_first_call_once_with_the_collector_running() -> N
         clock,
         cpu,
         after_timed_call=lambda wall, cpu_s, n: (
-            seen.append((wall, cpu_s, gc.isenabled())) if n == 1 else None
+            seen.append((wall, cpu_s, gc.isenabled())) if n == 2 else None
         ),
     )
     assert seen == [(pytest.approx(1e-3), pytest.approx(5e-4), True)]
@@ -169,9 +186,9 @@ def map_with_early_start_rule(
 ) -> tuple[RecordingBackend, int]:
     """Map ``fn`` over 100 items with the early-start rule answering ``n_early_workers``
     whenever it is asked; the backend and how many items the probe ran."""
-    monkeypatch.setattr(_cost_model, "PRESTART_MIN_SERIAL_S", 0.0)
-    monkeypatch.setattr(_cost_model, "PRESTART_MIN_CALL_S", 0.0)
-    monkeypatch.setattr(_cost_model, "workers_to_start_early", lambda **_: n_early_workers)
+    monkeypatch.setattr(_steering, "PRESTART_MIN_SERIAL_S", 0.0)
+    monkeypatch.setattr(_steering, "PRESTART_MIN_CALL_S", 0.0)
+    monkeypatch.setattr(_steering, "workers_to_start_early", lambda **_: n_early_workers)
     CALLS.clear()
     backend = RecordingBackend()
     with AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts()) as ex:
@@ -180,9 +197,10 @@ def map_with_early_start_rule(
     return backend, n_probed
 
 
-def test_map_starts_workers_after_the_first_probed_call(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_map_starts_workers_after_the_second_probed_call(monkeypatch: pytest.MonkeyPatch) -> None:
     backend, n_probed = map_with_early_start_rule(monkeypatch, 3, count_call)
-    assert backend.calls_at_prepare[0] == 1  # during the probe, right after its first call
+    # During the probe, right after its second call (the first alone may be cold).
+    assert backend.calls_at_prepare[0] == 2
     assert backend.prepared[0] == 3
     # The probe reports two timed calls, and the rule says yes to both: workers start once.
     assert sum(1 for n in backend.calls_at_prepare if n < n_probed) == 1

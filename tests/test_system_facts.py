@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
+from amorsize_executor import _cgroup_text as ct
 from amorsize_executor import _system_facts as sf
 from amorsize_executor._records import SystemFacts
 
@@ -44,14 +45,14 @@ def _fresh_caches() -> Iterator[None]:
 
 
 def test_parse_proc_self_cgroup_v2_only() -> None:
-    membership = sf.parse_proc_self_cgroup("0::/user.slice/user-1000.slice/app.scope\n")
+    membership = ct.parse_proc_self_cgroup("0::/user.slice/user-1000.slice/app.scope\n")
     assert membership.v2_path == "/user.slice/user-1000.slice/app.scope"
     assert dict(membership.v1_paths) == {}
 
 
 def test_parse_proc_self_cgroup_v1_and_hybrid() -> None:
     text = "9:name=systemd:/\n4:memory:/x\n3:cpuset:/\n1:cpu,cpuacct:/y\n0::/\n"
-    membership = sf.parse_proc_self_cgroup(text)
+    membership = ct.parse_proc_self_cgroup(text)
     assert membership.v2_path == "/"
     assert dict(membership.v1_paths) == {
         "memory": "/x",
@@ -65,19 +66,19 @@ def test_parse_proc_self_cgroup_v1_and_hybrid() -> None:
 
 
 def test_parse_proc_self_cgroup_v1_only_has_no_v2_path() -> None:
-    membership = sf.parse_proc_self_cgroup("4:memory:/docker/abc\n1:cpu:/docker/abc\n")
+    membership = ct.parse_proc_self_cgroup("4:memory:/docker/abc\n1:cpu:/docker/abc\n")
     assert membership.v2_path is None
     assert dict(membership.v1_paths) == {"memory": "/docker/abc", "cpu": "/docker/abc"}
 
 
 def test_parse_proc_self_cgroup_path_may_contain_colons() -> None:
-    membership = sf.parse_proc_self_cgroup("0::/a:b/c\n")
+    membership = ct.parse_proc_self_cgroup("0::/a:b/c\n")
     assert membership.v2_path == "/a:b/c"
 
 
 @pytest.mark.parametrize("text", ["", "garbage\n", "1:cpu\n", "0::relative/path\n", "\n\n"])
 def test_parse_proc_self_cgroup_ignores_garbage(text: str) -> None:
-    membership = sf.parse_proc_self_cgroup(text)
+    membership = ct.parse_proc_self_cgroup(text)
     assert membership.v2_path is None
     assert dict(membership.v1_paths) == {}
 
@@ -99,7 +100,7 @@ def test_parse_proc_self_cgroup_ignores_garbage(text: str) -> None:
     ],
 )
 def test_parse_cgroup_v2_cpu_max_cores(text: str, expected_cores: float | None) -> None:
-    assert sf.parse_cgroup_v2_cpu_max_cores(text) == expected_cores
+    assert ct.parse_cgroup_v2_cpu_max_cores(text) == expected_cores
 
 
 @pytest.mark.parametrize(
@@ -116,7 +117,7 @@ def test_parse_cgroup_v2_cpu_max_cores(text: str, expected_cores: float | None) 
 def test_parse_cgroup_v1_cpu_quota_cores(
     quota_text: str, period_text: str, expected_cores: float | None
 ) -> None:
-    assert sf.parse_cgroup_v1_cpu_quota_cores(quota_text, period_text) == expected_cores
+    assert ct.parse_cgroup_v1_cpu_quota_cores(quota_text, period_text) == expected_cores
 
 
 @pytest.mark.parametrize(
@@ -124,7 +125,7 @@ def test_parse_cgroup_v1_cpu_quota_cores(
     [("max\n", None), ("1073741824\n", GiB), ("0\n", 0), ("garbage", None), ("-5", None)],
 )
 def test_parse_cgroup_v2_memory_limit_bytes(text: str, expected_bytes: int | None) -> None:
-    assert sf.parse_cgroup_v2_memory_limit_bytes(text) == expected_bytes
+    assert ct.parse_cgroup_v2_memory_limit_bytes(text) == expected_bytes
 
 
 @pytest.mark.parametrize(
@@ -138,22 +139,22 @@ def test_parse_cgroup_v2_memory_limit_bytes(text: str, expected_bytes: int | Non
     ],
 )
 def test_parse_cgroup_v1_memory_limit_bytes(text: str, expected_bytes: int | None) -> None:
-    assert sf.parse_cgroup_v1_memory_limit_bytes(text) == expected_bytes
+    assert ct.parse_cgroup_v1_memory_limit_bytes(text) == expected_bytes
 
 
 @pytest.mark.parametrize(
     ("text", "expected_bytes"), [("12345\n", 12345), ("garbage", None), ("", None)]
 )
 def test_parse_cgroup_memory_usage_bytes(text: str, expected_bytes: int | None) -> None:
-    assert sf.parse_cgroup_memory_usage_bytes(text) == expected_bytes
+    assert ct.parse_cgroup_memory_usage_bytes(text) == expected_bytes
 
 
 def test_parse_inactive_file_bytes_matches_the_exact_key() -> None:
     v1_stat = "cache 500\ninactive_file 100\ntotal_inactive_file 300\nrss 42\n"
-    assert sf.parse_inactive_file_bytes(v1_stat, "total_inactive_file") == 300
-    assert sf.parse_inactive_file_bytes(v1_stat, "inactive_file") == 100
-    assert sf.parse_inactive_file_bytes("anon 5\n", "inactive_file") is None
-    assert sf.parse_inactive_file_bytes("inactive_file lots\n", "inactive_file") is None
+    assert ct.parse_inactive_file_bytes(v1_stat, "total_inactive_file") == 300
+    assert ct.parse_inactive_file_bytes(v1_stat, "inactive_file") == 100
+    assert ct.parse_inactive_file_bytes("anon 5\n", "inactive_file") is None
+    assert ct.parse_inactive_file_bytes("inactive_file lots\n", "inactive_file") is None
 
 
 # --- reading: fake trees -------------------------------------------------------------------
@@ -618,8 +619,8 @@ def test_read_system_facts_on_this_machine_is_sane() -> None:
 # --- layering ------------------------------------------------------------------------------
 
 
-def test_imports_only_stdlib_psutil_and_records() -> None:
-    tree = ast.parse(Path(sf.__file__).read_text(encoding="utf-8"))
+def imports_of(path: str) -> set[str]:
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
     imported: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -629,6 +630,13 @@ def test_imports_only_stdlib_psutil_and_records() -> None:
                 imported.add("." + (node.module or ""))
             else:
                 imported.add((node.module or "").split(".")[0])
-    allowed = set(sys.stdlib_module_names) | {"psutil", "._records"}
+    return imported
+
+
+def test_imports_only_stdlib_psutil_and_records() -> None:
+    imported = imports_of(sf.__file__)
+    allowed = set(sys.stdlib_module_names) | {"psutil", "._records", "._cgroup_text"}
     assert imported - allowed == set()
     assert "._records" in imported
+    # The parsers need nothing but the standard library.
+    assert imports_of(ct.__file__) - set(sys.stdlib_module_names) == set()

@@ -15,6 +15,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._cost_model import plan_map
+    from ._dask_backend import DaskBackend
     from ._errors import (
         RemoteTraceback,
         UnpicklableExceptionError,
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AdaptiveProcessPoolExecutor",
+    "DaskBackend",
     "Plan",
     "RemoteTraceback",
     "RunOutcome",
@@ -36,12 +39,14 @@ __all__ = [
     "UnpicklableResultError",
     "WorkMeasurements",
     "WorkerCrashedError",
+    "plan_map",
 ]
 
 __version__ = "0.1.0"
 
 _HOMES = {
     "AdaptiveProcessPoolExecutor": "._executor",
+    "DaskBackend": "._dask_backend",
     "Plan": "._records",
     "RemoteTraceback": "._errors",
     "RunOutcome": "._records",
@@ -51,6 +56,7 @@ _HOMES = {
     "UnpicklableResultError": "._errors",
     "WorkMeasurements": "._records",
     "WorkerCrashedError": "._errors",
+    "plan_map": "._cost_model",
 }
 
 

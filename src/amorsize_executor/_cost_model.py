@@ -6,32 +6,34 @@ hand-built inputs, with no timing in them.
 
 The prediction for ``w`` workers and chunks of ``k`` items, for ``n`` remaining items::
 
-    parallel_s = start_s(w) + roundtrip_s + max(parent_s, worker_s)
+    parallel_s = start_s(w) + cold_s + roundtrip_s + max(parent_s, worker_s)
     parent_s   = n * (pickle_s + transfer_s) + ceil(n / k) * task_roundtrip_s + fn_s(n/k, 1)
-    worker_s   = max(ceil(ceil(n / k) / w) * k * (compute_s + pickle_s)      # chunk rounds
-                     + fn_s(ceil(ceil(n / k) / w), 1),
-                     (n * (compute_s * cpu_share + pickle_s) + parent_s)      # CPU ceiling
-                     / usable_cores)
+    worker_s   = max(r * k * (compute_s + pickle_s) + fn_s(r, 1),   # r = ceil(ceil(n / k) / w)
+                     (n * (compute_s * cpu_share + pickle_s) + parent_s + fn_s(n/k, w))
+                     / usable_cores)                                  # chunk rounds, CPU ceiling
     serial_s   = n * compute_s
 
-``fn_s(chunks, workers)`` is what moving ``fn`` itself costs (``fn_shipping_s``): a small
-``fn`` travels in every chunk; a large one is written once to shared memory and loaded once
-by each worker (``fn_travels_once_per_worker``), its arrays memory-mapped.
-
+``cold_s`` is what each fresh worker's own first call takes beyond a warm one (imports,
+caches: the probe's cold first call shows it); the workers pay it at once, so it counts once.
+``fn_s(chunks, workers)``: moving ``fn`` itself, in each chunk or once per worker (``_fn_cost``).
 ``parent_s`` is what the one parent process must do for every item and chunk (pickle, move
 bytes, dispatch); ``worker_s`` counts whole rounds of chunks, which is where the imbalance of
 the last chunks shows, and never lets the work go faster than the usable cores allow, the
 parent's share included: on two cores, a parent busy receiving large results takes its
 time from the workers. The two overlap, so the slower one sets the pace.
+
+The rules that steer a running plan from what its chunks report (chunk-size feedback, the
+guided end, chunk budgets, the switch back to serial) are in ``_steering``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import replace
 
+from ._fn_cost import fn_shipping_s
 from ._records import Plan, SystemFacts, WorkMeasurements
+from ._serial_reasons import best_pool_reason, floor_reason, with_unknown_length
 
 PARALLEL_MARGIN = 0.10
 """A pool must be predicted at least this much faster than serial to be chosen: the probe's
@@ -82,29 +84,6 @@ for the parent between chunks."""
 WINDOW_MAX_BYTES = 256 * 1024 * 1024
 """Default cap on the pickled bytes (items and results) held in flight by one ``map()``."""
 
-GUIDED_MIN_CHUNK_S = 0.002
-"""Near the end of the input, chunks shrink no further than this much work: ten dispatch
-round trips (about 0.2 ms each here), so each still spends most of its time computing,
-while a last chunk this short leaves the other workers idle for at most as long."""
-
-CHUNK_BUDGET_FACTOR = 2.0
-"""A chunk that has run this many times its expected duration stops starting items and
-sends the rest back to be split among the workers. A false stop is cheap (one round trip,
-and the rest goes out again); a late one leaves the other workers idle at the end of the
-job. On the skewed benchmark (items 100x slower at the end), 3x left a worker idle for
-about 50 ms per run that 2x did not; noise on this shared machine rarely reaches 2x."""
-
-MIN_CHUNK_BUDGET_S = 0.005
-"""A chunk is never stopped before this long: under it, the round trip of sending the rest
-again costs more than a straggler could."""
-
-MIN_BUDGET_ROUNDTRIPS = 20
-"""Nor before this many dispatch round trips: the same bound on a slow transport."""
-
-CLOCK_CHECK_S = 1e-5
-"""With a budget, the worker reads the clock about this often in work done (a read costs
-about 50 ns, under 1% of it)."""
-
 
 def effective_cpu_share(measurements: WorkMeasurements) -> float:
     """The CPU share to plan with: the measured one, unless the calls never waited
@@ -136,38 +115,6 @@ def choose_usable_cores(facts: SystemFacts, *, cpu_bound: bool) -> tuple[int, st
     return max(1, value), name
 
 
-FN_ONCE_PER_WORKER_MIN_BYTES = 1 << 20
-"""A pickled ``fn`` at least this large (1 MiB, joblib's default threshold for memory-mapping
-an array) is shipped once per worker through shared memory instead of inside every chunk:
-below it, the file and its mapping cost more than sending the bytes a few times."""
-
-MAPPED_BYTES_PER_S = 1.4e9
-"""Rate at which the parent writes a large ``fn``'s buffers to shared memory, and at which a
-worker faults the mapped pages in, both counted at the slower of the two: writing a
-200 MB array to ``/dev/shm`` took 0.14 s here, touching every mapped page about 0.05 s."""
-
-
-def fn_travels_once_per_worker(fn_nbytes: int, *, workers_share_files: bool) -> bool:
-    """Whether ``fn`` (``fn_nbytes`` pickled) should be shipped once per worker through a
-    shared-memory file rather than in every chunk: when it is large, and the workers are on
-    this machine (a cluster's are not)."""
-    return workers_share_files and fn_nbytes >= FN_ONCE_PER_WORKER_MIN_BYTES
-
-
-def fn_shipping_s(
-    facts: SystemFacts, measurements: WorkMeasurements, n_chunks: float, n_workers: float
-) -> float:
-    """Seconds spent moving ``fn`` itself, for ``n_chunks`` chunks over ``n_workers``
-    workers: its bytes in every chunk, plus a large ``fn``'s load by each worker (its
-    in-band pickle at the transfer rate, its mapped buffers at ``MAPPED_BYTES_PER_S``)."""
-    m = measurements
-    per_chunk_s = m.fn_bytes_per_chunk / facts.ipc_bytes_per_s
-    per_worker_s = m.fn_bytes_per_worker / facts.ipc_bytes_per_s + (
-        m.fn_mapped_bytes / MAPPED_BYTES_PER_S
-    )
-    return n_chunks * per_chunk_s + n_workers * per_worker_s
-
-
 def predict_serial_s(measurements: WorkMeasurements, n_items: int) -> float:
     """Seconds to run ``n_items`` more items in the calling process."""
     return n_items * measurements.wall_s_per_item
@@ -185,6 +132,21 @@ def predict_start_s(facts: SystemFacts, n_workers: int) -> float:
     return facts.worker_start_s * (1 + 0.5 * (n_workers - 1))
 
 
+INHERITS_WARM_STATE = ("fork", "threads")
+"""Start methods whose workers begin with the caller's imports and caches: a forked child
+or a thread of this process. Their first call is not cold again."""
+
+
+def predict_cold_first_call_s(facts: SystemFacts, measurements: WorkMeasurements) -> float:
+    """Seconds the workers' own cold first calls add: each worker started afresh (spawn,
+    forkserver, loky, a cluster) pays what the probe's first call took beyond a warm one.
+    The workers pay it at the same time, so it counts once. Nothing where workers inherit
+    the caller's warm state, or where the start method is not known yet (a bound)."""
+    if not facts.was_read or facts.start_method in INHERITS_WARM_STATE:
+        return 0.0
+    return measurements.first_call_extra_s
+
+
 def predict_parallel_s(
     facts: SystemFacts,
     measurements: WorkMeasurements,
@@ -200,25 +162,20 @@ def predict_parallel_s(
     m = measurements
     n_chunks = math.ceil(n_items / chunksize)
     transfer_s = (m.item_bytes + m.result_bytes) / facts.ipc_bytes_per_s
-    # The parent pickles a large fn and writes it once; a small one goes out with each chunk.
-    parent_s = (
-        n_items * (m.pickle_s_per_item + transfer_s)
-        + n_chunks * facts.task_roundtrip_s
-        + fn_shipping_s(facts, m, n_chunks, 1)
-    )
+    parent_s = n_items * (m.pickle_s_per_item + transfer_s) + n_chunks * facts.task_roundtrip_s
+    parent_s += fn_shipping_s(facts, m, n_chunks, 1)
     rounds = math.ceil(n_chunks / n_workers)
-    per_item_worker_s = m.wall_s_per_item + m.pickle_s_per_item
-    # Each worker loads a large fn before its first chunk, a small one with every chunk.
-    rounds_s = rounds * min(chunksize, n_items) * per_item_worker_s + fn_shipping_s(
-        facts, m, rounds, 1
-    )
-    cpu_ceiling_s = (
-        n_items * (m.wall_s_per_item * effective_cpu_share(m) + m.pickle_s_per_item)
-        + parent_s
-        + fn_shipping_s(facts, m, n_chunks, n_workers)
-    )
+    rounds_s = rounds * min(chunksize, n_items) * (m.wall_s_per_item + m.pickle_s_per_item)
+    rounds_s += fn_shipping_s(facts, m, rounds, 1)
+    cpu_ceiling_s = parent_s + fn_shipping_s(facts, m, n_chunks, n_workers)
+    cpu_ceiling_s += n_items * (m.wall_s_per_item * effective_cpu_share(m) + m.pickle_s_per_item)
     worker_s = max(rounds_s, cpu_ceiling_s / n_usable_cores)
-    return predict_start_s(facts, n_workers) + facts.task_roundtrip_s + max(parent_s, worker_s)
+    return (
+        predict_start_s(facts, n_workers)
+        + predict_cold_first_call_s(facts, m)
+        + facts.task_roundtrip_s
+        + max(parent_s, worker_s)
+    )
 
 
 def parallel_floor_s(facts: SystemFacts, measurements: WorkMeasurements, n_items: int) -> float:
@@ -230,6 +187,7 @@ def parallel_floor_s(facts: SystemFacts, measurements: WorkMeasurements, n_items
     transfer_s = (m.item_bytes + m.result_bytes) / facts.ipc_bytes_per_s
     return (
         start_s
+        + predict_cold_first_call_s(facts, m)
         + facts.task_roundtrip_s
         + n_items * (m.pickle_s_per_item + transfer_s)
         + fn_shipping_s(facts, m, 1, 1)
@@ -345,11 +303,16 @@ def plan_map(
     n_cores, core_limit = choose_usable_cores(facts, cpu_bound=cpu_bound)
     if max_workers is not None and max_workers < n_cores:
         n_cores, core_limit = max_workers, "max_workers"
-    worker_cap, reasons = choose_worker_cap(facts, measurements, n_cores, max_workers)
+    reasons: list[str] = []  # the limits on the pool, once they are looked at
     serial_s = predict_serial_s(measurements, n_assumed) if serial_allowed else None
 
     def make(
-        mode: str, n_workers: int, size: int, parallel_s: float | None, why: Iterable[str]
+        mode: str,
+        n_workers: int,
+        size: int,
+        parallel_s: float | None,
+        why: Iterable[str],
+        floor_s: float | None = None,
     ) -> Plan:
         return Plan(
             mode="serial" if mode == "serial" else "parallel",
@@ -367,39 +330,102 @@ def plan_map(
             reasons=(*reasons, *why),
             facts=facts,
             measurements=measurements,
+            parallel_floor_s=floor_s,
         )
 
+    if serial_allowed and n_assumed == 0:
+        # Nothing to plan for: no other rule applies (the machine was not even read).
+        return make("serial", 1, 1, None, ["no items are left after the probe"])
+    worker_cap, cap_reasons = choose_worker_cap(facts, measurements, n_cores, max_workers)
+    reasons.extend(cap_reasons)
     picklable = math.isfinite(measurements.item_bytes + measurements.result_bytes)
     if not picklable and serial_allowed:
-        return make(
-            "serial",
-            1,
-            1,
-            None,
-            ["items or results cannot be pickled, so they cannot be sent to a worker"],
-        )
+        unpicklable = "items or results cannot be pickled, so they cannot be sent to a worker"
+        return make("serial", 1, 1, None, [unpicklable])
     if worker_cap < 1:
         if serial_allowed:
             return make("serial", 1, 1, None, ["no worker fits in the available memory"])
         worker_cap = 1
         reasons.append("memory is short, but fn may not run in the caller: 1 worker")
-    if serial_allowed and n_assumed == 0:
-        return make("serial", 1, 1, None, ["no items are left after the probe"])
     if serial_s is not None:
-        floor_s = parallel_floor_s(facts, measurements, n_assumed)
-        if floor_s >= serial_s * (1 - PARALLEL_MARGIN):
-            # No pool can win: skip the search (the plan of a tiny job must cost ~nothing).
-            floor_why = [
-                "serial is predicted fastest: any pool would take at least "
-                f"{_ratio_text(floor_s, serial_s)} of the serial time (a worker's start, "
-                "and the parent's pickling and sending of every item and result)"
-            ]
-            if n_items is None:
-                floor_why.append(
-                    "the input's length is unknown: this is revisited as more items arrive"
-                )
-            return make("serial", 1, 1, floor_s, floor_why)
+        floored = _no_pool_can_win(facts, measurements, n_assumed, n_items, serial_s)
+        if floored is not None:
+            # Skip the search: the plan of a tiny job must cost next to nothing. The floor
+            # is a bound, not a prediction of any real pool's time.
+            floor_s, floor_why = floored
+            return make("serial", 1, 1, None, floor_why, floor_s)
 
+    predictions = _predict_candidates(
+        facts, measurements, n_assumed, worker_cap, chunksize, n_cores
+    )
+    best = _pick_near_best(predictions, measurements)
+    parallel_s, n_workers, size = best
+    pool_wins, why = _best_pool_or_serial(facts, best, serial_s, chunksize, n_items)
+    if pool_wins:
+        return make("parallel", n_workers, size, parallel_s, why)
+    if not facts.was_read:
+        # Planned on the most favourable figures: the best pool's time is a bound.
+        return make("serial", 1, 1, None, why, parallel_s)
+    return make("serial", 1, 1, parallel_s, why)
+
+
+def _best_pool_or_serial(
+    facts: SystemFacts,
+    best: tuple[float, int, int],
+    serial_s: float | None,
+    chunksize: int | None,
+    n_items: int | None,
+) -> tuple[bool, list[str]]:
+    """Whether the best pool the search found, ``best`` (seconds, workers, chunk size), is
+    chosen over serial, and why; always when ``fn`` may not run in the caller (no
+    ``serial_s``), else when it wins by ``PARALLEL_MARGIN``."""
+    parallel_s, n_workers, size = best
+    why = [] if chunksize is None else [f"chunksize={chunksize} as given"]
+    if serial_s is None:
+        caller = "fn may not run in the caller (isolation, initializer or timeout)"
+        return True, [*why, f"{caller}, so the best pool was chosen"]
+    if parallel_s < serial_s * (1 - PARALLEL_MARGIN):
+        speedup = f"{serial_s / parallel_s:.1f}x"
+        return True, [
+            *why,
+            f"{n_workers} worker(s) are predicted {speedup} faster than serial, start-up included",
+        ]
+    bound = not facts.was_read
+    why.append(best_pool_reason(n_workers, size, parallel_s, serial_s, bound, PARALLEL_MARGIN))
+    return False, with_unknown_length(why, n_items)
+
+
+def _no_pool_can_win(
+    facts: SystemFacts,
+    measurements: WorkMeasurements,
+    n_assumed: int,
+    n_items: int | None,
+    serial_s: float,
+) -> tuple[float, list[str]] | None:
+    """``(the fastest any pool could be, why)`` when even that loses to serial by
+    ``PARALLEL_MARGIN``; ``None`` when a pool may win and the search must run."""
+    floor_s = parallel_floor_s(facts, measurements, n_assumed)
+    if floor_s < serial_s * (1 - PARALLEL_MARGIN):
+        return None
+    why = floor_reason(
+        floor_s,
+        serial_s,
+        pays_start=facts.n_warm_workers < 1 and predict_start_s(facts, 1) > 0,
+        pays_cold_first_call=predict_cold_first_call_s(facts, measurements) > 0,
+    )
+    return floor_s, with_unknown_length([why], n_items)
+
+
+def _predict_candidates(
+    facts: SystemFacts,
+    measurements: WorkMeasurements,
+    n_assumed: int,
+    worker_cap: int,
+    chunksize: int | None,
+    n_cores: int,
+) -> list[tuple[float, int, int]]:
+    """``(predicted seconds, workers, chunk size)`` for every worker count up to
+    ``worker_cap`` and every candidate chunk size (the user's ``chunksize`` alone if given)."""
     predictions: list[tuple[float, int, int]] = []
     for n_workers in range(1, worker_cap + 1):
         sizes = (
@@ -420,31 +446,7 @@ def plan_map(
             )
             for size in sizes
         )
-    best = _pick_near_best(predictions, measurements)
-    parallel_s, n_workers, size = best
-    why: list[str] = []
-    if chunksize is not None:
-        why.append(f"chunksize={chunksize} as given")
-    if serial_s is None:
-        why.append(
-            "fn may not run in the caller (isolation, initializer or timeout), "
-            "so the best pool was chosen"
-        )
-        return make("parallel", n_workers, size, parallel_s, why)
-    if parallel_s < serial_s * (1 - PARALLEL_MARGIN):
-        why.append(
-            f"{n_workers} worker(s) are predicted {serial_s / parallel_s:.1f}x faster "
-            f"than serial, start-up included"
-        )
-        return make("parallel", n_workers, size, parallel_s, why)
-    why.append(
-        "serial is predicted fastest: the best pool "
-        f"({n_workers} worker(s), chunks of {size}) would take "
-        f"{_ratio_text(parallel_s, serial_s)} of the serial time"
-    )
-    if n_items is None:
-        why.append("the input's length is unknown: this is revisited as more items arrive")
-    return make("serial", 1, 1, parallel_s, why)
+    return predictions
 
 
 def _pick_near_best(
@@ -467,227 +469,6 @@ def _pick_near_best(
 
     near = [p for p in predictions if p[0] <= fastest_s * (1 + NEAR_TIE) + 1e-12]
     return min(near, key=lambda p: (p[1], distance_from_target(p[2]), p[2]))
-
-
-def revise_chunksize(
-    *,
-    chunksize: int,
-    observed_s_per_item: float,
-    task_roundtrip_s: float,
-) -> int:
-    """The next chunk's size from what completed chunks measured (runtime feedback).
-
-    Aims each chunk at ``TARGET_CHUNK_S`` (and at least a hundred dispatch round trips),
-    moving at most a factor of two per step so one odd chunk cannot swing the size. The end
-    of the input is ``guided_chunksize``'s business, applied as each chunk is sent.
-    """
-    if observed_s_per_item <= 0:
-        target = chunksize * 2
-    else:
-        target_s = max(TARGET_CHUNK_S, 100 * task_roundtrip_s)
-        target = max(1, round(target_s / observed_s_per_item))
-    target = min(
-        target,
-        max(1, int(MAX_CHUNK_S / observed_s_per_item)) if observed_s_per_item > 0 else target,
-    )
-    size = min(MAX_CHUNK_ITEMS, max(chunksize // 2, min(chunksize * 2, target)))
-    return max(1, size)
-
-
-def guided_chunksize(
-    *, chunksize: int, n_items_unsent: int | None, n_workers: int, s_per_item: float = 0.0
-) -> int:
-    """The size of the chunk about to be sent, shrunk near the end of a known-length input
-    (guided self-scheduling): at most half of each worker's share of the items not yet
-    sent, so the last chunks are short and finish together, and a slow stretch at the end
-    lands in several small chunks that every worker takes a part of, not in one long one.
-    Items already in flight do not count: they are some worker's already.
-
-    Never below ``GUIDED_MIN_CHUNK_S`` of work at ``s_per_item`` (nor below one item): the
-    chunks of a fast end would otherwise cost more in dispatch than they balance.
-    """
-    if n_items_unsent is None:
-        return max(1, chunksize)
-    guided = math.ceil(n_items_unsent / (2 * max(1, n_workers)))
-    floor = int(GUIDED_MIN_CHUNK_S / s_per_item) if s_per_item > 0 else 1
-    return max(1, min(chunksize, max(guided, floor)))
-
-
-def chunk_budget_s(*, n_items: int, s_per_item: float, task_roundtrip_s: float) -> float:
-    """How long a chunk of ``n_items`` may run before it hands its unstarted items back."""
-    expected_s = n_items * max(0.0, s_per_item)
-    return max(
-        CHUNK_BUDGET_FACTOR * expected_s,
-        MIN_CHUNK_BUDGET_S,
-        MIN_BUDGET_ROUNDTRIPS * task_roundtrip_s,
-    )
-
-
-def budget_check_every(s_per_item: float) -> int:
-    """Items between two clock reads in a budgeted chunk (see ``CLOCK_CHECK_S``)."""
-    if s_per_item <= 0:
-        return 1
-    return max(1, min(MAX_CHUNK_ITEMS, round(CLOCK_CHECK_S / s_per_item)))
-
-
-def split_unrun(
-    *, n_unrun: int, recent_s_per_item: float, n_workers: int, task_roundtrip_s: float
-) -> list[int]:
-    """Sizes of the chunks that carry a stopped chunk's unstarted items, in order.
-
-    The items next to the ones that overran probably cost what those did, so each piece
-    aims at ``TARGET_CHUNK_S`` at that rate, and there are at least as many pieces as
-    workers (when there are enough items), so the slow stretch spreads over all of them.
-    """
-    if n_unrun <= 0:
-        return []
-    target_s = max(TARGET_CHUNK_S, 100 * task_roundtrip_s)
-    items_per_target = target_s / recent_s_per_item if recent_s_per_item > 0 else math.inf
-    size = n_unrun if items_per_target >= n_unrun else max(1, int(items_per_target))
-    size = min(size, max(1, math.ceil(n_unrun / max(1, n_workers))))
-    sizes = [size] * (n_unrun // size)
-    if n_unrun % size:
-        sizes.append(n_unrun % size)
-    return sizes
-
-
-PRESTART_MIN_SERIAL_S = 0.25
-"""Workers are started while the probe is still running only when its first calls say the
-rest of the input would take at least this long serially: then a pool is all but certain,
-and its start (10-25 ms with fork here, 70-350 ms with loky's default) overlaps the probe
-instead of following it. Below this, a wrong guess would cost a short job its start."""
-
-
-PRESTART_MIN_CALL_S = 1e-3
-"""Nor unless the first call took this long, when it is the only one timed so far. A first
-call is the slowest (cold caches, lazy imports), and a fast one says little: 2 µs for a
-call that then runs at 0.1 µs made 200,000 trivial items look like 0.4 s of work and
-started a pool for a 20 ms job."""
-
-PRESTART_MIN_WARM_CALL_S = 1e-4
-"""Or the faster of the first two timed calls took this long: a second call is past the
-one-off costs of the first, so a tenth of a millisecond (500 times a trivial call here) is
-a safe sign of real work. It lets jobs of sub-millisecond calls start their workers during
-the probe too (a 0.2 ms call: the pool forks about 3 ms earlier)."""
-
-
-def workers_to_start_early(
-    *,
-    fastest_call_s: float,
-    its_cpu_s: float,
-    n_calls_timed: int,
-    n_items_left: int | None,
-    n_usable_cores: int,
-    max_workers: int | None,
-) -> int:
-    """How many workers to start during the probe (0: wait for the plan), from the fastest
-    of the first ``n_calls_timed`` calls (one or two) and its CPU seconds.
-
-    Only for CPU-bound calls over an input of known length that is long by
-    ``PRESTART_MIN_SERIAL_S``, and calls that are not trivial (``PRESTART_MIN_CALL_S`` for
-    a lone first call, ``PRESTART_MIN_WARM_CALL_S`` for the faster of two): such work gets
-    one worker per usable core, so the guess matches the plan; waiting-bound work's worker
-    count depends on figures the probe has not measured yet.
-    """
-    min_call_s = PRESTART_MIN_CALL_S if n_calls_timed < 2 else PRESTART_MIN_WARM_CALL_S
-    if n_items_left is None or fastest_call_s < min_call_s or n_usable_cores < 2:
-        return 0
-    if n_items_left * fastest_call_s < PRESTART_MIN_SERIAL_S:
-        return 0
-    if its_cpu_s / fastest_call_s < CPU_BOUND_SHARE:
-        return 0
-    n_workers = min(n_usable_cores, n_items_left)
-    return n_workers if max_workers is None else min(n_workers, max_workers)
-
-
-def workers_to_prestart_for_stream(
-    facts: SystemFacts,
-    measurements: WorkMeasurements,
-    *,
-    n_items_assumed: int,
-    max_workers: int | None,
-) -> int:
-    """How many workers to start in the background while a serial run over an input of
-    unknown length goes on (0: none), when only the pool's start keeps the plan serial.
-
-    Such a run re-plans each time the items read double, for as many items again. If a pool
-    that were already warm would win over those ``n_items_assumed`` items, the next re-plan
-    (at twice the count) will very likely find it winning too: starting its workers now,
-    while the caller keeps computing, means that re-plan finds them warm, and the stream
-    switches one doubling earlier without the caller ever waiting for a start. If the input
-    ends first, the workers were started for nothing (they stay for the next ``map()``).
-
-    Only when those items take at least one worker's start (``worker_start_s``) serially:
-    then the workers are ready by the next re-plan, so the switch it makes does not wait for
-    them; earlier, a stream that ends soon would have the caller wait for a start it did not
-    need.
-    """
-    if predict_serial_s(measurements, n_items_assumed) < facts.worker_start_s:
-        return 0
-    n_warm = max(facts.n_logical_cores, max_workers or 0)
-    warm = plan_map(
-        replace(facts, n_warm_workers=n_warm),
-        measurements,
-        n_items=None,
-        n_items_lower_bound=n_items_assumed,
-        max_workers=max_workers,
-    )
-    return warm.n_workers if warm.mode == "parallel" else 0
-
-
-FALLBACK_MIN_CHUNKS = 4
-"""Chunks the parent must have received in the steady state (after the first
-``WINDOW_MIN_ROUNDS`` rounds, which carry the start-up and the filling of the pipeline)
-before it may judge that the pool is losing to serial."""
-
-FALLBACK_MIN_S = 0.05
-"""Nor before it has spent this long on them: a few short chunks on a shared machine say
-more about a neighbour's burst than about the pool (a 2-core CI run once saw the first
-20 ms of 1 ms calls look slower than serial)."""
-
-
-def serial_s_per_item_now(*, probed_s: float, worker_wall_s: float, worker_cpu_s: float) -> float:
-    """What a call would cost in the caller now, to judge a running pool against.
-
-    The probe's figure, unless the workers show calls have become slower since: for calls
-    that compute, by their CPU time (their wall time also counts the cores the workers and
-    the parent take from each other, which serial would not pay); for calls that wait, by
-    their wall time (waiting is not shared). Never below the probe's figure.
-    """
-    if worker_wall_s > 0 and worker_cpu_s / worker_wall_s < CPU_BOUND_SHARE:
-        now_s = worker_wall_s
-    else:
-        now_s = worker_cpu_s
-    return max(probed_s, now_s)
-
-
-def pool_is_losing(
-    *,
-    parent_s_per_item: float,
-    serial_s_per_item: float,
-    n_chunks_measured: int,
-    measured_s: float,
-) -> bool:
-    """Whether a running pool is slower than finishing in the caller would be.
-
-    ``parent_s_per_item`` is what each result has cost the calling thread in the steady
-    state: waiting for it, receiving and unpickling it, but not the consumer's own time
-    between results (serial would pay that too). When that exceeds a call in the caller by
-    more than ``PARALLEL_MARGIN``, the pool is a loss: results too large to ship, or too
-    few cores left once the parent takes its share. ``measured_s`` is the steady state's
-    length in that time.
-    """
-    if n_chunks_measured < FALLBACK_MIN_CHUNKS or measured_s < FALLBACK_MIN_S:
-        return False
-    if serial_s_per_item <= 0:
-        return False
-    return parent_s_per_item > serial_s_per_item * (1 + PARALLEL_MARGIN)
-
-
-def _ratio_text(numerator: float, denominator: float) -> str:
-    if denominator <= 0:
-        return "n/a"
-    return f"{numerator / denominator:.0%}"
 
 
 def choose_start_method(

@@ -7,7 +7,6 @@ the backend (the pool) and the live ``map()`` runs, and hands each ``map()`` cal
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import multiprocessing
@@ -23,24 +22,19 @@ from typing import Any, TypeVar
 
 import psutil
 
-from . import _cost_model, _shared_pools, _start_cost_cache, _system_facts
+from . import _cost_model, _machine, _shared_pools, _start_cost_cache
+from ._backend import Backend
 from ._chunk_worker import THREAD_ENV_VARS
 from ._input import Source
 from ._map_run import MapOptions, MapRun
-from ._pool_backend import Backend, PoolBackend
+from ._pool_backend import PoolBackend
+from ._progress import ProgressOption, check_progress, make_progress
 from ._records import Plan, SystemFacts
 from ._thread_backend import ThreadBackend
 
 logger = logging.getLogger("amorsize_executor")
 
 T = TypeVar("T")
-
-ProgressOption = bool | Callable[[int], None]
-
-FACTS_MAX_AGE_S = 1.0
-"""Machine facts (free memory above all) are re-read when older than this: fresh enough for
-memory that changes over seconds, and it keeps a burst of small ``map()`` calls from paying
-about 0.4 ms each to read cgroup files."""
 
 
 def _check_positive_int(name: str, value: object, *, message: str | None = None) -> None:
@@ -183,7 +177,7 @@ class AdaptiveProcessPoolExecutor(Executor):
             )
         if not isinstance(isolate, bool):
             raise TypeError(f"isolate must be True or False, got {isolate!r}")
-        _check_progress(progress)
+        check_progress(progress)
         _check_keep_warm(keep_warm, max_tasks_per_child=max_tasks_per_child, backend=backend)
         self._max_workers = max_workers
         self._initializer = initializer
@@ -270,7 +264,7 @@ class AdaptiveProcessPoolExecutor(Executor):
 
     def _default_workers(self) -> int:
         """Pool size for ``submit()`` before any plan: the usable cores, capped."""
-        facts = self._system_facts or _machine_facts()
+        facts = self._system_facts or _machine.machine_facts()
         n_cores, _ = _cost_model.choose_usable_cores(facts, cpu_bound=False)
         return min(n_cores, self._max_workers or n_cores)
 
@@ -280,33 +274,16 @@ class AdaptiveProcessPoolExecutor(Executor):
         user_set = {name: os.environ[name] for name in THREAD_ENV_VARS if name in os.environ}
         if user_set:
             return user_set
-        facts = self._system_facts or _machine_facts()
+        facts = self._system_facts or _machine.machine_facts()
         n_cores, _ = _cost_model.choose_usable_cores(facts, cpu_bound=True)
         share = str(_cost_model.choose_threads_per_worker(n_cores, n_workers))
         return dict.fromkeys(THREAD_ENV_VARS, share)
 
     def _read_facts(self, backend: Backend) -> SystemFacts:
-        """Facts for a plan: the machine's (re-read at most every ``FACTS_MAX_AGE_S``, for
-        the whole process), with this backend's start method, start cost and warm workers."""
+        """Facts for a plan: the ones given to the executor, else ``_machine.facts_for``."""
         if self._system_facts is not None:
             return self._system_facts
-        read_cluster = getattr(backend, "read_facts", None)
-        if read_cluster is not None:  # a cluster backend knows its own facts
-            cluster_facts: SystemFacts = read_cluster()
-            return cluster_facts
-        method = backend.start_method
-        measured_s = _start_cost_cache.load_worker_start_s(method)
-        return dataclasses.replace(
-            _machine_facts(),
-            start_method=method,
-            n_warm_workers=backend.n_warm_workers,
-            worker_start_s=(
-                measured_s
-                if measured_s is not None
-                else _system_facts.estimate_worker_start_s(method)
-            ),
-            worker_start_source="measured" if measured_s is not None else "estimate",
-        )
+        return _machine.facts_for(backend)
 
     def _publish_plan(self, plan: Plan) -> None:
         with self._lock:
@@ -378,12 +355,12 @@ class AdaptiveProcessPoolExecutor(Executor):
             if timeout < 0 or math.isnan(timeout):
                 raise ValueError(f"timeout must be None or >= 0, got {timeout}")
         if progress is not None:
-            _check_progress(progress)
+            check_progress(progress)
         with self._lock:
             self._check_usable()
         source = Source(iterables)
         deadline_s = None if timeout is None else time.monotonic() + timeout
-        on_progress, close_progress = _make_progress(
+        on_progress, close_progress = make_progress(
             self._progress if progress is None else progress, source.n_total
         )
         run = MapRun(
@@ -402,8 +379,7 @@ class AdaptiveProcessPoolExecutor(Executor):
                 drain_on_shutdown=source.has_len and buffersize is None,
                 on_progress=on_progress,
                 on_finish=close_progress,
-                local_machine=self._system_facts is None
-                and getattr(self._backend, "read_facts", None) is None,
+                local_machine=self._system_facts is None and self._backend.on_this_machine,
             ),
             publish_plan=self._publish_plan,
         )
@@ -427,10 +403,10 @@ class AdaptiveProcessPoolExecutor(Executor):
         with ``keep_warm``: then this executor's own work is waited for (or cancelled), and
         the shared workers stay alive for other executors until their idle timeout.
 
-        A ``map()`` over a list that is still being read when the executor shuts down has
-        its remaining items submitted first, so its results stay readable after the
-        ``with`` block, as with the stdlib. A ``map()`` over an input of unknown length
-        (a generator) raises ``RuntimeError`` where it would have needed to submit more.
+        A ``map()`` over a list still being read when the executor shuts down has its
+        remaining items submitted first, so its results stay readable after the ``with``
+        block, as with the stdlib. A ``map()`` over an input of unknown length (a generator),
+        or given ``buffersize=``, raises ``RuntimeError`` where it would need to submit more.
         """
         with self._lock:
             self._shutdown = True
@@ -449,21 +425,6 @@ class AdaptiveProcessPoolExecutor(Executor):
         self._backend.terminate_workers()
 
     kill_workers = terminate_workers
-
-
-_machine_facts_cache: tuple[float, SystemFacts] | None = None
-_machine_facts_lock = threading.Lock()
-
-
-def _machine_facts() -> SystemFacts:
-    """This machine's facts, shared by every executor in the process and re-read when older
-    than ``FACTS_MAX_AGE_S``."""
-    global _machine_facts_cache
-    with _machine_facts_lock:
-        now_s = time.monotonic()
-        if _machine_facts_cache is None or now_s - _machine_facts_cache[0] >= FACTS_MAX_AGE_S:
-            _machine_facts_cache = (now_s, _system_facts.read_system_facts("loky"))
-        return _machine_facts_cache[1]
 
 
 def _cluster_backend(
@@ -486,7 +447,7 @@ def _cluster_backend(
             max_workers=max_workers,
             initializer=initializer,
             initargs=initargs,
-            read_machine_facts=_machine_facts,
+            read_machine_facts=_machine.machine_facts,
         )
     if backend == "dask":
         if client is None:
@@ -523,40 +484,3 @@ def _choose_context() -> BaseContext | None:
     method, reason = start_method_now()
     logger.debug("start method for a new pool: %s", reason)
     return None if method == "loky" else multiprocessing.get_context(method)
-
-
-def _check_progress(progress: object) -> None:
-    if not isinstance(progress, bool) and not callable(progress):
-        raise TypeError(
-            f"progress must be True, False or a callable taking an item count, got {progress!r}"
-        )
-
-
-def _make_progress(
-    progress: ProgressOption, n_total: int | None
-) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
-    """A callback counting finished items, and what closes it (a tqdm bar, if asked for)."""
-    if progress is False:
-        return None, lambda: None
-    if progress is True:
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            raise ImportError(
-                "progress=True needs the 'tqdm' package: pip install 'amorsize-executor[progress]'"
-            ) from None
-        bars: list[Any] = []
-
-        def advance(n_items: int) -> None:
-            # Opened on the first results, not before: a bar starts a monitor thread, and a
-            # pool started while it runs could not use the fast fork start.
-            if not bars:
-                bars.append(tqdm(total=n_total, unit="item", file=sys.stderr))
-            bars[0].update(n_items)
-
-        def close() -> None:
-            if bars:
-                bars[0].close()
-
-        return advance, close
-    return progress, lambda: None

@@ -1,8 +1,11 @@
 """How one ``map()``'s ``fn`` goes to its workers: pickled once, then either inside every
 chunk (small) or written once to shared memory and loaded once per worker (large).
 
-Facade layer (a collaborator of ``_map_run.MapRun``): it asks the cost model which way a
-``fn`` of the measured size travels, and drives ``_fn_transport``, which does the moving.
+Mechanism layer: it drives ``_fn_transport``, which does the moving, and is handed the
+rule that says which way a ``fn`` of a given pickled size travels
+(``_fn_cost.fn_travels_once_per_worker``, bound by ``_map_run`` to the backend's declared
+``workers_share_files``). One object per ``map()``, shared by the planner (which counts
+``fn``'s size), the chunk window (whose chunks carry it) and the run (which releases it).
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from . import _cost_model
 from ._fn_transport import FnRef, PickledFn, ShippedFn, pickle_callable, shared_memory_dir
 from ._records import WorkMeasurements
 
@@ -25,9 +27,13 @@ class FnForWorkers:
     a large one's file is written at the first chunk that needs it and removed by
     ``release()``, when the ``map()`` ends."""
 
-    def __init__(self, fn: Callable[..., Any], *, workers_share_files: bool) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], *, once_per_worker: Callable[[int], bool] = lambda _: False
+    ) -> None:
+        """``once_per_worker(n_bytes)``: whether a ``fn`` pickled to ``n_bytes`` goes once
+        to each worker through a file (the default: never, it travels in every chunk)."""
         self._fn = fn
-        self._workers_share_files = workers_share_files
+        self._once_per_worker = once_per_worker
         self._pickled: PickledFn | None = None
         self._inline: bytes | None = None
         self._shipped: ShippedFn | None = None
@@ -37,9 +43,7 @@ class FnForWorkers:
         if self._inline is not None or self._pickled is not None:
             return
         pickled = pickle_callable(self._fn)
-        if _cost_model.fn_travels_once_per_worker(
-            pickled.nbytes, workers_share_files=self._workers_share_files
-        ):
+        if self._once_per_worker(pickled.nbytes):
             self._pickled = pickled
         else:
             self._inline = pickled.inline_bytes()

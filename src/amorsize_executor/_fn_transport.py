@@ -5,7 +5,7 @@ the worker side (``load_shipped``) is imported inside workers, so this module im
 the standard library.
 
 A small ``fn`` travels inside every chunk, as before (``ChunkPayload.fn_bytes``). A large
-one (``_cost_model.fn_travels_once_per_worker``: a ``partial`` or closure over a model, a
+one (``_fn_cost.fn_travels_once_per_worker``: a ``partial`` or closure over a model, a
 lookup table, a numpy array) is pickled once with protocol 5, its large buffers (numpy
 arrays' data) out of band, and written once to a file in shared memory (``/dev/shm`` where
 there is one). Chunks then carry a small ``FnRef``. A worker loads the file the first time

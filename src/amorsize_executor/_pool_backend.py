@@ -23,11 +23,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.context import BaseContext
-from typing import Any, Protocol
+from typing import Any
 
 import loky
 import psutil
 
+from ._backend import InFlight
 from ._chunk_worker import (
     ChunkPayload,
     ChunkResult,
@@ -38,40 +39,10 @@ from ._chunk_worker import (
 )
 from ._close_gate import CloseGate
 from ._errors import RemoteTraceback
+from ._records import SystemFacts
+from ._system_facts import fastest_start_prior_s
 
 logger = logging.getLogger("amorsize_executor")
-
-
-class Backend(Protocol):
-    """What the executor needs from a pool of workers."""
-
-    @property
-    def n_warm_workers(self) -> int:
-        """Workers alive now: starting that many costs nothing."""
-        ...
-
-    @property
-    def start_method(self) -> str: ...
-
-    def prepare(self, n_workers: int) -> None:
-        """Make at least ``n_workers`` workers available (never more than the user's cap)."""
-        ...
-
-    def submit_chunk(self, payload: ChunkPayload) -> Future[ChunkResult]: ...
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]: ...
-
-    def mark_broken(self) -> None:
-        """A worker died: the next ``prepare`` replaces the pool."""
-        ...
-
-    def terminate_workers(self) -> None:
-        """Kill every worker now (stuck or interrupted work); the pool is replaced on next use."""
-        ...
-
-    def worker_pids(self) -> list[int]: ...
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None: ...
 
 
 def _start_method_of(mp_context: BaseContext | None) -> str:
@@ -161,10 +132,6 @@ class PoolBackend:
     would have to wait for that work); the plan then runs on the workers there are.
     """
 
-    workers_share_files = True
-    """The workers run on this machine: a large ``fn`` can reach them through a shared-memory
-    file, once each (see ``_fn_transport``)."""
-
     def __init__(
         self,
         *,
@@ -195,16 +162,33 @@ class PoolBackend:
         self._pool_size = 0
         self._broken = False
         # Two locks: ``_lock`` guards the pool's life (create, replace, stop) and may be held
-        # while waiting for a pool to stop; ``_count_lock`` guards the in-flight count and is
-        # all that future callbacks take, so the pool's own threads, which run those
-        # callbacks, can never wait on a thread that waits on them.
+        # while waiting for a pool to stop; the in-flight count has its own, all that future
+        # callbacks take, so the pool's own threads, which run those callbacks, can never
+        # wait on a thread that waits on them.
         self._lock = threading.RLock()
-        self._count_lock = threading.Lock()
-        self._n_in_flight = 0
+        self._in_flight = InFlight(BrokenProcessPool)
         self._close_gate = CloseGate(
             lambda wait, cancel: self._close(wait=wait, cancel_futures=cancel)
         )
         self._closed = False
+
+    # -- what the backend contract declares (see ``_backend.Backend``) ----------------------
+
+    runs_in_process = False
+    can_keep_open = True
+    on_this_machine = True
+    workers_share_files = True
+    """The workers run on this machine: a large ``fn`` can reach them through a shared-memory
+    file, once each (see ``_fn_transport``)."""
+
+    def read_facts(self) -> SystemFacts | None:
+        """``None``: the workers run on this machine, whose facts ``_machine`` reads."""
+        return None
+
+    @property
+    def fastest_start_s(self) -> float:
+        """0 with warm workers, else the smallest start-cost prior of any start method."""
+        return 0.0 if self.n_warm_workers else fastest_start_prior_s()
 
     @property
     def n_warm_workers(self) -> int:
@@ -240,7 +224,7 @@ class PoolBackend:
             if self._pool is not None and not self._broken:
                 if n_workers <= self._pool_size:
                     return
-                if self._n_in_flight:
+                if self._in_flight.n_calls:
                     logger.debug(
                         "pool of %d kept although %d workers were planned: work is in flight",
                         self._pool_size,
@@ -310,35 +294,17 @@ class PoolBackend:
             )
         return pool
 
-    def _track(self, future: Future[Any]) -> None:
-        pool = self._pool
-        with self._count_lock:
-            self._n_in_flight += 1
-
-        def done(finished: Future[Any]) -> None:
-            with self._count_lock:
-                self._n_in_flight -= 1
-            if (
-                self._pool is pool
-                and not finished.cancelled()
-                and isinstance(finished.exception(), BrokenProcessPool)
-            ):
-                # A worker of the current pool died (in map() or in a submit()ted call):
-                # the next call gets a new pool.
-                self._broken = True
-
-        future.add_done_callback(done)
-
     def _submit_to_pool(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
         with self._lock:
-            try:
-                future = self._current_pool().submit(fn, *args, **kwargs)
-            except BrokenProcessPool:
-                # Broken since the last call (a crash the pool noticed first): replace it once.
-                self._broken = True
-                future = self._current_pool().submit(fn, *args, **kwargs)
-            self._track(future)
-        return future
+            return self._in_flight.submit(
+                self._current_pool, self._live_pool, self._mark_pool_broken, fn, *args, **kwargs
+            )
+
+    def _live_pool(self) -> concurrent.futures.Executor | None:
+        return self._pool
+
+    def _mark_pool_broken(self) -> None:
+        self._broken = True
 
     def _current_pool(self) -> concurrent.futures.Executor:
         if self._closed:

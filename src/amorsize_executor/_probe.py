@@ -6,29 +6,23 @@ the memory meter are arguments, so tests script them and assert exact figures.
 
 How long it runs is its own small rule: stop when the input ends, when ``fn`` raises, when
 the time budget is spent (slow items), at the count cap (very fast items), or once the mean
-is stable enough to plan on.
+is stable enough to plan on. It never stops on one call alone (a first call is often cold:
+imports, caches, lazy set-up), and a first call that a later one shows to have been cold
+(``first_call_is_cold``) is left out of the means and needs a warm timed call after it.
 """
 
 from __future__ import annotations
 
 import gc
 import math
-import os
 import time
-
-try:
-    import resource
-
-    _RUSAGE_THREAD: int | None = getattr(resource, "RUSAGE_THREAD", None)
-except ImportError:  # Windows
-    _RUSAGE_THREAD = None
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
 
+from ._meters import count_voluntary_switches, measure_peak_memory
 from ._records import WorkMeasurements
 
 PROBE_BUDGET_S = 0.03
@@ -52,6 +46,13 @@ FAST_CALL_S = 50e-6
 reads and a context-switch count cost about 1-2 µs, which would swamp a 0.1 µs call."""
 
 MAX_BATCH_ITEMS = 64
+
+COLD_CALL_FACTOR = 3.0
+"""A first call more than this many times slower than the call after it was cold (a first
+import, caches filling, a lazy set-up), not a sign of the work to come. The numpy example
+here: 21 ms for the first call of a 200x200 solve, 3-4 ms for every later one. Items whose
+cost varies this much from one to the next are rare, and dropping a genuinely heavy first
+item only errs towards serial, the safe side."""
 
 STABLE_RELATIVE_ERROR = 0.10
 """The probe may stop once the standard error of the mean per-item time is this share of the
@@ -120,9 +121,14 @@ def probe(
 
     Exceptions raised by ``fn``, or by ``source`` while producing an item, are caught and
     returned, not raised: the caller delivers them at their position. ``after_timed_call``
-    is told, after each of the first two timed calls, the wall and CPU seconds of the
-    fastest of them so far and how many were timed (the caller may start workers then,
-    while the probe goes on).
+    is told, after the second call and after the timed group that follows it, the wall and
+    CPU seconds of the fastest call so far and how many calls that is the fastest of (the
+    caller may start workers then, while the probe goes on); never after the first call
+    alone, which may be cold. Time spent in it does not count against the budget.
+
+    A first call that the second shows to have been cold (``first_call_is_cold``) is left
+    out of the means, and the probe does not stop before a warm call has been timed; the
+    excess is reported as ``first_call_extra_s``.
 
     The garbage collector is paused while a group of fast calls is timed, as ``timeit``
     does: the argument tuples the probe builds would otherwise trigger a collection of the
@@ -160,11 +166,8 @@ def _probe_items(
 ) -> ProbeOutcome:
     meter = measure_memory if measure_memory is not None else measure_peak_memory
     switches = voluntary_switches if voluntary_switches is not None else count_voluntary_switches
-    switches_total = 0
+    timed = _TimedCalls()
     results: list[Any] = []
-    batch_means: list[float] = []
-    timed_wall_s = timed_cpu_s = 0.0
-    n_timed = 0
     probed_args: list[tuple[Any, ...]] = []
     memory_bytes = 0
     traced = False
@@ -172,24 +175,14 @@ def _probe_items(
     exhausted = False
     n_pulled = 0
     batch_size = 1
-    fastest_call: tuple[float, float] | None = None
+    early = _EarlyReports(after_timed_call, wall_clock)
     start_s = wall_clock()
     while len(results) < max_items and error is None and not exhausted:
         # The second call runs alone under the memory meter (the first is timed: if it is
         # slow, it may be the only one); a traced call's time is left out of the means.
         tracing = len(results) == 1 and not traced
         size = 1 if tracing else min(batch_size, max_items - len(results))
-        batch: list[tuple[Any, ...]] = []
-        input_error: BaseException | None = None
-        while len(batch) < size:
-            try:
-                batch.append(next(source))
-            except StopIteration:
-                exhausted = True
-                break
-            except Exception as exc:  # the input raised: delivered at its position too
-                input_error = exc
-                break
+        batch, exhausted, input_error = _take(source, size)
         if not batch:
             error = input_error
             break
@@ -197,71 +190,243 @@ def _probe_items(
         n_before = len(results)
         switches0 = None if tracing else switches()
         wall0, cpu0 = wall_clock(), cpu_clock()
-        try:
-            if tracing:
-                result, memory_bytes = meter(lambda: fn(*batch[0]))  # noqa: B023 - called now
-                results.append(result)
-                traced = True
-            elif len(batch) > 1 and gc.isenabled():
-                gc.disable()
-                try:
-                    for args in batch:
-                        results.append(fn(*args))
-                finally:
-                    gc.enable()
-            else:
-                for args in batch:
-                    results.append(fn(*args))
-        except Exception as exc:
-            error = exc
+        if tracing:
+            error, memory_bytes = _call_metered(fn, batch[0], meter, results)
+            traced = True
+        else:
+            error = _call_group(fn, batch, results)
         wall1, cpu1 = wall_clock(), cpu_clock()
         probed_args.extend(batch[: len(results) - n_before])
         if error is not None:
             break  # a partial batch's time is not a clean sample
         error = input_error
+        # Per call: a timed group is one call, or a few of a fast function.
+        call = ((wall1 - wall0) / len(batch), (cpu1 - cpu0) / len(batch))
+        if tracing:
+            timed.add_traced(*call)
+        # Starting workers is not probing: it does not spend the probe's budget.
+        start_s += early.report(call, tracing=tracing)
         if not tracing:
-            if len(batch_means) < 2 and after_timed_call is not None:
-                # Per call: the second timed group is one call, or two of a fast function.
-                call = ((wall1 - wall0) / len(batch), (cpu1 - cpu0) / len(batch))
-                fastest_call = call if fastest_call is None else min(fastest_call, call)
-                after_timed_call(*fastest_call, len(batch_means) + 1)
-            batch_means.append((wall1 - wall0) / len(batch))
-            timed_wall_s += wall1 - wall0
-            timed_cpu_s += cpu1 - cpu0
-            n_timed += len(batch)
             switches1 = switches()
-            if switches0 is not None and switches1 is not None and switches_total >= 0:
-                switches_total += switches1 - switches0
-            else:
-                switches_total = -1
-            if batch_means[-1] < FAST_CALL_S:
+            n_switches = None if switches0 is None or switches1 is None else switches1 - switches0
+            timed.add_group(len(batch), wall1 - wall0, cpu1 - cpu0, n_switches)
+            if timed.group_means_s[-1] < FAST_CALL_S:
                 # Clock reads cost about a microsecond: time fast calls in growing groups.
                 batch_size = min(2 * batch_size, MAX_BATCH_ITEMS)
         elapsed_s = wall_clock() - start_s
-        if elapsed_s >= budget_s and not (len(results) == 1 and elapsed_s < 2 * budget_s):
-            break
-        if _is_stable(batch_means, elapsed_s):
+        if probe_is_done(
+            n_items=len(results),
+            n_warm_samples=timed.n_warm_samples,
+            elapsed_s=elapsed_s,
+            trusted=_is_stable(timed.warm_means_s, elapsed_s),
+            budget_s=budget_s,
+            max_items=max_items,
+        ):
             break
 
-    n_done = len(results)
     item_bytes, result_bytes, pickle_s = _measure_pickling(probed_args, results, dumps, wall_clock)
-    if n_timed:
-        wall_s, cpu_s = timed_wall_s / n_timed, timed_cpu_s / n_timed
-    else:
-        wall_s = cpu_s = 0.0
+    wall_s, cpu_s, switches_per_call, cold_extra_s = timed.per_call()
     measurements = WorkMeasurements(
-        n_probed=n_done,
+        n_probed=len(results),
         wall_s_per_item=max(0.0, wall_s),
         cpu_s_per_item=max(0.0, cpu_s),
         item_bytes=item_bytes,
         result_bytes=result_bytes,
         pickle_s_per_item=pickle_s,
         memory_bytes_per_call=memory_bytes,
-        voluntary_switches_per_item=(
-            switches_total / n_timed if n_timed and switches_total >= 0 else None
-        ),
+        first_call_extra_s=cold_extra_s,
+        voluntary_switches_per_item=switches_per_call,
     )
     return ProbeOutcome(results, error, measurements, exhausted, n_pulled)
+
+
+def _take(
+    source: Iterator[tuple[Any, ...]], size: int
+) -> tuple[list[tuple[Any, ...]], bool, BaseException | None]:
+    """Up to ``size`` items of ``source``: ``(items, the input ended, the exception the input
+    raised producing the next one)``; that exception is delivered at its position too."""
+    batch: list[tuple[Any, ...]] = []
+    while len(batch) < size:
+        try:
+            batch.append(next(source))
+        except StopIteration:
+            return batch, True, None
+        except Exception as exc:
+            return batch, False, exc
+    return batch, False, None
+
+
+def _call_metered(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    meter: Callable[[Callable[[], Any]], tuple[Any, int]],
+    results: list[Any],
+) -> tuple[BaseException | None, int]:
+    """``fn(*args)`` under the memory meter, its result appended to ``results``:
+    ``(what fn raised, the peak bytes it needed)``."""
+    try:
+        result, memory_bytes = meter(lambda: fn(*args))
+    except Exception as exc:
+        return exc, 0
+    results.append(result)
+    return None, memory_bytes
+
+
+def _call_group(
+    fn: Callable[..., Any], batch: list[tuple[Any, ...]], results: list[Any]
+) -> BaseException | None:
+    """``fn`` on every item of ``batch`` in turn, results appended to ``results``, the
+    collector paused for a group of several (see ``probe``); what fn raised, if it did."""
+    try:
+        if len(batch) > 1 and gc.isenabled():
+            gc.disable()
+            try:
+                for args in batch:
+                    results.append(fn(*args))
+            finally:
+                gc.enable()
+        else:
+            for args in batch:
+                results.append(fn(*args))
+    except Exception as exc:
+        return exc
+    return None
+
+
+@dataclass
+class _EarlyReports:
+    """What ``probe`` tells ``after_timed_call``: from the second call on, never on the
+    first alone (it may be cold), the fastest call so far, after the traced call and after
+    the next timed group."""
+
+    after_timed_call: Callable[[float, float, int], None] | None
+    wall_clock: Callable[[], float]
+    fastest_call: tuple[float, float] | None = None
+    n_reported: int = 0
+
+    def report(self, call: tuple[float, float], *, tracing: bool) -> float:
+        """Take the ``(wall s, CPU s)`` of a call (of the traced one, with ``tracing``) and
+        report if it is time; returns the seconds the report took."""
+        if self.n_reported >= 2 or self.after_timed_call is None:
+            return 0.0
+        if not (tracing or self.n_reported):
+            if self.fastest_call is None:
+                self.fastest_call = call  # the first call: kept, not reported alone
+            return 0.0
+        self.fastest_call = call if self.fastest_call is None else min(self.fastest_call, call)
+        self.n_reported += 1
+        started_s = self.wall_clock()
+        self.after_timed_call(*self.fastest_call, self.n_reported + 1)
+        return self.wall_clock() - started_s
+
+
+@dataclass
+class _TimedCalls:
+    """The calls a probe timed, and the per-call figures they add up to. A first call that
+    the memory-metered call after it shows to have been cold (``first_call_is_cold``) is
+    left out of the means; what it took beyond a warm call is ``per_call``'s last figure."""
+
+    group_means_s: list[float] = field(default_factory=list)
+    """Wall seconds per call of each timed group, in order (the first group is one call)."""
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    n_calls: int = 0
+    n_switches: int | None = 0
+    """Voluntary context switches over the timed calls; ``None`` once one count was missing."""
+    first_call: tuple[float, float, int | None] | None = None
+    """Wall and CPU seconds and voluntary switches of the first timed call."""
+    traced_call: tuple[float, float] | None = None
+    """Wall and CPU seconds of the memory-metered call (the second): an upper bound of a warm
+    call, its wall time carrying the meter's two file reads."""
+    cold_first: bool = False
+
+    def add_group(self, n_calls: int, wall_s: float, cpu_s: float, n_switches: int | None) -> None:
+        if self.first_call is None:
+            self.first_call = (wall_s / n_calls, cpu_s / n_calls, n_switches)
+        self.group_means_s.append(wall_s / n_calls)
+        self.wall_s += wall_s
+        self.cpu_s += cpu_s
+        self.n_calls += n_calls
+        if self.n_switches is not None:
+            self.n_switches = None if n_switches is None else self.n_switches + n_switches
+
+    def add_traced(self, wall_s: float, cpu_s: float) -> None:
+        self.traced_call = (wall_s, cpu_s)
+        first = self.first_call
+        self.cold_first = first is not None and first_call_is_cold(first[0], wall_s)
+
+    @property
+    def warm_means_s(self) -> list[float]:
+        """The groups' means without a cold first call: what stability is judged on."""
+        return self.group_means_s[1:] if self.cold_first else self.group_means_s
+
+    @property
+    def n_warm_samples(self) -> int:
+        return len(self.warm_means_s)
+
+    def per_call(self) -> tuple[float, float, float | None, float]:
+        """``(wall s, CPU s, voluntary switches or None, the cold first call's extra s)``
+        per call, planned from the calls after a cold first one: the timed ones, else the
+        traced one."""
+        wall_s, cpu_s, n_calls, n_switches = self.wall_s, self.cpu_s, self.n_calls, self.n_switches
+        extra_s = 0.0
+        first, traced = self.first_call, self.traced_call
+        if self.cold_first and first is not None and traced is not None:
+            wall_s, cpu_s, n_calls = wall_s - first[0], cpu_s - first[1], n_calls - 1
+            if n_switches is not None and first[2] is not None:
+                n_switches -= first[2]
+            else:
+                n_switches = None
+            if n_calls == 0:
+                wall_s, cpu_s, n_calls, n_switches = traced[0], traced[1], 1, None
+            extra_s = max(0.0, first[0] - wall_s / n_calls)
+        if n_calls == 0:
+            return 0.0, 0.0, None, extra_s
+        switches = None if n_switches is None else n_switches / n_calls
+        return wall_s / n_calls, cpu_s / n_calls, switches, extra_s
+
+
+def first_call_is_cold(first_call_s: float, next_call_s: float) -> bool:
+    """Whether a first call of ``first_call_s`` was cold, given that the call after it took
+    ``next_call_s``: slower by more than ``COLD_CALL_FACTOR``. A cold first call says how
+    long a process's first call takes (each new worker pays that once), not how long the
+    work takes, so the plan must not rest on it."""
+    return first_call_s > COLD_CALL_FACTOR * max(0.0, next_call_s)
+
+
+def probe_is_done(
+    *,
+    n_items: int,
+    n_warm_samples: int,
+    elapsed_s: float,
+    trusted: bool,
+    budget_s: float = PROBE_BUDGET_S,
+    max_items: int = PROBE_MAX_ITEMS,
+    lone_call_ok: bool = False,
+) -> bool:
+    """The probe's stopping rule, for the probe in the caller and the one in a worker
+    (``_worker_probe``): stop once the figure can be trusted, ``max_items`` were measured,
+    or ``budget_s`` is spent; but never on one call alone (a first call is often cold:
+    imports, caches, lazy set-up; the call after it shows whether it was), and after a
+    first call shown to be cold, not before a warm call was timed.
+
+    Args:
+        n_items: items measured so far.
+        n_warm_samples: timed samples (a call, a group of calls, a chunk) besides a first
+            call shown to be cold (``first_call_is_cold``).
+        elapsed_s: wall time since the probe began.
+        trusted: the warm measurements so far make a figure to plan on (in the caller: the
+            per-item means are stable, ``_is_stable``; in a worker, where each chunk times
+            many calls at once: at least ``PROBE_MIN_S`` of compute was measured).
+        lone_call_ok: one call may be enough (in a worker: the pool is already chosen,
+            since ``fn`` may not run in the caller, the chunks' own figures soon correct
+            the chunk size, and a second probe chunk would keep the other workers idle).
+    """
+    if n_items >= max_items:
+        return True
+    if n_warm_samples < 1 or (n_items < 2 and not lone_call_ok):
+        return False
+    return trusted or elapsed_s >= budget_s
 
 
 def _is_stable(samples: list[float], elapsed_s: float) -> bool:
@@ -273,72 +438,3 @@ def _is_stable(samples: list[float], elapsed_s: float) -> bool:
         return True
     variance = sum((s - mean) ** 2 for s in samples) / (n - 1)
     return math.sqrt(variance / n) <= STABLE_RELATIVE_ERROR * mean
-
-
-def count_voluntary_switches() -> int | None:
-    """Voluntary context switches of the calling thread so far (Linux), else ``None``."""
-    if _RUSAGE_THREAD is None:
-        return None
-    return int(resource.getrusage(_RUSAGE_THREAD).ru_nvcsw)
-
-
-def measure_peak_memory(call: Callable[[], Any]) -> tuple[Any, int]:
-    """Run ``call`` once and return its result and the peak extra resident memory it needed.
-
-    Reads the process's resident set size (RSS) before the call and its high-water mark
-    after it, having reset the mark through ``/proc/self/clear_refs`` (Linux): it counts
-    every allocation, Python's and native libraries', and costs two small file accesses. It
-    does not slow the call, unlike tracemalloc, which slows allocation-heavy code many
-    times over. Elsewhere, the growth of the process's lifetime peak (``ru_maxrss``) is used,
-    which misses a call whose peak stays under an earlier one. 0 means unknown.
-    """
-    rss_before = _read_status_bytes("VmRSS:")
-    if rss_before is not None and _reset_peak_rss():
-        result = call()
-        peak = _read_status_bytes("VmHWM:")
-        return result, 0 if peak is None else max(0, peak - rss_before)
-    peak_before = _lifetime_peak_rss_bytes()
-    result = call()
-    peak_after = _lifetime_peak_rss_bytes()
-    if peak_before is None or peak_after is None:
-        return result, 0
-    return result, max(0, peak_after - peak_before)
-
-
-def _read_status_bytes(field: str) -> int | None:
-    """A ``kB`` field of ``/proc/self/status`` in bytes, or ``None`` where there is none.
-
-    Read with raw system calls: a text-mode ``open`` looks up a codec and builds a buffered
-    reader, which on a process's first call costs ten times the read itself."""
-    key = field.encode("ascii")
-    try:
-        fd = os.open("/proc/self/status", os.O_RDONLY)
-        try:
-            data = os.read(fd, 1 << 16)
-        finally:
-            os.close(fd)
-        start = data.index(key) + len(key)
-        return int(data[start : data.index(b"kB", start)]) * 1024
-    except (OSError, ValueError):
-        return None
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        fd = os.open("/proc/self/clear_refs", os.O_WRONLY)
-        try:
-            os.write(fd, b"5")
-        finally:
-            os.close(fd)
-    except OSError:
-        return False
-    return True
-
-
-def _lifetime_peak_rss_bytes() -> int | None:
-    try:
-        import resource
-    except ImportError:
-        return None
-    peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-    return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes

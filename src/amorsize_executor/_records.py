@@ -55,7 +55,8 @@ class SystemFacts:
     @classmethod
     def not_read(cls, start_method: str) -> SystemFacts:
         """Placeholder facts for a plan that needed none (the probe consumed the whole
-        input): reading cgroup files would cost more than the job itself."""
+        input): reading cgroup files would cost more than the job itself. Every figure in
+        them is a stand-in: ``to_dict()`` shows them as ``None``."""
         return cls(
             n_logical_cores=1,
             n_physical_cores=None,
@@ -89,8 +90,37 @@ class SystemFacts:
     def was_read(self) -> bool:
         return self.worker_start_source not in ("not read", "bound")
 
+    def unread_fields(self) -> tuple[str, ...]:
+        """Fields holding a stand-in, not a figure read from this machine: every one when
+        nothing was read, the favourable assumptions (unlimited memory, free transfers, no
+        start method yet) of a bound. ``worker_start_s`` of a bound is the fastest start
+        known, labelled by ``worker_start_source``."""
+        if self.worker_start_source == "not read":
+            return tuple(name for name in _FACT_FIELDS if name != "worker_start_source")
+        if self.worker_start_source == "bound":
+            return _BOUND_STAND_INS
+        return ()
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-safe; a figure that was not read is ``None`` (see ``unread_fields``)."""
+        data = asdict(self)
+        for name in self.unread_fields():
+            data[name] = None
+        return data
+
+
+_FACT_FIELDS = tuple(SystemFacts.__dataclass_fields__)
+_BOUND_STAND_INS = (
+    "n_physical_cores",
+    "n_affinity_cores",
+    "cpu_quota_cores",
+    "available_memory_bytes",
+    "start_method",
+    "task_roundtrip_s",
+    "ipc_bytes_per_s",
+    "n_warm_workers",
+    "env_core_limit",
+)
 
 
 @dataclass(frozen=True)
@@ -117,6 +147,10 @@ class WorkMeasurements:
     voluntary_switches_per_item: float | None = None
     """Times a call gave up the CPU by itself (sleep, I/O, locks), on average; tells waiting
     from being preempted on a busy machine. ``None`` where the OS does not report it."""
+    first_call_extra_s: float = 0.0
+    """Seconds the first call took beyond a warm one, when a later call showed it was cold
+    (imports, caches, lazy set-up); left out of the per-item figures. A worker started
+    afresh pays about this much again on its own first call."""
     fn_bytes_per_chunk: float = 0.0
     """Pickled size of ``fn`` where it travels inside every chunk (a small ``fn``)."""
     fn_bytes_per_worker: float = 0.0
@@ -169,6 +203,15 @@ class RunOutcome:
     switched_to_serial: bool = False
     """The pool was losing to serial part-way: the rest ran in the calling process."""
 
+    def serial_equivalent_s(self, probed_s_per_item: float) -> tuple[float, str]:
+        """What running these items in the caller would have cost, and at which speed: the
+        faster of the probe's and the one the calls ran at during this run (a cold probe
+        makes the first slow, a busy pool the second)."""
+        run_s_per_item = self.worker_busy_s / self.n_items if self.n_items else 0.0
+        if 0 < run_s_per_item < probed_s_per_item:
+            return run_s_per_item * self.n_items, "speed seen during the run"
+        return probed_s_per_item * self.n_items, "probed speed"
+
     @property
     def utilisation(self) -> float:
         """Share of ``n_workers × wall_s`` the workers spent computing, in ``[0, 1]``."""
@@ -194,8 +237,10 @@ class Plan:
     predicted_serial_s: float | None
     """Predicted seconds to run the remaining items in the caller; ``None`` if not allowed."""
     predicted_parallel_s: float | None
-    """Predicted seconds with ``n_workers`` workers, start-up included; ``None`` if no pool
-    could be considered (for example, a cap of zero extra memory)."""
+    """Predicted seconds with ``n_workers`` workers (for a serial plan, with the best pool
+    found), start-up included; ``None`` if no pool was predicted: none could be considered
+    (no memory for a worker, nothing left), or serial was chosen from a lower bound alone
+    (see ``parallel_floor_s``)."""
     n_items: int | None
     """Remaining items the prediction is for; ``None`` when the length is unknown."""
     n_items_assumed: int
@@ -210,10 +255,14 @@ class Plan:
     facts: SystemFacts
     measurements: WorkMeasurements
     outcome: RunOutcome | None = field(default=None)
+    parallel_floor_s: float | None = None
+    """A lower bound of any pool's time, when serial was chosen from it without predicting
+    a pool (``predicted_parallel_s`` is then ``None``): a bound, not a prediction."""
 
     @property
     def predicted_speedup(self) -> float | None:
-        """Serial over parallel prediction; ``None`` if either is unknown."""
+        """Serial over parallel prediction; ``None`` unless both were predicted (a bound is
+        not a prediction)."""
         if not self.predicted_serial_s or not self.predicted_parallel_s:
             return None
         return self.predicted_serial_s / self.predicted_parallel_s
@@ -258,7 +307,12 @@ class Plan:
                 )
             ),
             f"  predicted: serial {_fmt_opt_s(self.predicted_serial_s)}, "
-            f"parallel {_fmt_opt_s(self.predicted_parallel_s)}",
+            + (
+                f"parallel at least {format_seconds(self.parallel_floor_s)} (a lower bound: "
+                "no pool was predicted)"
+                if self.predicted_parallel_s is None and self.parallel_floor_s is not None
+                else f"parallel {_fmt_opt_s(self.predicted_parallel_s)}"
+            ),
         ]
         lines.extend(f"  - {reason}" for reason in self.reasons)
         if self.outcome is not None:
@@ -274,11 +328,11 @@ class Plan:
                 f"{' then the rest serially' if o.switched_to_serial else ''}; "
                 f"utilisation {o.utilisation:.0%}"
             )
-            serial_equivalent_s = m.wall_s_per_item * o.n_items
+            serial_equivalent_s, speed = o.serial_equivalent_s(m.wall_s_per_item)
             if self.mode == "parallel" and o.wall_s > serial_equivalent_s > 0:
                 lines.append(
                     f"  note: this run took longer than running it serially would have "
-                    f"(about {format_seconds(serial_equivalent_s)} at the probed speed)"
+                    f"(about {format_seconds(serial_equivalent_s)} at the {speed})"
                 )
         return "\n".join(lines)
 
@@ -291,11 +345,14 @@ class Plan:
             "predicted_serial_s": _finite_or_none(self.predicted_serial_s),
             "predicted_parallel_s": _finite_or_none(self.predicted_parallel_s),
             "predicted_speedup": _finite_or_none(self.predicted_speedup),
+            "parallel_floor_s": _finite_or_none(self.parallel_floor_s),
             "n_items": self.n_items,
             "n_items_assumed": self.n_items_assumed,
             "window_items": self.window_items,
-            "n_usable_cores": self.n_usable_cores,
-            "core_limit": self.core_limit,
+            # Derived from the core limits: unknown when they were not read (a bound assumes
+            # every logical core usable, which affinity or a quota may deny).
+            "n_usable_cores": self.n_usable_cores if self.facts.was_read else None,
+            "core_limit": self.core_limit if self.facts.was_read else None,
             "reasons": list(self.reasons),
             "facts": self.facts.to_dict(),
             "measurements": self.measurements.to_dict(),
@@ -321,8 +378,8 @@ def format_seconds(seconds: float) -> str:
 
 def format_bytes(n_bytes: float) -> str:
     value = float(n_bytes)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if value < 1024 or unit == "EiB":
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")

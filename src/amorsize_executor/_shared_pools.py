@@ -29,6 +29,7 @@ from typing import Any
 from ._chunk_worker import ChunkPayload, ChunkResult
 from ._close_gate import CloseGate
 from ._pool_backend import PoolBackend
+from ._records import SystemFacts
 
 
 class _Same:
@@ -159,8 +160,7 @@ class SharedPoolBackend(PoolBackend):
         pool.shutdown(wait=True)
 
     def _is_idle(self) -> bool:
-        with self._count_lock:
-            return self._n_in_flight == 0
+        return self._in_flight.idle()
 
     def is_cold(self) -> bool:
         """No executor holds it open, nothing runs on it and no worker is alive: it may go."""
@@ -226,6 +226,22 @@ class SharedPoolHandle:
             backend = self._backend = _backend_for(self.recipe)
             backend.add_handle(self)
         return backend
+
+    # -- what the backend contract declares (see ``_backend.Backend``) ----------------------
+
+    runs_in_process = False
+    can_keep_open = True
+    on_this_machine = True
+    workers_share_files = True
+    """The shared workers are this machine's processes, as a ``PoolBackend``'s."""
+
+    def read_facts(self) -> SystemFacts | None:
+        """``None``: the shared workers run on this machine, whose facts ``_machine`` reads."""
+        return None
+
+    @property
+    def fastest_start_s(self) -> float:
+        return self._backend.fastest_start_s
 
     @property
     def n_warm_workers(self) -> int:

@@ -157,6 +157,13 @@ def load_worker_start_s(start_method: str, path: Path | None = None) -> float | 
     return None if not samples_s else statistics.median(samples_s[-_N_SAMPLES_KEPT:])
 
 
+def worker_start_samples_s(start_method: str, path: Path | None = None) -> list[float]:
+    """The samples stored for ``start_method``, oldest first (empty when none are usable):
+    lets a caller show exactly the figure a measurement stored."""
+    samples_by_method = _load_samples(default_cache_path() if path is None else path)
+    return list(samples_by_method.get(start_method, []))
+
+
 def store_worker_start_s(start_method: str, seconds: float, path: Path | None = None) -> None:
     """Add a measured worker start cost for ``start_method`` to the cache.
 

@@ -1,7 +1,7 @@
 """Run ``map()`` chunks and submitted calls in threads of this process: the opt-in
 ``backend="threads"``, for calls that mostly wait (I/O, sleeps, locks).
 
-Mechanism layer. ``ThreadBackend`` satisfies the ``Backend`` protocol of ``_pool_backend``
+Mechanism layer. ``ThreadBackend`` satisfies the ``Backend`` protocol of ``_backend``
 with one ``concurrent.futures.ThreadPoolExecutor``: a chunk runs ``run_chunk``, the function a
 worker process runs, so the map pipeline cannot tell threads from processes; a submitted call
 runs as it is, nothing pickled. ``thread_facts`` describes what threads offer as
@@ -29,6 +29,7 @@ from concurrent.futures.thread import BrokenThreadPool
 from dataclasses import replace
 from typing import Any
 
+from ._backend import InFlight
 from ._chunk_worker import ChunkPayload, ChunkResult, run_chunk
 from ._close_gate import CloseGate
 from ._records import SystemFacts
@@ -140,19 +141,27 @@ class ThreadBackend:
         """Pools given up without waiting (by ``terminate_workers`` or ``shutdown(wait=False)``)
         whose calls may still run: a later ``shutdown(wait=True)`` waits for their threads."""
         # As in PoolBackend: ``_lock`` guards the pool's life and may be held while a pool
-        # stops; future callbacks (run by the pool's threads) take only ``_count_lock``.
+        # stops; future callbacks (run by the pool's threads) take only ``_in_flight``'s lock.
         self._lock = threading.RLock()
-        self._count_lock = threading.Lock()
-        self._n_in_flight = 0
-        self._generation = 0
-        """Counts pools: a call of a pool given up by ``terminate_workers`` no longer counts
-        as in flight, so a stuck thread cannot keep the next pool from growing."""
+        self._in_flight = InFlight(BrokenThreadPool)
+        """A call of a pool given up (``forget_all``) no longer counts as in flight, so a
+        stuck thread cannot keep the next pool from growing."""
         self._close_gate = CloseGate(
             lambda wait, cancel: self._close(wait=wait, cancel_futures=cancel)
         )
         self._closed = False
 
     # -- what the cost model needs to know -------------------------------------------------
+
+    runs_in_process = True
+    """``map()`` hands chunks over as objects: nothing is pickled (see ``ChunkPayload.fn``)."""
+    can_keep_open = True
+    on_this_machine = True
+    workers_share_files = False
+    """Nothing is shipped to a thread: ``fn`` is handed over as the object itself."""
+    fastest_start_s = THREAD_START_S
+    """A thread's start (an estimate, as in ``read_facts``): warm or not, the bound starts
+    where the real facts do."""
 
     @property
     def n_warm_workers(self) -> int:
@@ -195,7 +204,7 @@ class ThreadBackend:
             if self._pool is not None and not self._broken:
                 if n_workers <= self._pool_size:
                     return
-                if self._n_in_flight:
+                if self._in_flight.n_calls:
                     logger.debug(
                         "thread pool of %d kept although %d threads were planned: work is "
                         "in flight",
@@ -209,9 +218,7 @@ class ThreadBackend:
         old = self._pool
         if old is not None:
             old.shutdown(wait=True)  # idle or broken: its threads end at once
-        with self._count_lock:
-            self._generation += 1
-            self._n_in_flight = 0
+        self._in_flight.forget_all()
         self._pool = concurrent.futures.ThreadPoolExecutor(
             n_workers,
             thread_name_prefix="amorsize-thread",
@@ -230,41 +237,19 @@ class ThreadBackend:
         assert self._pool is not None
         return self._pool
 
-    def _track(self, future: Future[Any]) -> None:
-        pool = self._pool
-        with self._count_lock:
-            self._n_in_flight += 1
-            generation = self._generation
-
-        def done(finished: Future[Any]) -> None:
-            with self._count_lock:
-                if generation == self._generation:
-                    self._n_in_flight -= 1
-            if (
-                self._pool is pool
-                and not finished.cancelled()
-                and isinstance(finished.exception(), BrokenThreadPool)
-            ):
-                # The initializer raised: the next call gets a new pool.
-                self._broken = True
-
-        future.add_done_callback(done)
-
     def _submit_to_pool(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
         with self._lock:
-            try:
-                future = self._current_pool().submit(fn, *args, **kwargs)
-            except BrokenThreadPool:
-                # Broken since the last call (its initializer raised): replace it once.
-                self._broken = True
-                future = self._current_pool().submit(fn, *args, **kwargs)
-            self._track(future)
-        return future
+            return self._in_flight.submit(
+                self._current_pool, self._live_pool, self._mark_pool_broken, fn, *args, **kwargs
+            )
+
+    def _live_pool(self) -> concurrent.futures.ThreadPoolExecutor | None:
+        return self._pool
+
+    def _mark_pool_broken(self) -> None:
+        self._broken = True
 
     # -- submitting --------------------------------------------------------------------------
-
-    runs_in_process = True
-    """``map()`` hands chunks over as objects: nothing is pickled (see ``ChunkPayload.fn``)."""
 
     def submit_chunk(self, payload: ChunkPayload) -> Future[ChunkResult]:
         return self._submit_to_pool(run_chunk, payload)
@@ -294,9 +279,7 @@ class ThreadBackend:
         with self._lock:
             pool, self._pool = self._pool, None
             self._pool_size = 0
-            with self._count_lock:
-                self._generation += 1
-                self._n_in_flight = 0
+            self._in_flight.forget_all()
             if pool is not None:
                 self._retired.append(pool)
         if pool is not None:

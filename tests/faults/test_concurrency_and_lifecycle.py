@@ -202,9 +202,9 @@ def test_shutdown_from_another_thread_while_chunks_are_resent_keeps_order(
     import threading
     import time
 
-    from amorsize_executor import _cost_model
+    from amorsize_executor import _steering
 
-    split = _cost_model.split_unrun
+    split = _steering.split_unrun
     shutdown_thread: list[threading.Thread] = []
 
     def slow_split(**kwargs: int | float) -> list[int]:
@@ -212,7 +212,7 @@ def test_shutdown_from_another_thread_while_chunks_are_resent_keeps_order(
             time.sleep(0.2)
         return split(**kwargs)
 
-    monkeypatch.setattr(_cost_model, "split_unrun", slow_split)
+    monkeypatch.setattr(_steering, "split_unrun", slow_split)
     ex = AdaptiveProcessPoolExecutor(max_workers=2)
     results = ex.map(_sleep_skewed, range(400))
     got: list[int] = []

@@ -104,7 +104,7 @@ def test_a_result_that_cannot_be_pickled(path: ExecPath) -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="BUG: a result that fails to load in the parent is reported as type 'result' at "
-    "its chunk's first index, dropping the chunk's good results (_map_run.MapRun._wait)",
+    "its chunk's first index, dropping the chunk's good results (_chunk_window.ChunkWindow.wait)",
 )
 @pytest.mark.parametrize("path", WORKER_PATHS)
 def test_a_result_that_cannot_be_unpickled_in_the_parent(path: ExecPath) -> None:

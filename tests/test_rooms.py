@@ -1,0 +1,284 @@
+"""Each room of a ``map()`` run alone, handed numbers, callables and a scripted clock: the
+steering, the serial runner, the chunk window, the backend contract and the facts."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+
+from amorsize_executor import AdaptiveProcessPoolExecutor, _machine, _steering
+from amorsize_executor._backend import Backend
+from amorsize_executor._chunk_io import ChunkOutcome
+from amorsize_executor._chunk_window import ChunkWindow
+from amorsize_executor._cost_model import plan_map
+from amorsize_executor._errors import UnpicklableItemError
+from amorsize_executor._input import Source
+from amorsize_executor._pool_backend import PoolBackend
+from amorsize_executor._serial_run import SerialRun, timed_group_items
+from amorsize_executor._shared_pools import SharedPoolHandle
+from amorsize_executor._thread_backend import ThreadBackend
+from amorsize_executor._worker_probe import probe_in_worker
+
+from .conftest import make_facts, make_measurements
+from .fakes import FakeBackend, ScriptedClock
+
+
+def parallel_plan(**measurement_overrides: Any) -> Any:
+    plan = plan_map(
+        make_facts(),
+        make_measurements(**measurement_overrides),
+        n_items=10_000,
+        n_items_lower_bound=1,
+    )
+    assert plan.mode == "parallel"
+    return plan
+
+
+# -- steering ---------------------------------------------------------------------------------
+
+
+def test_steering_follows_the_chunks_it_is_told_about() -> None:
+    plan = parallel_plan()
+    steering = _steering.Steering(plan, chunksize=None, buffersize=None)
+    assert steering.s_per_item == 1e-3  # the probe's figure until a chunk comes back
+    steering.learn(n_results=10, compute_s=0.04, cpu_s=0.04)
+    assert steering.observed_s_per_item == pytest.approx(4e-3)
+    steering.learn(n_results=10, compute_s=0.02, cpu_s=0.02)
+    # An exponential average with FEEDBACK_WEIGHT 0.5: halfway to the new 2 ms.
+    assert steering.observed_s_per_item == pytest.approx(3e-3)
+    assert steering.chunksize == _steering.revise_chunksize(
+        chunksize=_steering.revise_chunksize(
+            chunksize=plan.chunksize, observed_s_per_item=4e-3, task_roundtrip_s=0.0
+        ),
+        observed_s_per_item=3e-3,
+        task_roundtrip_s=0.0,
+    )
+    assert steering.outstanding_cap() == _steering.MAX_OUTSTANDING_WINDOWS * steering.window
+
+
+def test_steering_keeps_the_users_chunksize_and_buffersize() -> None:
+    plan = parallel_plan()
+    steering = _steering.Steering(plan, chunksize=7, buffersize=3)
+    steering.learn(n_results=10, compute_s=1.0, cpu_s=1.0)
+    assert steering.next_chunksize(n_items_unsent=5) == steering.chunksize == plan.chunksize
+    assert steering.outstanding_cap() == 3
+
+
+def test_steering_judges_the_pool_only_in_the_steady_state() -> None:
+    plan = parallel_plan()
+    steering = _steering.Steering(plan, chunksize=None, buffersize=None)
+    n_startup = _steering._cost_model.WINDOW_MIN_ROUNDS * plan.n_workers
+    # Each result costs the caller 10 ms against 1 ms for a call here.
+    verdicts = [
+        steering.judge_pool(n_results=10, parent_s=0.1, may_fall_back=True)
+        for _ in range(n_startup + _steering.FALLBACK_MIN_CHUNKS)
+    ]
+    assert verdicts[:-1] == [None] * (len(verdicts) - 1)
+    switched = verdicts[-1]
+    assert switched is not None and "switched to serial part-way" in switched.reasons[-1]
+    assert steering.window == 0
+
+
+def test_steering_never_falls_back_when_it_may_not() -> None:
+    steering = _steering.Steering(parallel_plan(), chunksize=None, buffersize=None)
+    assert all(
+        steering.judge_pool(n_results=10, parent_s=0.1, may_fall_back=False) is None
+        for _ in range(100)
+    )
+
+
+def test_a_serial_run_revisits_only_on_slower_calls_of_a_known_length() -> None:
+    revisit = _steering.serial_worth_revisiting
+    assert revisit(
+        wall_s_per_item=2e-3, planned_s_per_item=1e-3, length_known=True, fell_back=False
+    )
+    assert not revisit(
+        wall_s_per_item=1.2e-3, planned_s_per_item=1e-3, length_known=True, fell_back=False
+    )
+    assert revisit(
+        wall_s_per_item=1e-3, planned_s_per_item=1e-3, length_known=False, fell_back=False
+    )
+    assert not revisit(
+        wall_s_per_item=9.0, planned_s_per_item=1e-3, length_known=False, fell_back=True
+    )
+
+
+# -- the serial runner ------------------------------------------------------------------------
+
+
+def test_the_serial_runner_times_groups_on_its_clock_and_tells_the_run() -> None:
+    clock = ScriptedClock()
+
+    def fn(x: int) -> int:
+        clock.advance(1e-3, 5e-4)
+        return x + 1
+
+    timed: list[tuple[float, float, int]] = []
+    delivered: list[int] = []
+    source = Source((list(range(100)),))
+    runner = SerialRun(
+        fn,
+        source,
+        planned_s_per_item=1e-3,
+        buffersize=None,
+        on_progress=None,
+        delivered=delivered.append,
+        on_timed=lambda wall, cpu, n: timed.append((wall, cpu, n)) is not None,
+        wall_clock=clock,
+        cpu_clock=clock.cpu,
+    )
+    results = [r for segment in runner.segments(stopped=lambda: False) for r in segment]
+    assert results == [x + 1 for x in range(100)]
+    # Batches end where the count doubles (16, 32, 64, 128: the last asks for 64 items,
+    # 36 are left); the first timed_group_items calls of each are timed as a group.
+    assert [n for _, _, n in timed] == [16, 16, 32, 64]
+    assert all(w == pytest.approx(1e-3) and c == pytest.approx(5e-4) for w, c, _ in timed)
+    assert sum(delivered) + runner.n_checked == 100
+    assert timed_group_items(1e-3) == 8
+
+
+def test_the_serial_runner_stops_when_a_pool_takes_over() -> None:
+    source = Source((list(range(100)),))
+    runner = SerialRun(
+        abs,
+        source,
+        planned_s_per_item=1e-3,
+        buffersize=None,
+        on_progress=None,
+        delivered=lambda n: None,
+        on_timed=lambda wall, cpu, n: True,
+    )
+    results = [r for segment in runner.segments(stopped=lambda: False) for r in segment]
+    assert results == list(range(8))  # the first timed group, then the pool's turn
+    assert source.n_pulled == 8
+
+
+# -- the chunk window -------------------------------------------------------------------------
+
+
+def worker_probe_with(per_call_s: Any, n_items: int = 100) -> tuple[Any, list[int]]:
+    """``probe_in_worker`` over fake chunks whose calls take ``per_call_s(index)`` seconds of
+    compute each (and as much on its clock); returns the figures and the chunk sizes."""
+    clock = ScriptedClock()
+    sizes: list[int] = []
+    state = {"next": 0}
+
+    def run_chunk(size: int) -> ChunkOutcome | None:
+        first = state["next"]
+        size = min(size, n_items - first)
+        compute_s = sum(per_call_s(i) for i in range(first, first + size))
+        clock.advance(compute_s)
+        state["next"] = first + size
+        sizes.append(size)
+        return ChunkOutcome(
+            list(range(first, first + size)), size, compute_s, compute_s, 10 * size, b"x" * size, 0
+        )
+
+    measurements = probe_in_worker(
+        run_chunk,
+        may_go_on=lambda: state["next"] < n_items,
+        deliver=lambda _: None,
+        wall_clock=clock,
+    )
+    return measurements, sizes
+
+
+def test_the_worker_probe_leaves_out_a_cold_first_call_a_second_chunk_shows() -> None:
+    # A 1 ms first call (under the trusted 2 ms of compute), then 0.1 ms calls: cold.
+    m, sizes = worker_probe_with(lambda i: 1e-3 if i == 0 else 1e-4)
+    assert sizes[:2] == [1, 4]
+    assert m.wall_s_per_item == pytest.approx(1e-4)
+    assert m.first_call_extra_s == pytest.approx(9e-4)
+    assert m.n_probed == sum(sizes)
+    assert m.item_bytes == pytest.approx(10.0)  # sizes count every chunk, the cold one too
+
+
+def test_the_worker_probe_may_stop_on_one_call_and_keeps_an_even_first_call() -> None:
+    m, sizes = worker_probe_with(lambda i: 5e-3)  # 5 ms calls: one is trusted
+    assert sizes == [1]
+    assert m.wall_s_per_item == pytest.approx(5e-3) and m.first_call_extra_s == 0.0
+    m, sizes = worker_probe_with(lambda i: 1e-4)  # even calls: nothing left out
+    assert m.wall_s_per_item == pytest.approx(1e-4) and m.first_call_extra_s == 0.0
+
+
+def test_the_window_records_an_unpicklable_item_at_its_position() -> None:
+    import threading
+
+    backend = FakeBackend()
+    items: list[Any] = [1, 2, threading.Lock(), 4]
+    window = ChunkWindow(abs, Source((items,)), backend, budgets=False, deadline_s=None)
+    chunk = window.submit_next(10)
+    assert chunk is not None and chunk.n_items == 2  # the items before it still go
+    assert backend.chunks == [[(1,), (2,)]]
+    assert isinstance(window.error, UnpicklableItemError) and window.error_index == 2
+    head, outcome = window.take_head()
+    assert head is chunk and outcome is not None and outcome.results == [1, 2]
+
+
+def test_the_window_waits_no_longer_than_its_deadline_on_its_clock() -> None:
+    from concurrent.futures import TimeoutError as FuturesTimeoutError
+
+    clock = ScriptedClock()
+    backend = FakeBackend(hold=True)
+    window = ChunkWindow(
+        abs, Source((list(range(4)),)), backend, budgets=False, deadline_s=5.0, monotonic=clock
+    )
+    window.submit_next(4)
+    clock.advance(6.0)  # past the deadline: no real waiting at all
+    with pytest.raises(FuturesTimeoutError):
+        window.take_head()
+
+
+# -- the backend contract ---------------------------------------------------------------------
+
+
+CONTRACT = {
+    name
+    for name, _ in inspect.getmembers(Backend)
+    if not name.startswith("_") and name in Backend.__dict__
+}
+
+
+@pytest.mark.parametrize(
+    "backend_class", [PoolBackend, SharedPoolHandle, ThreadBackend, FakeBackend]
+)
+def test_every_backend_implements_the_whole_contract(backend_class: type) -> None:
+    assert {
+        "runs_in_process",
+        "can_keep_open",
+        "on_this_machine",
+        "workers_share_files",
+        "read_facts",
+        "keep_open",
+        "allow_close",
+    } <= CONTRACT
+    missing = {name for name in CONTRACT if not hasattr(backend_class, name)}
+    assert not missing, f"{backend_class.__name__} lacks {sorted(missing)}"
+
+
+def test_the_dask_backend_declares_what_it_cannot_do() -> None:
+    pytest.importorskip("distributed")
+    from amorsize_executor._dask_backend import DaskBackend
+
+    assert {name for name in CONTRACT if not hasattr(DaskBackend, name)} == set()
+    assert DaskBackend.can_keep_open is False and DaskBackend.on_this_machine is False
+    assert DaskBackend.workers_share_files is False
+
+
+def test_facts_come_from_a_backend_that_reads_its_own() -> None:
+    own = make_facts(start_method="threads")
+    backend = FakeBackend()
+    backend.read_facts = lambda: own  # type: ignore[method-assign]
+    assert _machine.facts_for(backend) is own
+
+
+def test_the_thread_backend_counts_as_this_machine() -> None:
+    # A job that is serial on any machine is planned on the favourable bound, without
+    # reading the facts: threads run on this machine, so the bound holds for them too.
+    with AdaptiveProcessPoolExecutor(backend="threads") as ex:
+        assert list(ex.map(abs, range(-2000, 0))) == list(range(2000, 0, -1))
+        plan = ex.last_plan
+    assert plan is not None and plan.mode == "serial"
+    assert plan.facts.worker_start_source == "bound"
