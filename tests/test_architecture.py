@@ -15,6 +15,7 @@ LAYERS = {
     "_records": "data",
     "_errors": "data",
     "_cost_model": "policy",
+    "_worker_policy": "policy",
     "_steering": "policy",
     "_serial_reasons": "policy",
     "_fn_cost": "policy",
@@ -33,6 +34,9 @@ LAYERS = {
     "_close_gate": "mechanism",
     "_progress": "mechanism",
     "_backend": "mechanism",
+    "_start_method": "mechanism",
+    "_worker_streams": "mechanism",
+    "_mp_objects": "mechanism",
     "_pool_backend": "mechanism",
     "_shared_pools": "mechanism",
     "_dask_backend": "mechanism",
@@ -43,6 +47,7 @@ LAYERS = {
     "_serial_run": "run",
     "_worker_probe": "run",
     "_map_run": "facade",
+    "_start_choice": "facade",
     "_executor": "facade",
     "_cli": "facade",
     "__main__": "facade",
@@ -66,9 +71,9 @@ ALLOWED = {
 # facts of a backend are assembled from the system facts and the start-cost cache, and the
 # dask backend reports what its cluster's facts module reads, and the system facts read
 # the files whose text the cgroup parsers turn into numbers, and a process pool's fastest
-# start is the smallest of the start-cost priors, and the probe reads the meters of a call,
-# and a worker loads a large fn through the transport that shipped it, which the run's
-# FnForWorkers drives.
+# start is the smallest of the start-cost priors, the probe reads the meters of a call, and
+# the worker's entry point keeps crash reports working under an in-memory stderr and loads
+# a large fn through the transport that shipped it, which the run's FnForWorkers drives.
 MODULE_ALLOWED = {
     "_shared_pools": {"_pool_backend"},
     "_machine": {"_system_facts", "_start_cost_cache"},
@@ -76,7 +81,7 @@ MODULE_ALLOWED = {
     "_system_facts": {"_cgroup_text"},
     "_pool_backend": {"_system_facts"},
     "_probe": {"_meters"},
-    "_chunk_worker": {"_fn_transport"},
+    "_chunk_worker": {"_worker_streams", "_fn_transport"},
     "_fn_for_workers": {"_fn_transport"},
 }
 
@@ -110,7 +115,7 @@ MAX_CLASS_LINES = 350
 MAX_FUNCTION_LINES = 100
 
 OVER_THE_LIMITS = {
-    "_executor.AdaptiveProcessPoolExecutor.__init__": 127,
+    "_executor.AdaptiveProcessPoolExecutor.__init__": 107,
 }
 """Known debts, each at most its size today, so they can only shrink: functions that other
 work was changing when the limits came in (the executor's constructor).

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from amorsize_executor import _cost_model as cm
 from amorsize_executor import _steering as steering
+from amorsize_executor import _worker_policy as wp
 from amorsize_executor._records import SystemFacts
 
 from .conftest import make_facts, make_measurements
@@ -273,24 +274,33 @@ def test_guided_chunks_put_a_slow_end_into_many_small_chunks() -> None:
     assert len(sizes) >= 10
 
 
-def test_start_method_is_fork_only_when_single_threaded_on_linux() -> None:
-    methods = ("fork", "spawn", "forkserver")
-    assert (
-        cm.choose_start_method(platform="linux", n_os_threads=1, available_methods=methods)[0]
-        == "fork"
+def test_start_method_follows_multiprocessing_default_as_the_stdlib_pool_does() -> None:
+    # Threads do not change it: the stdlib pool forks a multi-threaded process too.
+    for n_threads in (1, 5):
+        assert wp.choose_start_method(default_method="fork", n_os_threads=n_threads)[0] == "fork"
+        assert (
+            wp.choose_start_method(default_method="forkserver", n_os_threads=n_threads)[0]
+            == "forkserver"
+        )
+    # A spawn default (macOS, Windows, or set by the program) gets loky's fresh interpreter.
+    assert wp.choose_start_method(default_method="spawn", n_os_threads=1)[0] == "loky"
+
+
+def test_start_method_reason_names_the_default_and_the_override() -> None:
+    _, reason = wp.choose_start_method(default_method="fork", n_os_threads=3)
+    assert "default" in reason and "3 thread(s)" in reason and "mp_context=" in reason
+
+
+def test_start_method_follows_the_mp_context_given_then_max_tasks_per_child() -> None:
+    given = wp.choose_start_method(
+        default_method="fork", n_os_threads=1, given_method="forkserver", max_tasks_per_child=True
     )
-    assert (
-        cm.choose_start_method(platform="linux", n_os_threads=5, available_methods=methods)[0]
-        == "forkserver"
+    assert given == ("forkserver", "forkserver: the mp_context given")
+    # The stdlib pool refuses fork with max_tasks_per_child, and spawns without mp_context.
+    method, reason = wp.choose_start_method(
+        default_method="fork", n_os_threads=1, max_tasks_per_child=True
     )
-    assert (
-        cm.choose_start_method(platform="darwin", n_os_threads=1, available_methods=methods)[0]
-        == "loky"
-    )
-    assert (
-        cm.choose_start_method(platform="win32", n_os_threads=1, available_methods=("spawn",))[0]
-        == "loky"
-    )
+    assert method == "spawn" and "max_tasks_per_child" in reason
 
 
 # -- invariants -------------------------------------------------------------------------

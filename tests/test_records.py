@@ -53,6 +53,12 @@ def test_explain_names_decision_figures_and_reasons() -> None:
     assert "- 4 worker(s) are predicted 4.0x faster than serial" in text
 
 
+def test_explain_says_why_workers_start_as_they_do() -> None:
+    reason = "fork: multiprocessing's default start method here"
+    assert f"  start method: {reason}" in plan_for(start_method_reason=reason).explain()
+    assert "start method:" not in plan_for().explain()
+
+
 def test_explain_reports_chunk_growth_and_a_run_slower_than_serial() -> None:
     plan = plan_for().with_outcome(
         RunOutcome(

@@ -20,6 +20,7 @@ from typing import Any
 import cloudpickle
 
 from ._fn_transport import FnRef, forget_ended, load_shipped
+from ._worker_streams import enable_crash_reports
 
 THREAD_ENV_VARS = (
     "OMP_NUM_THREADS",
@@ -33,6 +34,29 @@ THREAD_ENV_VARS = (
 same set joblib and dask set in their workers)."""
 
 _NATIVE_POOL_MODULES = ("numpy", "scipy", "torch", "sklearn", "numexpr")
+
+_native_pools: tuple[frozenset[str], Any] | None = None
+"""threadpoolctl's view of the native thread pools loaded here (with the modules that were
+loaded when it was taken), taken by the parent just before it forks workers (see
+``scan_native_pools_before_fork``); a forked worker inherits it."""
+
+
+def scan_native_pools_before_fork() -> None:
+    """Find the native thread pools (BLAS, OpenMP) once in the parent, before it forks
+    workers, so that each forked worker only sets their size instead of importing
+    threadpoolctl and scanning its libraries itself. Measured on the 2-core VM with numpy
+    loaded (2026-12-02): importing threadpoolctl in each freshly forked worker took 16-25 ms
+    and the scan 1-9 ms, while the parent's scan takes about 1 ms, once per process and
+    again only after another such module was imported. Does nothing when none is loaded."""
+    global _native_pools
+    loaded = frozenset(m for m in _NATIVE_POOL_MODULES if m in sys.modules)
+    if not loaded or (_native_pools is not None and _native_pools[0] == loaded):
+        return
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return
+    _native_pools = (loaded, ThreadpoolController())
 
 
 def dumps_callable(fn: Callable[..., Any]) -> bytes:
@@ -58,7 +82,8 @@ def init_worker(
     initializer_bytes: bytes | None,
     initargs: tuple[Any, ...],
 ) -> None:
-    """Prepare a new worker: set its native thread pools, then run the user's initializer.
+    """Prepare a new worker: keep its crash reports working under an in-memory
+    ``sys.stderr``, set its native thread pools, then run the user's initializer.
 
     ``thread_env`` holds the thread variables the worker must see, exactly: either the
     parent's own (the user set them) or each worker's share of the cores (with
@@ -68,22 +93,31 @@ def init_worker(
     parent's current one. The variables act on libraries loaded later; one already loaded
     (by a fork, or a forkserver that preloaded ``__main__``) is capped through threadpoolctl.
     """
+    enable_crash_reports()
     for name in THREAD_ENV_VARS:
         if name in thread_env:
             os.environ[name] = thread_env[name]
         else:
             os.environ.pop(name, None)
     limit = thread_env.get("OMP_NUM_THREADS") or thread_env.get("OPENBLAS_NUM_THREADS")
-    if limit and limit.isdigit() and any(m in sys.modules for m in _NATIVE_POOL_MODULES):
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:
-            pass
-        else:
-            threadpool_limits(limits=int(limit))
+    if limit and limit.isdigit():
+        loaded = frozenset(m for m in _NATIVE_POOL_MODULES if m in sys.modules)
+        if loaded:
+            _limit_native_pools(int(limit), loaded)
     if initializer_bytes is not None:
         initializer: Callable[..., object] = cloudpickle.loads(initializer_bytes)
         initializer(*initargs)
+
+
+def _limit_native_pools(n_threads: int, loaded: frozenset[str]) -> None:
+    if _native_pools is not None and _native_pools[0] == loaded:
+        _native_pools[1].limit(limits=n_threads)  # scanned by the parent before the fork
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(limits=n_threads)
 
 
 @dataclass(frozen=True)

@@ -469,32 +469,3 @@ def _pick_near_best(
 
     near = [p for p in predictions if p[0] <= fastest_s * (1 + NEAR_TIE) + 1e-12]
     return min(near, key=lambda p: (p[1], distance_from_target(p[2]), p[2]))
-
-
-def choose_start_method(
-    *, platform: str, n_os_threads: int, available_methods: tuple[str, ...]
-) -> tuple[str, str]:
-    """How to start workers when the user gave no ``mp_context``, and why.
-
-    ``fork`` starts a worker in a few milliseconds against about 70 ms for a fresh
-    interpreter, but it is only safe in a process with a single thread: a thread holding a
-    lock at fork time (a native BLAS or OpenMP pool counts) leaves the child deadlocked.
-    So: ``fork`` on Linux when this process has exactly one OS thread; else ``forkserver``
-    (workers forked from a clean single-threaded server, safe with threads, about 45 ms for
-    the first pool); else loky's own method (a fresh interpreter per worker), the only
-    choice on Windows and the safe one on macOS, where fork is unsafe in general.
-    """
-    if platform.startswith("linux"):
-        if n_os_threads == 1 and "fork" in available_methods:
-            return "fork", "fork: single-threaded on Linux, the fastest safe start"
-        if "forkserver" in available_methods:
-            return "forkserver", (
-                f"forkserver: {n_os_threads} threads are running, so fork would be unsafe"
-            )
-    return "loky", "loky: a fresh interpreter per worker, safe on every platform"
-
-
-def choose_threads_per_worker(n_usable_cores: int, n_workers: int) -> int:
-    """Native threads (BLAS, OpenMP) each worker may run so that workers x threads stays
-    within the usable cores: oversubscribed cores thrash caches and lose time switching."""
-    return max(1, n_usable_cores // max(1, n_workers))

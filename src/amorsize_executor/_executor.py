@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 import os
 import sys
 import threading
@@ -20,9 +19,7 @@ from concurrent.futures import Executor, Future
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
-import psutil
-
-from . import _cost_model, _machine, _shared_pools, _start_cost_cache
+from . import _cost_model, _machine, _mp_objects, _shared_pools, _start_cost_cache, _worker_policy
 from ._backend import Backend
 from ._chunk_worker import THREAD_ENV_VARS
 from ._input import Source
@@ -30,6 +27,7 @@ from ._map_run import MapOptions, MapRun
 from ._pool_backend import PoolBackend
 from ._progress import ProgressOption, check_progress, make_progress
 from ._records import Plan, SystemFacts
+from ._start_choice import choose_context, start_method_now, start_method_reason
 from ._thread_backend import ThreadBackend
 
 logger = logging.getLogger("amorsize_executor")
@@ -75,6 +73,53 @@ def _check_keep_warm(
         )
 
 
+def _check_backend_options(
+    backend: object,
+    *,
+    mp_context: BaseContext | None,
+    initializer: Callable[..., object] | None,
+    initargs: tuple[Any, ...],
+    max_tasks_per_child: int | None,
+    isolate: bool,
+) -> None:
+    """Refuse the options the chosen backend cannot honour, with what to do instead."""
+    if backend == "threads":
+        # Threads run in this process: no start method, nothing to replace per task,
+        # and no isolation. An initializer runs once per thread.
+        process_options: tuple[tuple[str, object], ...] = (
+            ("mp_context", mp_context),
+            ("max_tasks_per_child", max_tasks_per_child),
+        )
+        for option, given in process_options:
+            if given is not None:
+                raise ValueError(
+                    f"{option} applies to worker processes only; it cannot be used with "
+                    "backend='threads' (drop it, or leave backend= out for processes)"
+                )
+        if isolate:
+            raise ValueError(
+                "isolate=True needs worker processes: with backend='threads', fn runs "
+                "in this process anyway (leave backend= out for processes)"
+            )
+    elif isinstance(backend, str) and backend != "loky":
+        for name, value in (
+            ("mp_context", mp_context),
+            ("initializer", initializer),
+            ("max_tasks_per_child", max_tasks_per_child),
+        ):
+            if value is not None:
+                raise ValueError(
+                    f"{name} applies to the local process pool only; it cannot be used "
+                    f"with backend={backend!r} (configure the cluster's workers instead)"
+                )
+    if initargs and backend in (None, "loky"):
+        # Before any work runs: objects only a forked worker can receive, in initargs of a
+        # pool that will not fork.
+        _mp_objects.check_initargs_start_method(
+            initargs, start_method_now(mp_context, max_tasks_per_child)[0]
+        )
+
+
 class AdaptiveProcessPoolExecutor(Executor):
     """A ``concurrent.futures.ProcessPoolExecutor`` that decides, by measuring, whether and
     how to parallelize each ``map()`` call.
@@ -87,9 +132,12 @@ class AdaptiveProcessPoolExecutor(Executor):
     Args:
         max_workers: the most worker processes to use; the executor may use fewer.
             ``None`` (the default) means as many as the machine's usable cores.
-        mp_context: a ``multiprocessing`` context for the workers. Default: ``fork`` when
-            this process runs a single thread on Linux (the fastest start, and safe then),
-            else ``forkserver``, else loky's own (a fresh interpreter per worker).
+        mp_context: a ``multiprocessing`` context for the workers. Default: the one the
+            stdlib pool would use, ``multiprocessing``'s default context (``fork`` on Linux
+            through Python 3.13, ``forkserver`` from 3.14, or what the program set with
+            ``multiprocessing.set_start_method``); a ``spawn`` default gets loky's own start
+            (a fresh interpreter per worker). A ``fork`` pool nested in a worker of a loky
+            pool is the stdlib's (loky refuses to fork there).
         initializer: called in each worker as it starts. When given, ``fn`` never runs
             in the calling process (there the initializer has not run).
         initargs: arguments for ``initializer``.
@@ -184,35 +232,14 @@ class AdaptiveProcessPoolExecutor(Executor):
         self._isolate = isolate
         self._progress = progress
         self._system_facts = system_facts
-        if backend == "threads":
-            # Threads run in this process: no start method, nothing to replace per task,
-            # and no isolation. An initializer runs once per thread.
-            process_options: tuple[tuple[str, object], ...] = (
-                ("mp_context", mp_context),
-                ("max_tasks_per_child", max_tasks_per_child),
-            )
-            for option, given in process_options:
-                if given is not None:
-                    raise ValueError(
-                        f"{option} applies to worker processes only; it cannot be used with "
-                        "backend='threads' (drop it, or leave backend= out for processes)"
-                    )
-            if isolate:
-                raise ValueError(
-                    "isolate=True needs worker processes: with backend='threads', fn runs "
-                    "in this process anyway (leave backend= out for processes)"
-                )
-        elif isinstance(backend, str) and backend != "loky":
-            for name, value in (
-                ("mp_context", mp_context),
-                ("initializer", initializer),
-                ("max_tasks_per_child", max_tasks_per_child),
-            ):
-                if value is not None:
-                    raise ValueError(
-                        f"{name} applies to the local process pool only; it cannot be used "
-                        f"with backend={backend!r} (configure the cluster's workers instead)"
-                    )
+        _check_backend_options(
+            backend,
+            mp_context=mp_context,
+            initializer=initializer,
+            initargs=initargs,
+            max_tasks_per_child=max_tasks_per_child,
+            isolate=isolate,
+        )
         shared_pool = None
         if keep_warm is not None:
             shared_pool = _shared_pools.attach(
@@ -229,10 +256,11 @@ class AdaptiveProcessPoolExecutor(Executor):
                     ),
                     default_workers=self._default_workers,
                     worker_thread_env=self._worker_thread_env,
-                    choose_context=_choose_context,
+                    choose_context=choose_context,
                     record_start_s=_start_cost_cache.store_worker_start_s,
                 )
             )
+        self._start_options = (mp_context, max_tasks_per_child)  # for explain()'s reason
         self._backend: Backend = (
             _cluster_backend(
                 backend,
@@ -249,7 +277,7 @@ class AdaptiveProcessPoolExecutor(Executor):
                 initargs=initargs,
                 max_tasks_per_child=max_tasks_per_child,
                 default_workers=self._default_workers,
-                choose_context=None if max_tasks_per_child is not None else _choose_context,
+                choose_context=None if max_tasks_per_child is not None else choose_context,
                 record_start_s=_start_cost_cache.store_worker_start_s,
                 worker_thread_env=self._worker_thread_env,
             )
@@ -276,14 +304,17 @@ class AdaptiveProcessPoolExecutor(Executor):
             return user_set
         facts = self._system_facts or _machine.machine_facts()
         n_cores, _ = _cost_model.choose_usable_cores(facts, cpu_bound=True)
-        share = str(_cost_model.choose_threads_per_worker(n_cores, n_workers))
+        share = str(_worker_policy.choose_threads_per_worker(n_cores, n_workers))
         return dict.fromkeys(THREAD_ENV_VARS, share)
 
     def _read_facts(self, backend: Backend) -> SystemFacts:
         """Facts for a plan: the ones given to the executor, else ``_machine.facts_for``."""
         if self._system_facts is not None:
             return self._system_facts
-        return _machine.facts_for(backend)
+        return _machine.facts_for(
+            backend,
+            start_method_reason=lambda method: start_method_reason(method, *self._start_options),
+        )
 
     def _publish_plan(self, plan: Plan) -> None:
         with self._lock:
@@ -463,24 +494,3 @@ def _cluster_backend(
             f"backend must be 'loky', 'dask', 'threads' or a backend object, got {backend!r}"
         )
     return backend
-
-
-def start_method_now() -> tuple[str, str]:
-    """The start method a new pool would get now, when the user gave no ``mp_context``,
-    and why. It depends on how many OS threads this process runs at this moment."""
-    try:
-        n_threads = psutil.Process().num_threads()
-    except psutil.Error:
-        n_threads = threading.active_count() + 1  # unknown: never pick fork
-    return _cost_model.choose_start_method(
-        platform=sys.platform,
-        n_os_threads=n_threads,
-        available_methods=tuple(multiprocessing.get_all_start_methods()),
-    )
-
-
-def _choose_context() -> BaseContext | None:
-    """The multiprocessing context for a new pool when the user gave none (``None``: loky's)."""
-    method, reason = start_method_now()
-    logger.debug("start method for a new pool: %s", reason)
-    return None if method == "loky" else multiprocessing.get_context(method)

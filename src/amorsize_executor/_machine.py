@@ -6,7 +6,8 @@ Mechanism layer. The executor, its ``map()`` runs and the CLI all ask here:
   process and re-read when older than ``FACTS_MAX_AGE_S``;
 - ``facts_for(backend)``: the facts of where ``backend``'s workers run, its own when it
   reads them itself (a cluster, threads), else this machine's with the backend's start
-  method, its start cost (measured and cached on disk, or the estimate) and warm workers;
+  method (and why it is that one, for ``explain()``), its start cost (measured and cached
+  on disk, or the estimate) and warm workers;
 - ``facts_for_start_method(method)``: what a new pool started with ``method`` would plan
   with (the CLI's view of a fresh executor: nothing cached in memory, no warm worker).
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Callable
 
 from . import _start_cost_cache, _system_facts
 from ._backend import Backend
@@ -41,8 +43,16 @@ def machine_facts() -> SystemFacts:
         return _machine_facts_cache[1]
 
 
-def facts_for(backend: Backend) -> SystemFacts:
-    """Facts for a plan on ``backend`` (see the module docstring)."""
+def _no_reason(method: str) -> str:
+    return ""
+
+
+def facts_for(
+    backend: Backend, *, start_method_reason: Callable[[str], str] = _no_reason
+) -> SystemFacts:
+    """Facts for a plan on ``backend`` (see the module docstring). ``start_method_reason``
+    says why workers start with the backend's start method (asked only for a process pool
+    on this machine)."""
     own = backend.read_facts()
     if own is not None:  # a cluster or threads: the backend knows its own facts
         return own
@@ -56,6 +66,7 @@ def facts_for(backend: Backend) -> SystemFacts:
             measured_s if measured_s is not None else _system_facts.estimate_worker_start_s(method)
         ),
         worker_start_source="measured" if measured_s is not None else "estimate",
+        start_method_reason=start_method_reason(method),
     )
 
 

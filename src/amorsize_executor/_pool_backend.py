@@ -1,5 +1,6 @@
 """Process pools behind the executor: a loky pool by default, the stdlib pool when the user
-asks for ``max_tasks_per_child`` (loky has no such option).
+asks for ``max_tasks_per_child`` (loky has no such option) or when a ``fork`` pool is nested in
+a loky worker (loky refuses to fork there).
 
 Mechanism layer. A backend starts, grows, replaces and stops one pool and submits work to
 it; it sees chunks, never the cost model. It reports what the model needs to know about it:
@@ -36,6 +37,7 @@ from ._chunk_worker import (
     dumps_callable,
     init_worker,
     run_chunk,
+    scan_native_pools_before_fork,
 )
 from ._close_gate import CloseGate
 from ._errors import RemoteTraceback
@@ -119,6 +121,11 @@ def _register_exit_hook_once() -> None:
         except RuntimeError:  # the interpreter is already shutting down
             return
         _exit_hook_registered = True
+
+
+def _in_loky_worker() -> bool:
+    """Whether this process is a worker of a loky pool (loky counts the nesting depth)."""
+    return int(getattr(loky.process_executor, "_CURRENT_DEPTH", 0)) > 0
 
 
 def _no_record(start_method: str, seconds: float) -> None:
@@ -241,6 +248,8 @@ class PoolBackend:
             old.shutdown(wait=True)
         started_s = time.perf_counter()
         context = self._next_context()
+        if _start_method_of(context) == "fork":
+            scan_native_pools_before_fork()
         with _heap_frozen_while_forking(_start_method_of(context)):
             self._pool = self._make_pool(n_workers, context)
             self._pool_context = context
@@ -281,6 +290,12 @@ class PoolBackend:
                 initializer=init_worker,
                 initargs=initargs,
                 max_tasks_per_child=self._max_tasks_per_child,
+            )
+        if _start_method_of(context) == "fork" and _in_loky_worker():
+            # A pool nested in a worker of a loky pool: loky refuses to fork there
+            # (LokyRecursionError), the stdlib pool forks as it does in its own workers.
+            return concurrent.futures.ProcessPoolExecutor(
+                n_workers, mp_context=context, initializer=init_worker, initargs=initargs
             )
         with warnings.catch_warnings():
             # loky warns that "fork" breaks POSIX rules; the user chose it explicitly.

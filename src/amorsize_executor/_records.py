@@ -51,6 +51,8 @@ class SystemFacts:
     """Workers already alive in this executor's pool: they cost nothing to start."""
     env_core_limit: int | None = None
     """``AMORSIZE_MAX_WORKERS`` from the environment, an operator's cap; ``None`` if unset."""
+    start_method_reason: str = ""
+    """Why workers start with ``start_method`` (shown by ``explain()``); empty when unknown."""
 
     @classmethod
     def not_read(cls, start_method: str) -> SystemFacts:
@@ -305,6 +307,11 @@ class Plan:
                     else "  machine: not read (serial wins even with every core free and the "
                     "fastest worker start)"
                 )
+            ),
+            *(
+                [f"  start method: {f.start_method_reason}"]
+                if f.was_read and f.start_method_reason
+                else []
             ),
             f"  predicted: serial {_fmt_opt_s(self.predicted_serial_s)}, "
             + (

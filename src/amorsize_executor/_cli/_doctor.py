@@ -11,7 +11,6 @@ import multiprocessing
 import os
 import platform
 import sys
-import threading
 import time
 from collections.abc import Mapping
 from multiprocessing.context import BaseContext
@@ -19,9 +18,17 @@ from typing import Any
 
 import psutil
 
-from .. import _cost_model, _machine, _start_cost_cache, _system_facts
-from .._executor import AdaptiveProcessPoolExecutor, start_method_now
+from .. import (
+    _cost_model,
+    _machine,
+    _start_cost_cache,
+    _start_method,
+    _system_facts,
+    _worker_policy,
+)
+from .._executor import AdaptiveProcessPoolExecutor
 from .._records import SystemFacts
+from .._start_choice import start_method_now
 from ._common import EXIT_FUNCTION_RAISED, EXIT_OK, __version__, _prog_name
 from ._reports import (
     _bytes_text,
@@ -71,13 +78,9 @@ _StartChoice = tuple[str, str, int]
 
 def _start_method_now() -> _StartChoice:
     """The start method a pool created now would use, why, and this process's thread count,
-    decided as ``_executor._choose_context`` decides it."""
+    decided as ``_start_choice.choose_context`` decides it."""
     method, reason = start_method_now()
-    try:
-        n_threads = psutil.Process().num_threads()
-    except psutil.Error:
-        n_threads = threading.active_count() + 1
-    return method, reason, n_threads
+    return method, reason, _start_method.count_os_threads()
 
 
 def _facts_for(start: _StartChoice) -> SystemFacts:
@@ -127,10 +130,8 @@ def _machine_report(start: _StartChoice, measured: dict[str, Any] | None = None)
     n_cpu_bound, cpu_bound_limit = _cost_model.choose_usable_cores(facts, cpu_bound=True)
     n_waiting, waiting_limit = _cost_model.choose_usable_cores(facts, cpu_bound=False)
     # What a program running more threads than this one would get instead.
-    busy_method, _ = _cost_model.choose_start_method(
-        platform=sys.platform,
-        n_os_threads=n_threads + 1,
-        available_methods=tuple(multiprocessing.get_all_start_methods()),
+    busy_method, _ = _worker_policy.choose_start_method(
+        default_method=_start_method.default_start_method(), n_os_threads=n_threads + 1
     )
     by_method: dict[str, dict[str, Any]] = {}
     for each in _available_start_methods():
