@@ -105,6 +105,9 @@ class FakeBackend:
     runs_in_process = False
     can_keep_open = True
     on_this_machine = True
+    workers_share_files = False
+    """A large ``fn`` travels inline: the fake's workers run in this process, where no
+    shared-memory file is needed (``tests/test_fn_transport.py`` ships one for real)."""
 
     def read_facts(self) -> SystemFacts | None:
         return None

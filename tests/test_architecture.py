@@ -17,7 +17,10 @@ LAYERS = {
     "_cost_model": "policy",
     "_worker_policy": "policy",
     "_steering": "policy",
+    "_early_start": "policy",
     "_serial_reasons": "policy",
+    "_fn_cost": "policy",
+    "_serial_watch": "policy",
     "_input": "mechanism",
     "_probe": "mechanism",
     "_meters": "mechanism",
@@ -27,6 +30,8 @@ LAYERS = {
     "_machine": "mechanism",
     "_chunk_worker": "mechanism",
     "_chunk_io": "mechanism",
+    "_fn_transport": "mechanism",
+    "_fn_for_workers": "mechanism",
     "_close_gate": "mechanism",
     "_interpreter_exit": "mechanism",
     "_progress": "mechanism",
@@ -69,7 +74,8 @@ ALLOWED = {
 # dask backend reports what its cluster's facts module reads, and the system facts read
 # the files whose text the cgroup parsers turn into numbers, and a process pool's fastest
 # start is the smallest of the start-cost priors, the probe reads the meters of a call, and
-# the worker's entry point keeps crash reports working under an in-memory stderr.
+# the worker's entry point keeps crash reports working under an in-memory stderr and loads
+# a large fn through the transport that shipped it, which the run's FnForWorkers drives.
 MODULE_ALLOWED = {
     "_shared_pools": {"_pool_backend"},
     "_machine": {"_system_facts", "_start_cost_cache"},
@@ -77,7 +83,8 @@ MODULE_ALLOWED = {
     "_system_facts": {"_cgroup_text"},
     "_pool_backend": {"_system_facts"},
     "_probe": {"_meters"},
-    "_chunk_worker": {"_worker_streams"},
+    "_chunk_worker": {"_worker_streams", "_fn_transport"},
+    "_fn_for_workers": {"_fn_transport"},
 }
 
 # Inside the CLI package: shared pieces at the bottom, one module per command above them,

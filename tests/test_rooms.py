@@ -304,6 +304,7 @@ def test_every_backend_implements_the_whole_contract(backend_class: type) -> Non
         "runs_in_process",
         "can_keep_open",
         "on_this_machine",
+        "workers_share_files",
         "read_facts",
         "keep_open",
         "allow_close",
@@ -318,6 +319,7 @@ def test_the_dask_backend_declares_what_it_cannot_do() -> None:
 
     assert {name for name in CONTRACT if not hasattr(DaskBackend, name)} == set()
     assert DaskBackend.can_keep_open is False and DaskBackend.on_this_machine is False
+    assert DaskBackend.workers_share_files is False
 
 
 def test_facts_come_from_a_backend_that_reads_its_own() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from amorsize_executor import AdaptiveProcessPoolExecutor, _probe, _steering
+from amorsize_executor import AdaptiveProcessPoolExecutor, _early_start, _probe
 
 from .conftest import make_facts
 from .fakes import FakeBackend
@@ -26,7 +26,7 @@ def early(**overrides: Any) -> int:
         "max_workers": None,
     }
     values.update(overrides)
-    return _steering.workers_to_start_early(**values)
+    return _early_start.workers_to_start_early(**values)
 
 
 def test_a_long_cpu_bound_job_starts_one_worker_per_core() -> None:
@@ -186,9 +186,9 @@ def map_with_early_start_rule(
 ) -> tuple[RecordingBackend, int]:
     """Map ``fn`` over 100 items with the early-start rule answering ``n_early_workers``
     whenever it is asked; the backend and how many items the probe ran."""
-    monkeypatch.setattr(_steering, "PRESTART_MIN_SERIAL_S", 0.0)
-    monkeypatch.setattr(_steering, "PRESTART_MIN_CALL_S", 0.0)
-    monkeypatch.setattr(_steering, "workers_to_start_early", lambda **_: n_early_workers)
+    monkeypatch.setattr(_early_start, "PRESTART_MIN_SERIAL_S", 0.0)
+    monkeypatch.setattr(_early_start, "PRESTART_MIN_CALL_S", 0.0)
+    monkeypatch.setattr(_early_start, "workers_to_start_early", lambda **_: n_early_workers)
     CALLS.clear()
     backend = RecordingBackend()
     with AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts()) as ex:

@@ -4,19 +4,22 @@ Mechanism layer. Every backend (``PoolBackend``, ``SharedPoolHandle``, ``ThreadB
 ``DaskBackend``, the fake in ``tests/fakes.py``, a user's own object passed as ``backend=``)
 implements all of ``Backend``. What differs between them is declared, not discovered:
 
-==================  ===============================================================
-``runs_in_process``  chunks run in this process (threads): handed over as objects,
-                     never pickled
-``can_keep_open``    ``keep_open()``/``allow_close()`` hold a ``shutdown(wait=False)``
-                     back until the run has resent the items a budgeted chunk handed
-                     back; only then do chunks get a time budget
-``on_this_machine``  the workers share this machine's cores, so a favourable bound
-                     read from this machine may rule a pool out early
-``fastest_start_s``  the least starting a worker can cost here: that bound's start
-``read_facts()``     the facts of where the workers run when the backend knows them
-                     itself (a cluster, threads); ``None``: this machine's facts with
-                     the backend's start method (``_machine.facts_for``)
-==================  ===============================================================
+=======================  ===============================================================
+``runs_in_process``      chunks run in this process (threads): handed over as objects,
+                         never pickled
+``can_keep_open``        ``keep_open()``/``allow_close()`` hold a ``shutdown(wait=False)``
+                         back until the run has resent the items a budgeted chunk handed
+                         back; only then do chunks get a time budget
+``on_this_machine``      the workers share this machine's cores, so a favourable bound
+                         read from this machine may rule a pool out early
+``workers_share_files``  the workers can open a file this process writes (shared
+                         memory): a large ``fn`` then travels once per worker
+                         (``_fn_transport``), else with every chunk
+``fastest_start_s``      the least starting a worker can cost here: that bound's start
+``read_facts()``         the facts of where the workers run when the backend knows them
+                         itself (a cluster, threads); ``None``: this machine's facts with
+                         the backend's start method (``_machine.facts_for``)
+=======================  ===============================================================
 
 ``InFlight`` is the bookkeeping the executor-backed backends share: the calls in flight and
 the resubmit when a pool is found broken.
@@ -49,6 +52,12 @@ class Backend(Protocol):
     @property
     def on_this_machine(self) -> bool:
         """The workers run on this machine's cores (not on a cluster)."""
+        ...
+
+    @property
+    def workers_share_files(self) -> bool:
+        """The workers can open files this process writes in shared memory (processes on
+        this machine): a large ``fn`` can reach each of them once (``_fn_transport``)."""
         ...
 
     @property

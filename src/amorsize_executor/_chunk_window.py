@@ -35,10 +35,11 @@ from typing import Any, TypeVar
 from . import _chunk_io
 from ._backend import Backend
 from ._chunk_io import ChunkOutcome
-from ._chunk_worker import ChunkPayload, ChunkResult, dumps_callable
+from ._chunk_worker import ChunkPayload, ChunkResult
 from ._errors import (
     WorkerCrashedError,
 )
+from ._fn_for_workers import FnForWorkers
 from ._input import Source
 from ._steering import Steering
 
@@ -141,6 +142,8 @@ class ChunkWindow:
         backend: where chunks run.
         budgets: chunks get a time budget (the user fixed no chunk size and the backend
             ``can_keep_open`` until handed-back items are resent).
+        fn_for_workers: ``fn`` as the chunks carry it (in each, or once per worker); by
+            default pickled into every chunk.
         deadline_s: ``monotonic()`` value after which waiting raises ``TimeoutError``.
         monotonic: the clock of ``deadline_s``.
     """
@@ -154,8 +157,10 @@ class ChunkWindow:
         budgets: bool,
         deadline_s: float | None,
         monotonic: Callable[[], float] = time.monotonic,
+        fn_for_workers: FnForWorkers | None = None,
     ) -> None:
         self._fn = fn
+        self._fn_for_workers = fn_for_workers or FnForWorkers(fn)
         self._source = source
         self._backend = backend
         self._in_process = backend.runs_in_process
@@ -173,7 +178,6 @@ class ChunkWindow:
         self.in_flight_items = 0
         self.error: BaseException | None = None
         self.error_index = -1
-        self.fn_bytes: bytes | None = None
         self.chunksizes: list[int] = []
         self.busy_s = 0.0
         """Compute seconds the workers reported for the chunks read."""
@@ -253,8 +257,7 @@ class ChunkWindow:
             budget_s, check_every = self._chunk_budget(len(items))
             payload = ChunkPayload(b"", b"", budget_s, check_every, fn=self._fn, items=items)
             return self._send(first_index, items, payload)
-        if self.fn_bytes is None:
-            self.fn_bytes = dumps_callable(self._fn)
+        fn_bytes, fn_ref = self._fn_for_workers.for_chunk()
         items, items_bytes, error = _chunk_io.pickle_items(first_index, items)
         if error is not None:
             self.set_error(error, error.index)
@@ -262,7 +265,9 @@ class ChunkWindow:
                 return None
         budget_s, check_every = self._chunk_budget(len(items))
         return self._send(
-            first_index, items, ChunkPayload(self.fn_bytes, items_bytes, budget_s, check_every)
+            first_index,
+            items,
+            ChunkPayload(fn_bytes, items_bytes, budget_s, check_every, fn_ref=fn_ref),
         )
 
     def _send(

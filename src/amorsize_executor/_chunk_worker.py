@@ -21,6 +21,7 @@ from typing import Any
 import cloudpickle
 
 from ._errors import UnpicklableExceptionError
+from ._fn_transport import FnRef, forget_ended, load_shipped
 from ._worker_streams import enable_crash_reports
 
 THREAD_ENV_VARS = (
@@ -143,6 +144,9 @@ class ChunkPayload:
     ``items`` too, neither pickled, so closures share this process's state and items need
     not be picklable. ``None`` for worker processes."""
     items: list[tuple[Any, ...]] | None = None
+    fn_ref: FnRef | None = None
+    """For a large ``fn``: where the worker loads it from, once, instead of ``fn_bytes``
+    (empty then; see ``_fn_transport``)."""
 
 
 @dataclass(frozen=True)
@@ -191,7 +195,7 @@ def run_chunk(payload: ChunkPayload, clock: Callable[[], float] | None = None) -
 
     now = time.perf_counter if clock is None else clock
     in_process = payload.fn is not None
-    fn = payload.fn if payload.fn is not None else cloudpickle.loads(payload.fn_bytes)
+    fn = payload.fn if payload.fn is not None else _load_fn(payload)
     items: list[tuple[Any, ...]] = (
         payload.items if payload.items is not None else cloudpickle.loads(payload.items_bytes)
     )
@@ -294,6 +298,16 @@ def _results_to_send(
     )
     results = results[:offset]
     return results, cloudpickle.dumps(results), failure
+
+
+def _load_fn(payload: ChunkPayload) -> Callable[..., Any]:
+    """The chunk's ``fn``: loaded once per worker and ``map()`` when it is large, else
+    unpickled from the chunk; drops cached large ones whose ``map()`` has ended."""
+    if payload.fn_ref is not None:
+        return load_shipped(payload.fn_ref)
+    forget_ended()
+    fn: Callable[..., Any] = cloudpickle.loads(payload.fn_bytes)
+    return fn
 
 
 def call_pickled(fn_bytes: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -7,14 +7,15 @@ hand-built inputs, with no timing in them.
 The prediction for ``w`` workers and chunks of ``k`` items, for ``n`` remaining items::
 
     parallel_s = start_s(w) + cold_s + roundtrip_s + max(parent_s, worker_s)
-    parent_s   = n * (pickle_s + transfer_s) + ceil(n / k) * task_roundtrip_s
-    worker_s   = max(ceil(ceil(n / k) / w) * k * (compute_s + pickle_s),     # chunk rounds
-                     (n * (compute_s * cpu_share + pickle_s) + parent_s)      # CPU ceiling
-                     / usable_cores)
+    parent_s   = n * (pickle_s + transfer_s) + ceil(n / k) * task_roundtrip_s + fn_s(n/k, 1)
+    worker_s   = max(r * k * (compute_s + pickle_s) + fn_s(r, 1),   # r = ceil(ceil(n / k) / w)
+                     (n * (compute_s * cpu_share + pickle_s) + parent_s + fn_s(n/k, w))
+                     / usable_cores)                                  # chunk rounds, CPU ceiling
     serial_s   = n * compute_s
 
 ``cold_s`` is what each fresh worker's own first call takes beyond a warm one (imports,
 caches: the probe's cold first call shows it); the workers pay it at once, so it counts once.
+``fn_s(chunks, workers)``: moving ``fn`` itself, in each chunk or once per worker (``_fn_cost``).
 ``parent_s`` is what the one parent process must do for every item and chunk (pickle, move
 bytes, dispatch); ``worker_s`` counts whole rounds of chunks, which is where the imbalance of
 the last chunks shows, and never lets the work go faster than the usable cores allow, the
@@ -30,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+from ._fn_cost import fn_shipping_s
 from ._records import Plan, SystemFacts, WorkMeasurements
 from ._serial_reasons import best_pool_reason, floor_reason, with_unknown_length
 
@@ -161,12 +163,12 @@ def predict_parallel_s(
     n_chunks = math.ceil(n_items / chunksize)
     transfer_s = (m.item_bytes + m.result_bytes) / facts.ipc_bytes_per_s
     parent_s = n_items * (m.pickle_s_per_item + transfer_s) + n_chunks * facts.task_roundtrip_s
+    parent_s += fn_shipping_s(facts, m, n_chunks, 1)
     rounds = math.ceil(n_chunks / n_workers)
-    per_item_worker_s = m.wall_s_per_item + m.pickle_s_per_item
-    rounds_s = rounds * min(chunksize, n_items) * per_item_worker_s
-    cpu_ceiling_s = (
-        n_items * (m.wall_s_per_item * effective_cpu_share(m) + m.pickle_s_per_item) + parent_s
-    )
+    rounds_s = rounds * min(chunksize, n_items) * (m.wall_s_per_item + m.pickle_s_per_item)
+    rounds_s += fn_shipping_s(facts, m, rounds, 1)
+    cpu_ceiling_s = parent_s + fn_shipping_s(facts, m, n_chunks, n_workers)
+    cpu_ceiling_s += n_items * (m.wall_s_per_item * effective_cpu_share(m) + m.pickle_s_per_item)
     worker_s = max(rounds_s, cpu_ceiling_s / n_usable_cores)
     return (
         predict_start_s(facts, n_workers)
@@ -188,6 +190,7 @@ def parallel_floor_s(facts: SystemFacts, measurements: WorkMeasurements, n_items
         + predict_cold_first_call_s(facts, m)
         + facts.task_roundtrip_s
         + n_items * (m.pickle_s_per_item + transfer_s)
+        + fn_shipping_s(facts, m, 1, 1)
     )
 
 

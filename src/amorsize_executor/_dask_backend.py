@@ -155,6 +155,9 @@ class DaskBackend:
     """A cluster's workers outlive this client: there is no close to hold back, so chunks get
     no time budget (``keep_open``/``allow_close`` do nothing)."""
     on_this_machine = False
+    workers_share_files = False
+    """A cluster's workers may be on other machines: a file here may not reach them, so a
+    large ``fn`` travels with every chunk."""
     fastest_start_s = 0.0
     """The cluster's workers run already (its operator starts them): starting costs nothing."""
 

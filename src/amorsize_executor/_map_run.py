@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
-from . import _cost_model, _probe
+from . import _cost_model, _fn_cost, _probe, _serial_watch
 from ._backend import Backend
 from ._chunk_window import ChunkWindow
+from ._fn_for_workers import FnForWorkers
 from ._input import Source
 from ._planning import PlanLimits, Planner
 from ._records import Plan, RunOutcome, SystemFacts, WorkMeasurements
@@ -98,17 +99,19 @@ class MapRun:
         self._publish_plan = publish_plan
         self._clocks = clocks
         self._ready: deque[Any] = deque()
+        self._fn_for_workers = _fn_for_workers(fn, backend)
         self._window = ChunkWindow(
             fn,
             source,
             backend,
+            fn_for_workers=self._fn_for_workers,
             # Budgets need the backend to stay open until handed-back items are resent.
             budgets=options.chunksize is None and backend.can_keep_open,
             deadline_s=options.deadline_s,
             monotonic=clocks.monotonic,
         )
         self._planner = Planner(
-            fn,
+            self._fn_for_workers,
             source,
             PlanLimits(
                 max_workers=options.max_workers,
@@ -178,11 +181,9 @@ class MapRun:
         self._make_plan(measurements, exhausted=source.exhausted)
 
     def _make_plan(self, measurements: WorkMeasurements, *, exhausted: bool) -> None:
-        plan, fn_bytes = self._planner.first_plan(
+        plan = self._planner.first_plan(
             measurements, exhausted=exhausted, failed=self._window.error is not None
         )
-        if fn_bytes is not None:
-            self._window.fn_bytes = fn_bytes
         self._set_plan(plan)
         logger.debug("map() plan:\n%s", plan.explain())
         if plan.mode == "parallel":
@@ -217,6 +218,8 @@ class MapRun:
             on_timed=self._on_serial_timed,
             wall_clock=self._clocks.wall,
             cpu_clock=self._clocks.cpu,
+            # The clock check of this serial run; none once a pool lost to it.
+            watch=None if self._fell_back else _serial_watch_of(self._plan),
         )
         return self._serial.segments(stopped=lambda: window.error is not None)
 
@@ -236,12 +239,9 @@ class MapRun:
             fell_back=self._fell_back,
         ):
             return False
-        switch = self._planner.plan_switch(self._plan, wall_s_per_item, cpu_s_per_item)
-        if switch is None:
+        plan = self._planner.plan_switch(self._plan, wall_s_per_item, cpu_s_per_item)
+        if plan is None:
             return False
-        plan, fn_bytes = switch
-        if fn_bytes is not None:
-            self._window.fn_bytes = fn_bytes
         self._switched = True
         self._set_plan(plan)
         logger.debug("map() switched to parallel:\n%s", plan.explain())
@@ -364,6 +364,7 @@ class MapRun:
             # Before the backend is released: a deferred close would take the pool away.
             self._backend.terminate_workers()
         window.stop_keeping_backend_open()
+        self._fn_for_workers.release()
         self._source.close()
         if self._options.on_finish is not None:
             self._options.on_finish()
@@ -434,6 +435,25 @@ class ResultIterator(chain):  # type: ignore[type-arg]
         """Stop: cancel what is pending and read no more input."""
         self.segments.close()
         self.finalizer()
+
+
+def _fn_for_workers(fn: Callable[..., Any], backend: Backend) -> FnForWorkers:
+    """``fn`` pickled once for the run's chunks: in each, or once per worker when large and
+    the backend's workers can share a file."""
+    share_files = backend.workers_share_files
+    return FnForWorkers(
+        fn,
+        once_per_worker=lambda n_bytes: _fn_cost.fn_travels_once_per_worker(
+            n_bytes, workers_share_files=share_files
+        ),
+    )
+
+
+def _serial_watch_of(plan: Plan) -> _serial_watch.SerialWatch:
+    """The clock check of a serial run held to ``plan``'s per-item time."""
+    return _serial_watch.SerialWatch(
+        plan.measurements.wall_s_per_item, _serial_watch.overshoot_margin_s(plan.facts)
+    )
 
 
 def _after_shutdown_message(buffersize: int | None) -> str:

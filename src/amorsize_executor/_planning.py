@@ -8,7 +8,11 @@ without running), so both decide alike.
                  ──► read_facts() ──► _cost_model.plan_map
                  ──► parallel but fn cannot be pickled ──► serial (when allowed) or raise
 
-Facade layer: it reads facts only through the ``read_facts`` callable it is handed.
+``fn``'s pickled size counts in the plan once the cheap bound leaves a pool possible
+(``FnForWorkers.with_size``). A serial plan over an input of unknown length that only the
+pool's start keeps serial starts workers in the background (``start_workers_for_stream``).
+
+Run layer: it reads facts only through the ``read_facts`` callable it is handed.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from . import _cost_model, _steering, _system_facts
-from ._chunk_worker import dumps_callable
+from . import _cost_model, _early_start, _system_facts
+from ._fn_for_workers import FnForWorkers
 from ._input import Source
 from ._records import Plan, SystemFacts, WorkMeasurements
 
@@ -42,7 +46,8 @@ class Planner:
     """Plans (and re-plans) one ``map()`` over ``source``.
 
     Args:
-        fn: the function (its picklability is part of the plan).
+        fn: the function as its chunks carry it (its picklability and size are part of
+            the plan).
         source: the input (how much was pulled and is left).
         limits: the user's settings.
         read_facts: the facts of where the workers run (read only when needed).
@@ -53,7 +58,7 @@ class Planner:
 
     def __init__(
         self,
-        fn: Callable[..., object],
+        fn: FnForWorkers,
         source: Source,
         limits: PlanLimits,
         *,
@@ -73,13 +78,13 @@ class Planner:
 
     def start_workers_early(self, fastest_call_s: float, its_cpu_s: float, n_timed: int) -> None:
         """Start the pool while the probe goes on when its first calls already say the job
-        is long and CPU-bound (see ``_steering.workers_to_start_early``); once at most.
+        is long and CPU-bound (see ``_early_start.workers_to_start_early``); once at most.
         The probe's ``after_timed_call``."""
         if self._started_early or self._prepare is None:
             return
 
         def workers_for(n_cores: int) -> int:
-            return _steering.workers_to_start_early(
+            return _early_start.workers_to_start_early(
                 fastest_call_s=fastest_call_s,
                 its_cpu_s=its_cpu_s,
                 n_calls_timed=n_timed,
@@ -106,10 +111,8 @@ class Planner:
             except Exception as exc:  # a guess only: the plan starts what it needs
                 logger.debug("early start failed (%s); the plan decides", exc)
 
-    def first_plan(
-        self, measurements: WorkMeasurements, *, exhausted: bool, failed: bool
-    ) -> tuple[Plan, bytes | None]:
-        """The plan after the probe, and ``fn`` pickled when the plan sends it to workers.
+    def first_plan(self, measurements: WorkMeasurements, *, exhausted: bool, failed: bool) -> Plan:
+        """The plan after the probe; ``fn`` is pickled when the plan sends it to workers.
 
         ``exhausted``: the probe read the whole input; ``failed``: an error already ends
         the stream (nothing is left to plan for).
@@ -132,10 +135,9 @@ class Planner:
             plan = self._plan_reading_facts_if_needed(
                 measurements, remaining, serial_allowed=limits.serial_allowed
             )
-        fn_bytes = None
         if plan.mode == "parallel" and not failed and not exhausted and not self._in_process:
             try:
-                fn_bytes = dumps_callable(self._fn)
+                self._fn.ensure()
             except Exception as exc:
                 if not limits.serial_allowed:
                     raise
@@ -150,13 +152,13 @@ class Planner:
                         f"fn cannot be pickled ({exc}): it runs in the calling process",
                     ),
                 )
-        return plan, fn_bytes
+        return plan
 
     def plan_switch(
         self, plan: Plan, wall_s_per_item: float, cpu_s_per_item: float
-    ) -> tuple[Plan, bytes | None] | None:
+    ) -> Plan | None:
         """Re-plan a serial run with what it has measured: the parallel plan to switch to
-        (and ``fn`` pickled, unless threads run it), or ``None`` to stay serial."""
+        (``fn`` pickled, unless threads run it), or ``None`` to stay serial."""
         measurements = replace(
             plan.measurements, wall_s_per_item=wall_s_per_item, cpu_s_per_item=cpu_s_per_item
         )
@@ -164,11 +166,11 @@ class Planner:
         remaining = source.n_remaining if source.n_total is not None else None
         new = self._plan_reading_facts_if_needed(measurements, remaining, serial_allowed=True)
         if new.mode != "parallel":
+            self.start_workers_for_stream(new)
             return None
-        fn_bytes = None
         if not self._in_process:
             try:
-                fn_bytes = dumps_callable(self._fn)
+                self._fn.ensure()
             except Exception:
                 return None
         new = replace(
@@ -178,7 +180,45 @@ class Planner:
                 "switched from serial: the running measurements show a pool now wins",
             ),
         )
-        return new, fn_bytes
+        return new
+
+    def start_workers_for_stream(self, plan: Plan) -> None:
+        """Input of unknown length, kept serial only by the pool's start cost: start the
+        workers in the background now, so the next re-plan finds them warm
+        (``_early_start.workers_to_prestart_for_stream``); once per run."""
+        if (
+            self._started_early
+            or self._prepare is None
+            or self._source.n_total is not None
+            or self._in_process
+        ):
+            return
+
+        def workers_for(facts: SystemFacts) -> int:
+            return _early_start.workers_to_prestart_for_stream(
+                facts,
+                plan.measurements,
+                n_items_assumed=plan.n_items_assumed,
+                max_workers=self._limits.max_workers,
+            )
+
+        facts = plan.facts
+        n_workers = workers_for(facts)
+        if n_workers and not facts.was_read:
+            # Decided on the most favourable bound so far: confirm on the machine's facts.
+            try:
+                facts = self._read_facts()
+            except Exception as exc:
+                logger.debug("stream prestart skipped: facts unreadable (%s)", exc)
+                return
+            n_workers = workers_for(facts)
+        if n_workers:
+            self._started_early = True
+            logger.debug("starting %d worker(s) while the serial stream goes on", n_workers)
+            try:
+                self._prepare(n_workers)
+            except Exception as exc:  # a guess only: the next re-plan starts what it needs
+                logger.debug("stream prestart failed (%s)", exc)
 
     def _plan_with(
         self,
@@ -218,6 +258,9 @@ class Planner:
             )
             if bound.mode == "serial":
                 return bound
+        if not self._in_process:
+            # Only now is fn pickled to count its size: most small jobs never get here.
+            measurements = self._fn.with_size(measurements)
         return self._plan_with(
             self._read_facts(), measurements, remaining, serial_allowed=serial_allowed
         )

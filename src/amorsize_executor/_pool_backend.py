@@ -186,6 +186,9 @@ class PoolBackend:
     runs_in_process = False
     can_keep_open = True
     on_this_machine = True
+    workers_share_files = True
+    """The workers run on this machine: a large ``fn`` can reach them through a shared-memory
+    file, once each (see ``_fn_transport``)."""
 
     def read_facts(self) -> SystemFacts | None:
         """``None``: the workers run on this machine, whose facts ``_machine`` reads."""

@@ -153,6 +153,14 @@ class WorkMeasurements:
     """Seconds the first call took beyond a warm one, when a later call showed it was cold
     (imports, caches, lazy set-up); left out of the per-item figures. A worker started
     afresh pays about this much again on its own first call."""
+    fn_bytes_per_chunk: float = 0.0
+    """Pickled size of ``fn`` where it travels inside every chunk (a small ``fn``)."""
+    fn_bytes_per_worker: float = 0.0
+    """Pickled size of a large ``fn`` that each worker unpickles once (see ``_fn_transport``),
+    its large buffers excluded."""
+    fn_mapped_bytes: float = 0.0
+    """Large buffers inside ``fn`` (numpy arrays' data), written once to shared memory and
+    memory-mapped by each worker."""
 
     @property
     def cpu_share(self) -> float:

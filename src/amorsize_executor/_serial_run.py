@@ -6,21 +6,29 @@
                                                                    │ False
                rest of the batch ──► map(fn, items) at C speed  (fast calls, no progress)
                                  └─► checked loop: the first exception ends the stream
+               ... in parts of bounded predicted time (``_serial_watch``): a look at the
+                   clock between two parts; a run behind its prediction ends the batch, so
+                   the next batch's timed calls re-plan
 
 ``SerialRun`` is handed the function, the input, the figures it needs and two clocks (wall,
-CPU; injectable); it never reads the run's state, and tells the run what happened through
-``delivered`` and ``on_timed``.
+CPU; injectable: the clock check reads the wall clock); it never reads the run's state, and
+tells the run what happened through ``delivered`` and ``on_timed``.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from itertools import repeat, starmap
 from typing import Any
 
 from . import _probe
 from ._input import Source
+from ._records import format_seconds
+from ._serial_watch import SerialWatch
+
+logger = logging.getLogger("amorsize_executor")
 
 STRICT_SERIAL_S = 2e-6
 """Serial calls slower than this run through a Python loop that ends the stream for good at
@@ -65,6 +73,8 @@ class SerialRun:
             group, before the bulk of its batch runs; returns True when a pool took over
             (this run then ends).
         wall_clock, cpu_clock: the clocks the timed groups read.
+        watch: the clock check of the rest of each batch (``_serial_watch.SerialWatch``),
+            or ``None`` for none (after a pool lost to serial).
     """
 
     def __init__(
@@ -79,6 +89,7 @@ class SerialRun:
         on_timed: Callable[[float, float, int], bool],
         wall_clock: Callable[[], float] = time.perf_counter,
         cpu_clock: Callable[[], float] = time.process_time,
+        watch: SerialWatch | None = None,
     ) -> None:
         self._fn = fn
         self._source = source
@@ -89,6 +100,7 @@ class SerialRun:
         self._on_timed = on_timed
         self._wall_clock = wall_clock
         self._cpu_clock = cpu_clock
+        self._watch = watch
         self.failed = False
         """An exception ended the stream inside a checked loop: nothing more may follow."""
         self.n_checked = 0
@@ -151,25 +163,63 @@ class SerialRun:
                 and self._on_timed(per_item_s, timed_cpu_s / n_timed, n_batch)
             ):
                 return
-            n_rest = n_batch - n_timed
-            if n_rest > 0 and not source.exhausted:
-                if progress is None and per_item_s < STRICT_SERIAL_S:
-                    # C speed: no Python code per item (see STRICT_SERIAL_S for the cost).
-                    single = source.single_batch(n_rest)
-                    if single is not None:
-                        yield map(fn, single[0])
-                        self._delivered(single[1])
-                    else:
-                        bare = source.bare_batch(n_rest)
-                        if bare is not None:
-                            yield map(fn, bare)
-                        else:
-                            yield starmap(fn, source.batch(n_rest))
-                        self._delivered(source.settle_batch(n_rest))
+            if self._watch is not None and n_timed:
+                # Timed alone (no consumer in between): the rate the parts are held to.
+                self._watch.rebase(per_item_s)
+            yield from self._rest_of_batch(n_batch - n_timed, per_item_s)
+            if self.failed:
+                return
+
+    def _rest_of_batch(
+        self, n_rest: int, per_item_s: float
+    ) -> Generator[Iterable[Any], None, None]:
+        """The batch's calls after its timed group, in parts of bounded predicted time with
+        a look at the clock between two (``_serial_watch``): a slow stretch is seen there,
+        and ends the batch early. Stops after an exception (``failed``)."""
+        fn, source, watch, perf = self._fn, self._source, self._watch, self._wall_clock
+        while n_rest > 0 and not source.exhausted:
+            n_part = n_rest if watch is None else min(n_rest, watch.check_items())
+            n_rest -= n_part
+            part_started_s, n_pulled_before = perf(), source.n_pulled
+            if self._on_progress is None and per_item_s < STRICT_SERIAL_S:
+                # C speed: no Python code per item (see STRICT_SERIAL_S for the cost).
+                single = source.single_batch(n_part)
+                if single is not None:
+                    yield map(fn, single[0])
+                    self._delivered(single[1])
                 else:
-                    yield self._checked_calls(n_rest)
-                    if self.failed:
-                        return
+                    bare = source.bare_batch(n_part)
+                    if bare is not None:
+                        yield map(fn, bare)
+                    else:
+                        yield starmap(fn, source.batch(n_part))
+                    self._delivered(source.settle_batch(n_part))
+            else:
+                yield self._checked_calls(n_part)
+                if self.failed:
+                    return
+            if watch is not None and self._behind_prediction(
+                watch, perf() - part_started_s, source.n_pulled - n_pulled_before
+            ):
+                # A new batch starts here: its timed calls measure fn alone (a part's time
+                # includes the consumer's) and re-plan on them.
+                return
+
+    def _behind_prediction(self, watch: SerialWatch, elapsed_s: float, n_items: int) -> bool:
+        """Count a part's time; whether the run is behind its prediction by more than the
+        watch's margin (the watch then starts over)."""
+        stretch_s_per_item = watch.observe(elapsed_s, n_items)
+        if stretch_s_per_item is None or self._source.exhausted:
+            return False
+        logger.debug(
+            "serial run %s behind its prediction after %d items (%s per item lately): "
+            "timing the next calls to re-plan",
+            format_seconds(watch.excess_s),
+            self._source.n_pulled,
+            format_seconds(stretch_s_per_item),
+        )
+        watch.rebase(watch.s_per_item)
+        return True
 
     def _checked_calls(self, n_items: int) -> Iterator[Any]:
         """Up to ``n_items`` serial results; the first exception ends the whole stream."""

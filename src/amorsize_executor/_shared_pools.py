@@ -232,6 +232,8 @@ class SharedPoolHandle:
     runs_in_process = False
     can_keep_open = True
     on_this_machine = True
+    workers_share_files = True
+    """The shared workers are this machine's processes, as a ``PoolBackend``'s."""
 
     def read_facts(self) -> SystemFacts | None:
         """``None``: the shared workers run on this machine, whose facts ``_machine`` reads."""

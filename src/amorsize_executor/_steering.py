@@ -223,55 +223,6 @@ def pool_is_losing(
     return parent_s_per_item > serial_s_per_item * (1 + PARALLEL_MARGIN)
 
 
-PRESTART_MIN_SERIAL_S = 0.25
-"""Workers are started while the probe is still running only when its first calls say the
-rest of the input would take at least this long serially: then a pool is all but certain,
-and its start (10-25 ms with fork here, 70-350 ms with loky's default) overlaps the probe
-instead of following it. Below this, a wrong guess would cost a short job its start."""
-
-
-PRESTART_MIN_CALL_S = 1e-3
-"""Nor unless the first call took this long, when it is the only one timed so far. A first
-call is the slowest (cold caches, lazy imports), and a fast one says little: 2 µs for a
-call that then runs at 0.1 µs made 200,000 trivial items look like 0.4 s of work and
-started a pool for a 20 ms job."""
-
-PRESTART_MIN_WARM_CALL_S = 1e-4
-"""Or the faster of the first two timed calls took this long: a second call is past the
-one-off costs of the first, so a tenth of a millisecond (500 times a trivial call here) is
-a safe sign of real work. It lets jobs of sub-millisecond calls start their workers during
-the probe too (a 0.2 ms call: the pool forks about 3 ms earlier)."""
-
-
-def workers_to_start_early(
-    *,
-    fastest_call_s: float,
-    its_cpu_s: float,
-    n_calls_timed: int,
-    n_items_left: int | None,
-    n_usable_cores: int,
-    max_workers: int | None,
-) -> int:
-    """How many workers to start during the probe (0: wait for the plan), from the fastest
-    of the first ``n_calls_timed`` calls (one or two) and its CPU seconds.
-
-    Only for CPU-bound calls over an input of known length that is long by
-    ``PRESTART_MIN_SERIAL_S``, and calls that are not trivial (``PRESTART_MIN_CALL_S`` for
-    a lone first call, ``PRESTART_MIN_WARM_CALL_S`` for the faster of two): such work gets
-    one worker per usable core, so the guess matches the plan; waiting-bound work's worker
-    count depends on figures the probe has not measured yet.
-    """
-    min_call_s = PRESTART_MIN_CALL_S if n_calls_timed < 2 else PRESTART_MIN_WARM_CALL_S
-    if n_items_left is None or fastest_call_s < min_call_s or n_usable_cores < 2:
-        return 0
-    if n_items_left * fastest_call_s < PRESTART_MIN_SERIAL_S:
-        return 0
-    if its_cpu_s / fastest_call_s < CPU_BOUND_SHARE:
-        return 0
-    n_workers = min(n_usable_cores, n_items_left)
-    return n_workers if max_workers is None else min(n_workers, max_workers)
-
-
 class Steering:
     """The running estimate, chunk size and window of one plan.
 

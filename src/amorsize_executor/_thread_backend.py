@@ -157,6 +157,8 @@ class ThreadBackend:
     """``map()`` hands chunks over as objects: nothing is pickled (see ``ChunkPayload.fn``)."""
     can_keep_open = True
     on_this_machine = True
+    workers_share_files = False
+    """Nothing is shipped to a thread: ``fn`` is handed over as the object itself."""
     fastest_start_s = THREAD_START_S
     """A thread's start (an estimate, as in ``read_facts``): warm or not, the bound starts
     where the real facts do."""

@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .. import _probe, _system_facts
+from .. import _fn_cost, _probe, _system_facts
 from .._executor import AdaptiveProcessPoolExecutor
+from .._fn_for_workers import FnForWorkers
 from .._input import Source
 from .._planning import PlanLimits, Planner
 from .._records import Plan, format_seconds
@@ -274,8 +275,15 @@ def _plan_job(
     outcome = _probe.probe(fn, source)
     if outcome.error is not None:
         return _JobResult(None, len(outcome.results), outcome.error)
-    planner = Planner(
+    # A new executor's pool is processes on this machine: a large fn would go once to each.
+    fn_for_workers = FnForWorkers(
         fn,
+        once_per_worker=lambda n_bytes: _fn_cost.fn_travels_once_per_worker(
+            n_bytes, workers_share_files=True
+        ),
+    )
+    planner = Planner(
+        fn_for_workers,
         source,
         PlanLimits(
             max_workers=args.max_workers,
@@ -291,9 +299,7 @@ def _plan_job(
         fastest_start_s=_system_facts.fastest_start_prior_s,
     )
     try:
-        plan, _ = planner.first_plan(
-            outcome.measurements, exhausted=outcome.exhausted, failed=False
-        )
+        plan = planner.first_plan(outcome.measurements, exhausted=outcome.exhausted, failed=False)
     except Exception as exc:  # fn cannot be pickled and must not run here (--isolate)
         return _JobResult(None, len(outcome.results), exc)
     return _JobResult(plan, len(outcome.results), None)

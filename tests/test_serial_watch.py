@@ -1,0 +1,215 @@
+"""Serial plans are checked against the clock: the pure detector with injected numbers, and
+a serial run over a scripted clock (``RunClocks``, the serial runner's wall clock) whose slow
+stretch comes after the probe and the last re-plan by item count."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pytest
+
+from amorsize_executor import _early_start
+from amorsize_executor import _serial_watch as sw
+from amorsize_executor._input import Source
+from amorsize_executor._map_run import MapOptions, MapRun, RunClocks
+from amorsize_executor._records import Plan, SystemFacts
+
+from .conftest import make_facts
+from .fakes import FakeBackend
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_batches_on_time_never_trigger_and_build_no_credit() -> None:
+    watch = sw.SerialWatch(s_per_item=1e-3, margin_s=0.05)
+    for _ in range(1000):
+        assert watch.observe(4e-3, 5) is None  # faster than predicted: no credit kept
+    assert watch.excess_s == 0.0
+    # A stretch of 50 ms calls, one in five: seen within the first two slow calls.
+    assert watch.observe(0.054, 5) is None
+    rate = watch.observe(0.054, 5)
+    assert rate == pytest.approx(0.108 / 10)
+
+
+def test_the_stretch_rate_is_not_diluted_by_the_fast_start() -> None:
+    watch = sw.SerialWatch(s_per_item=2e-4, margin_s=0.03)
+    for _ in range(54):
+        assert watch.observe(1e-3, 5) is None  # 270 calls on time
+    rate = watch.observe(0.0508, 5)
+    assert rate == pytest.approx(0.0508 / 5)
+
+
+def test_a_rebased_watch_predicts_the_new_rate() -> None:
+    watch = sw.SerialWatch(s_per_item=1e-3, margin_s=0.01)
+    rate = watch.observe(0.02, 2)
+    assert rate == pytest.approx(0.01)
+    watch.rebase(0.01)
+    assert watch.observe(0.02, 2) is None
+    assert watch.check_items() == 1
+
+
+def test_check_items_bound_the_predicted_time_between_two_looks() -> None:
+    assert sw.serial_check_items(2e-4) == int(sw.SERIAL_CHECK_S / 2e-4)
+    assert sw.serial_check_items(1.0) == 1
+    assert sw.serial_check_items(0.0) > 10**6
+    assert sw.overshoot_margin_s(make_facts(worker_start_s=0.2)) == 0.2
+    assert sw.overshoot_margin_s(make_facts(worker_start_s=0.0)) == sw.SERIAL_OVERSHOOT_MIN_S
+
+
+class ScriptedClock:
+    """Time that moves only when ``late_slow`` says a call took time (wall and CPU alike:
+    the calls compute)."""
+
+    def __init__(self) -> None:
+        self.now_s = 1000.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def run_map(
+    fn: Callable[[int], int],
+    items: Iterable[int],
+    backend: FakeBackend,
+    clock: ScriptedClock,
+    *,
+    read_facts: Callable[[FakeBackend], SystemFacts],
+    local_machine: bool,
+) -> tuple[list[Any], Plan]:
+    """One ``map()`` as the executor wires it, every clock of the run the scripted one."""
+    plans: list[Plan] = []
+    run = MapRun(
+        fn,
+        Source((items,)),
+        backend=backend,
+        read_facts=read_facts,  # type: ignore[arg-type]
+        options=MapOptions(
+            max_workers=None,
+            chunksize=None,
+            buffersize=None,
+            deadline_s=None,
+            serial_allowed=True,
+            drain_on_shutdown=True,
+            local_machine=local_machine,
+        ),
+        publish_plan=plans.append,
+        clocks=RunClocks(wall=clock, cpu=clock, monotonic=clock),
+    )
+    run.start()
+    results = list(run.results())
+    return results, plans[-1]
+
+
+def late_slow(clock: ScriptedClock, x: int) -> int:
+    """0.2 ms calls, except one in five of the last 30 of 300, which take 50 ms."""
+    clock.now_s += 0.05 if x >= 270 and x % 5 == 0 else 2e-4
+    return 2 * x
+
+
+def test_a_slow_stretch_after_the_last_count_replan_is_caught_within_a_few_items(
+    fake_backend: FakeBackend,
+) -> None:
+    clock = ScriptedClock()
+    # 300 calls of 0.2 ms (60 ms) are not worth a 30 ms start on 4 cores: the plan is serial.
+    facts = make_facts(worker_start_s=0.03, task_roundtrip_s=2e-4, ipc_bytes_per_s=5e8)
+    fn = functools.partial(late_slow, clock)
+    results, plan = run_map(
+        fn, range(300), fake_backend, clock, read_facts=lambda _: facts, local_machine=False
+    )
+    assert results == [2 * x for x in range(300)]
+    assert plan is not None and plan.outcome is not None
+    assert plan.outcome.switched_to_parallel
+    dispatched = sorted(args[0] for args in fake_backend.items_dispatched)
+    # The first slow call is item 270. The part holding it puts the run behind; the next
+    # batch's first 8 calls, timed alone (270-282 hold three slow ones), confirm it and the
+    # re-plan sends the rest to the pool.
+    assert 270 < dispatched[0] <= 285
+    assert dispatched == list(range(dispatched[0], 300))
+
+
+def test_without_the_watch_the_late_stretch_runs_serially(fake_backend: FakeBackend) -> None:
+    """The same job with the serial runner's clock check off (as after a pool lost): no
+    re-plan by item count falls in the last 30 items, so the slow ones all run here."""
+    clock = ScriptedClock()
+    facts = make_facts(worker_start_s=0.03, task_roundtrip_s=2e-4, ipc_bytes_per_s=5e8)
+    fn = functools.partial(late_slow, clock)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sw, "SerialWatch", lambda *a, **k: NeverBehind())
+        results, plan = run_map(
+            fn, range(300), fake_backend, clock, read_facts=lambda _: facts, local_machine=False
+        )
+    assert results == [2 * x for x in range(300)]
+    assert plan.outcome is not None and not plan.outcome.switched_to_parallel
+    assert fake_backend.items_dispatched == []
+
+
+class NeverBehind(sw.SerialWatch):
+    """A watch whose run is never behind: one part per batch, as before the watch."""
+
+    def __init__(self) -> None:
+        super().__init__(s_per_item=0.0, margin_s=float("inf"))
+
+    def observe(self, elapsed_s: float, n_items: int) -> float | None:
+        return None
+
+
+# -- streams: workers started in the background -------------------------------------------
+
+
+def test_a_stream_kept_serial_only_by_the_start_cost_starts_workers() -> None:
+    from amorsize_executor import _cost_model as cm
+
+    from .conftest import make_measurements
+
+    prestart = _early_start.workers_to_prestart_for_stream
+
+    facts = make_facts(worker_start_s=0.05, task_roundtrip_s=2e-4, ipc_bytes_per_s=5e8)
+    work = make_measurements(wall_s_per_item=1e-3, cpu_s_per_item=1e-3)
+    # 64 more items of 1 ms: serial, since four workers take 0.125 s to start; warm, a pool
+    # wins, and 64 ms of serial work leaves time for a 50 ms start.
+    assert cm.plan_map(facts, work, n_items=None, n_items_lower_bound=64).mode == "serial"
+    assert prestart(facts, work, n_items_assumed=64, max_workers=None) == 4
+    assert prestart(facts, work, n_items_assumed=64, max_workers=2) == 2
+    # 32 items (32 ms) would end before a worker is ready: the caller could wait for it.
+    assert prestart(facts, work, n_items_assumed=32, max_workers=None) == 0
+    trivial = make_measurements(wall_s_per_item=1e-6, cpu_s_per_item=1e-6)
+    assert prestart(facts, trivial, n_items_assumed=10**6, max_workers=None) == 0
+
+
+def one_ms(clock: ScriptedClock, x: int) -> int:
+    clock.now_s += 1e-3
+    return x + 1
+
+
+def run_stream(backend: FakeBackend, n_items: int) -> tuple[list[int], Any]:
+    clock = ScriptedClock()
+    # The machine's facts, as read (so the backend's warm workers count): 4 cores, 50 ms
+    # to start a worker.
+    machine = make_facts(task_roundtrip_s=2e-4, ipc_bytes_per_s=5e8, worker_start_s=0.05)
+
+    def read_facts(backend: FakeBackend) -> SystemFacts:
+        return dataclasses.replace(machine, n_warm_workers=backend.n_warm_workers)
+
+    fn = functools.partial(one_ms, clock)
+    results, plan = run_map(
+        fn, (x for x in range(n_items)), backend, clock, read_facts=read_facts, local_machine=True
+    )
+    assert results == [x + 1 for x in range(n_items)]
+    return [args[0] for args in backend.items_dispatched], plan
+
+
+def test_a_stream_switches_a_doubling_earlier_once_its_workers_are_warm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prestarted = FakeBackend()
+    dispatched, plan = run_stream(prestarted, 3000)
+    assert plan.outcome.switched_to_parallel
+    # Without the background start, the switch waits for a cold pool to win.
+    monkeypatch.setattr(_early_start, "workers_to_prestart_for_stream", lambda *a, **k: 0)
+    cold = FakeBackend()
+    dispatched_cold, _ = run_stream(cold, 3000)
+    assert len(prestarted.prepared) == 2 and len(cold.prepared) == 1
+    assert dispatched[0] < dispatched_cold[0]
