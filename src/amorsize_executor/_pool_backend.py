@@ -132,6 +132,28 @@ def _no_record(start_method: str, seconds: float) -> None:
     """Default for ``record_start_s``: measurements are not kept."""
 
 
+def _record_off_result_path(
+    record: Callable[[str, float], None], start_method: str, seconds: float
+) -> None:
+    """Call ``record(start_method, seconds)`` in a thread of its own.
+
+    The caller is a done-callback, run by the pool's thread that delivers results: a record
+    that writes the on-disk start-cost cache there (4-12 ms on the loaded 2-core VM,
+    2026-12-02) held back the first result of every fresh pool by as much, since the
+    probe's answer arrives just before it. The thread is not a daemon, so a write under
+    way when the program ends completes (it leaves no temporary file behind); at interpreter
+    shutdown, when no thread can start, the sample is dropped (a cache can afford it).
+    """
+    try:
+        threading.Thread(
+            target=record, args=(start_method, seconds), name="amorsize-record-start"
+        ).start()
+    except RuntimeError:  # the interpreter is shutting down
+        logger.debug(
+            "start cost of a %s pool not recorded: interpreter shutting down", start_method
+        )
+
+
 class PoolBackend:
     """One pool, created on first use, grown by replacement when idle, rebuilt when broken.
 
@@ -263,7 +285,7 @@ class PoolBackend:
 
         def on_answer(future: Future[Any]) -> None:
             if not future.cancelled() and future.exception() is None:
-                record(method, time.perf_counter() - started_s)
+                _record_off_result_path(record, method, time.perf_counter() - started_s)
 
         first_answer.add_done_callback(on_answer)
 
