@@ -132,9 +132,15 @@ def _no_record(start_method: str, seconds: float) -> None:
     """Default for ``record_start_s``: measurements are not kept."""
 
 
+RECORD_JOIN_TIMEOUT_S = 10.0
+"""Longest ``shutdown(wait=True)`` waits for a start-cost record still being written: the
+write takes milliseconds (4-12 ms on the loaded 2-core VM); the bound only keeps a hung file
+system (a stale network home directory) from hanging ``shutdown``."""
+
+
 def _record_off_result_path(
     record: Callable[[str, float], None], start_method: str, seconds: float
-) -> None:
+) -> threading.Thread | None:
     """Call ``record(start_method, seconds)`` in a thread of its own.
 
     The caller is a done-callback, run by the pool's thread that delivers results: a record
@@ -143,15 +149,19 @@ def _record_off_result_path(
     probe's answer arrives just before it. The thread is not a daemon, so a write under
     way when the program ends completes (it leaves no temporary file behind); at interpreter
     shutdown, when no thread can start, the sample is dropped (a cache can afford it).
+    Returns the thread (``shutdown(wait=True)`` joins it), or ``None`` when none started.
     """
+    thread = threading.Thread(
+        target=record, args=(start_method, seconds), name="amorsize-record-start"
+    )
     try:
-        threading.Thread(
-            target=record, args=(start_method, seconds), name="amorsize-record-start"
-        ).start()
+        thread.start()
+        return thread
     except RuntimeError:  # the interpreter is shutting down
         logger.debug(
             "start cost of a %s pool not recorded: interpreter shutting down", start_method
         )
+        return None
 
 
 class PoolBackend:
@@ -200,6 +210,8 @@ class PoolBackend:
             lambda wait, cancel: self._close(wait=wait, cancel_futures=cancel)
         )
         self._closed = False
+        # Threads writing a start-cost sample (see ``_record_off_result_path``).
+        self._record_threads: list[threading.Thread] = []
 
     # -- what the backend contract declares (see ``_backend.Backend``) ----------------------
 
@@ -281,11 +293,13 @@ class PoolBackend:
             first_answer = self._pool.submit(int)
         _LIVE_BACKENDS.add(self)
         _register_exit_hook_once()
-        record = self._record_start_s
+        record, record_threads = self._record_start_s, self._record_threads
 
         def on_answer(future: Future[Any]) -> None:
             if not future.cancelled() and future.exception() is None:
-                _record_off_result_path(record, method, time.perf_counter() - started_s)
+                thread = _record_off_result_path(record, method, time.perf_counter() - started_s)
+                if thread is not None:
+                    record_threads.append(thread)
 
         first_answer.add_done_callback(on_answer)
 
@@ -415,6 +429,11 @@ class PoolBackend:
             pool.shutdown(wait=wait)
         else:
             pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+        if wait:
+            # The pool's result thread has stopped, so no record starts after this; waiting
+            # for the ones under way lets a caller read the sample its pool stored (doctor).
+            for thread in self._record_threads:
+                thread.join(RECORD_JOIN_TIMEOUT_S)
 
 
 def _cancel_pending(pool: loky.ProcessPoolExecutor) -> None:
