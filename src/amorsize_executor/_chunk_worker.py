@@ -137,7 +137,8 @@ def _lower_forked_openblas_threads(library: Any, n_threads: int) -> bool:
     its exported ``blas_cpu_number`` (what ``openblas_get_num_threads`` returns): writing
     it lowers the count without starting anything, and the pool starts later only if a call
     uses more than one thread. Only lowering is done this way (a count above the pool's
-    size would need the threads the setter creates).
+    size would need the threads the setter creates). Builds that do not export the count
+    (scipy-openblas 0.3.34, numpy 2.5's wheels; 0.3.29 and 0.3.31 export it) get ``False``.
     """
     if (
         getattr(library, "internal_api", None) != "openblas"
