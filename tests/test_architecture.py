@@ -40,6 +40,7 @@ LAYERS = {
     "_worker_streams": "mechanism",
     "_mp_objects": "mechanism",
     "_pool_backend": "mechanism",
+    "_pool_futures": "mechanism",
     "_shared_pools": "mechanism",
     "_dask_backend": "mechanism",
     "_dask_facts": "mechanism",
@@ -74,14 +75,15 @@ ALLOWED = {
 # dask backend reports what its cluster's facts module reads, and the system facts read
 # the files whose text the cgroup parsers turn into numbers, and a process pool's fastest
 # start is the smallest of the start-cost priors, the probe reads the meters of a call, and
-# the worker's entry point keeps crash reports working under an in-memory stderr and loads
+# the pool backend gives its futures the stdlib's semantics (_pool_futures), the
+# worker's entry point keeps crash reports working under an in-memory stderr and loads
 # a large fn through the transport that shipped it, which the run's FnForWorkers drives.
 MODULE_ALLOWED = {
     "_shared_pools": {"_pool_backend"},
     "_machine": {"_system_facts", "_start_cost_cache"},
     "_dask_backend": {"_dask_facts"},
     "_system_facts": {"_cgroup_text"},
-    "_pool_backend": {"_system_facts"},
+    "_pool_backend": {"_system_facts", "_pool_futures"},
     "_probe": {"_meters"},
     "_chunk_worker": {"_worker_streams", "_fn_transport"},
     "_fn_for_workers": {"_fn_transport"},

@@ -46,3 +46,57 @@ def test_forked_workers_limit_blas_threads_from_the_parents_scan(
         assert set(map(tuple, ex.map(blas_threads, range(8)))) == {(1,)}
     scanned = _chunk_worker._native_pools
     assert scanned is not None and "numpy" in scanned[0]
+
+
+def os_threads_here(_: int) -> int:
+    """The OS threads of the calling process (no BLAS call: that could start its pool)."""
+    import os
+
+    return len(os.listdir("/proc/self/task"))
+
+
+def test_forked_workers_limit_openblas_without_restarting_its_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``openblas_set_num_threads`` in a forked child starts a spinning thread per core of
+    the parent's count; the limit must leave a worker that made no BLAS call with none."""
+    import os
+
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("needs Linux's /proc to count a worker's threads")
+    for name in _chunk_worker.THREAD_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    float((np.ones((64, 64)) @ np.ones((64, 64))).sum())  # the parent's BLAS pool runs
+    pools = threadpoolctl.threadpool_info()
+    if not any(
+        info["internal_api"] == "openblas"
+        and info.get("threading_layer") == "pthreads"
+        and info["num_threads"] > 1
+        and _exports_thread_count(info["filepath"])
+        for info in pools
+    ):
+        pytest.skip(
+            "needs numpy on a pthreads OpenBLAS with more than one thread that exports "
+            "blas_cpu_number (some scipy-openblas builds, such as 0.3.34, hide it)"
+        )
+    monkeypatch.setattr(_chunk_worker, "_native_pools", None)
+    with AdaptiveProcessPoolExecutor(
+        max_workers=2,
+        mp_context=multiprocessing.get_context("fork"),
+        system_facts=TWO_CORES,
+        isolate=True,
+    ) as ex:
+        counts = [ex.submit(os_threads_here, 0).result() for _ in range(4)]
+        limits = ex.submit(blas_threads, 0).result()
+    assert limits == [1]
+    assert counts == [1, 1, 1, 1]
+
+
+def _exports_thread_count(filepath: str) -> bool:
+    import ctypes
+
+    try:
+        ctypes.c_int.in_dll(ctypes.CDLL(filepath), "blas_cpu_number")
+    except (OSError, ValueError):
+        return False
+    return True

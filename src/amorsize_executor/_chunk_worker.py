@@ -117,13 +117,51 @@ def init_worker(
 
 def _limit_native_pools(n_threads: int, loaded: frozenset[str]) -> None:
     if _native_pools is not None and _native_pools[0] == loaded:
-        _native_pools[1].limit(limits=n_threads)  # scanned by the parent before the fork
+        # Scanned by the parent before the fork: these are the libraries this worker has.
+        for library in _native_pools[1].lib_controllers:
+            if not _lower_forked_openblas_threads(library, n_threads):
+                library.set_num_threads(n_threads)
         return
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
         return
     threadpool_limits(limits=n_threads)
+
+
+def _lower_forked_openblas_threads(library: Any, n_threads: int) -> bool:
+    """Lower the thread count of a pthreads OpenBLAS inherited through a fork without
+    restarting its thread pool; ``False`` when this does not apply (the caller then sets the
+    count the ordinary way).
+
+    OpenBLAS stops its threads before a fork and restarts them lazily in the child: at the
+    first call that needs them, or at once inside ``openblas_set_num_threads``, which then
+    starts a thread for every core of the parent's count. Those threads spin while they
+    wait for work. Measured on the 2-core VM (OpenBLAS 0.3.31, 2026-12-02): setting 1 thread
+    in a freshly forked worker left one such thread that burned 34-40 ms of CPU in the next
+    50 ms, with two workers competing for the same two cores; a pool's first result came
+    2-9 ms later than with no limit at all. The count that OpenBLAS reads for every call is
+    its exported ``blas_cpu_number`` (what ``openblas_get_num_threads`` returns): writing
+    it lowers the count without starting anything, and the pool starts later only if a call
+    uses more than one thread. Only lowering is done this way (a count above the pool's
+    size would need the threads the setter creates). Builds that do not export the count
+    (scipy-openblas 0.3.34, numpy 2.5's wheels; 0.3.29 and 0.3.31 export it) get ``False``.
+    """
+    if (
+        getattr(library, "internal_api", None) != "openblas"
+        or getattr(library, "threading_layer", None) != "pthreads"
+    ):
+        return False
+    try:
+        import ctypes
+
+        count = ctypes.c_int.in_dll(library.dynlib, "blas_cpu_number")
+    except (ImportError, ValueError, AttributeError):
+        return False
+    if not 1 <= n_threads <= count.value:
+        return False
+    count.value = n_threads
+    return int(library.get_num_threads()) == n_threads
 
 
 @dataclass(frozen=True)

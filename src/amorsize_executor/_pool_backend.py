@@ -41,6 +41,7 @@ from ._chunk_worker import (
     scan_native_pools_before_fork,
 )
 from ._close_gate import CloseGate
+from ._pool_futures import RelayFuture, cancel_unheld
 from ._records import SystemFacts
 from ._system_facts import fastest_start_prior_s
 
@@ -132,6 +133,38 @@ def _no_record(start_method: str, seconds: float) -> None:
     """Default for ``record_start_s``: measurements are not kept."""
 
 
+RECORD_JOIN_TIMEOUT_S = 10.0
+"""Longest ``shutdown(wait=True)`` waits for a start-cost record still being written: the
+write takes milliseconds (4-12 ms on the loaded 2-core VM); the bound only keeps a hung file
+system (a stale network home directory) from hanging ``shutdown``."""
+
+
+def _record_off_result_path(
+    record: Callable[[str, float], None], start_method: str, seconds: float
+) -> threading.Thread | None:
+    """Call ``record(start_method, seconds)`` in a thread of its own.
+
+    The caller is a done-callback, run by the pool's thread that delivers results: a record
+    that writes the on-disk start-cost cache there (4-12 ms on the loaded 2-core VM,
+    2026-12-02) held back the first result of every fresh pool by as much, since the
+    probe's answer arrives just before it. The thread is not a daemon, so a write under
+    way when the program ends completes (it leaves no temporary file behind); at interpreter
+    shutdown, when no thread can start, the sample is dropped (a cache can afford it).
+    Returns the thread (``shutdown(wait=True)`` joins it), or ``None`` when none started.
+    """
+    thread = threading.Thread(
+        target=record, args=(start_method, seconds), name="amorsize-record-start"
+    )
+    try:
+        thread.start()
+        return thread
+    except RuntimeError:  # the interpreter is shutting down
+        logger.debug(
+            "start cost of a %s pool not recorded: interpreter shutting down", start_method
+        )
+        return None
+
+
 class PoolBackend:
     """One pool, created on first use, grown by replacement when idle, rebuilt when broken.
 
@@ -180,6 +213,8 @@ class PoolBackend:
         self._closed = False
         self._first_answer: Future[Any] | None = None
         """The pool's own no-op that times the first worker's start (not the user's work)."""
+        # Threads writing a start-cost sample (see ``_record_off_result_path``).
+        self._record_threads: list[threading.Thread] = []
 
     # -- what the backend contract declares (see ``_backend.Backend``) ----------------------
 
@@ -265,11 +300,13 @@ class PoolBackend:
             self._first_answer = first_answer
         _LIVE_BACKENDS.add(self)
         _register_exit_hook_once()
-        record = self._record_start_s
+        record, record_threads = self._record_start_s, self._record_threads
 
         def on_answer(future: Future[Any]) -> None:
             if not future.cancelled() and future.exception() is None:
-                record(method, time.perf_counter() - started_s)
+                thread = _record_off_result_path(record, method, time.perf_counter() - started_s)
+                if thread is not None:
+                    record_threads.append(thread)
 
         first_answer.add_done_callback(on_answer)
 
@@ -350,7 +387,7 @@ class PoolBackend:
         # The function travels as dumps_callable bytes, like map()'s: by reference where it
         # can, so it shares globals with the initializer in the worker.
         inner = self._submit_to_pool(call_pickled, dumps_callable(fn), args, kwargs)
-        return _RelayFuture(inner)
+        return RelayFuture(inner)
 
     def mark_broken(self) -> None:
         self._broken = True
@@ -406,67 +443,12 @@ class PoolBackend:
             return
         if isinstance(pool, loky.ProcessPoolExecutor):
             if cancel_futures:
-                _cancel_pending(pool, not_counted=self._first_answer)
+                cancel_unheld(pool, not_counted=self._first_answer)
             pool.shutdown(wait=wait)
         else:
             pool.shutdown(wait=wait, cancel_futures=cancel_futures)
-
-
-EXTRA_QUEUED_CALLS = 1
-"""The stdlib's ``concurrent.futures.process.EXTRA_QUEUED_CALLS``: its call queue holds this
-many calls beyond one per worker, and a call in that queue is no longer cancellable."""
-
-
-def _cancel_pending(pool: loky.ProcessPoolExecutor, not_counted: Future[Any] | None) -> None:
-    """loky's ``shutdown`` has no ``cancel_futures``: cancel the futures no worker holds.
-
-    As in the stdlib, the oldest calls up to the size of its call queue (one per worker plus
-    ``EXTRA_QUEUED_CALLS``) count as held by the workers and complete, even when loky's
-    manager thread has not moved them to its own queue yet: the stdlib's manager always
-    fills its call queue before it looks at the shutdown flag, so a ``shutdown`` right after
-    ``submit`` still lets the first calls run. ``not_counted`` (the pool's start-timing
-    no-op) takes no place among them.
-    """
-    pending: dict[Any, Any] = dict(getattr(pool, "_pending_work_items", None) or {})
-    n_held = int(getattr(pool, "_max_workers", 1)) + EXTRA_QUEUED_CALLS
-    for _, work_item in sorted(pending.items(), key=lambda pair: pair[0]):
-        if work_item.future is not_counted:
-            continue
-        if n_held > 0 and not work_item.future.done():
-            n_held -= 1
-            continue
-        work_item.future.cancel()
-
-
-class _RelayFuture(Future[Any]):
-    """The future ``submit()`` returns: it follows the pool's own future, so cancelling it
-    cancels the work, and hands a worker's exception on with the stdlib's types
-    (``to_stdlib_error``): its traceback as a ``RemoteTraceback`` ``__cause__``, as
-    ``map()`` does."""
-
-    def __init__(self, inner: Future[Any]) -> None:
-        super().__init__()
-        self._inner = inner
-        inner.add_done_callback(self._follow)
-
-    def cancel(self) -> bool:
-        if not self._inner.cancel():  # already running or done: like the stdlib, refuse
-            return False
-        return super().cancel()
-
-    def running(self) -> bool:
-        """Running once the pool handed the call to a worker, as the stdlib's future."""
-        return super().running() or (not self.done() and self._inner.running())
-
-    def _follow(self, inner: Future[Any]) -> None:
-        if inner.cancelled():
-            Future.cancel(self)
-            self.set_running_or_notify_cancel()
-            return
-        if not self.set_running_or_notify_cancel():
-            return
-        error = inner.exception()
-        if error is None:
-            self.set_result(inner.result())
-            return
-        self.set_exception(to_stdlib_error(error))
+        if wait:
+            # The pool's result thread has stopped, so no record starts after this; waiting
+            # for the ones under way lets a caller read the sample its pool stored (doctor).
+            for thread in self._record_threads:
+                thread.join(RECORD_JOIN_TIMEOUT_S)
