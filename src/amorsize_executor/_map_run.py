@@ -152,6 +152,7 @@ class MapRun:
             self._source,
             wall_clock=self._clocks.wall,
             cpu_clock=self._clocks.cpu,
+            n_items_left=lambda: self._source.n_remaining,
             after_timed_call=self._planner.start_workers_early,
         )
         self._ready.extend(outcome.results)
