@@ -323,6 +323,35 @@ def test_one_stopping_rule_stops_on_trust_count_or_budget() -> None:
     )
     assert not rule(n_items=1, n_warm_samples=1, elapsed_s=0.04, trusted=False, n_items_left=None)
     assert not rule(n_items=1, n_warm_samples=1, elapsed_s=0.02, trusted=False, n_items_left=2)
+    # With warm workers idle, two calls and WAITING_WORKERS_MIN_S are enough ...
+    waiting = _probe.WAITING_WORKERS_MIN_S
+    assert rule(
+        n_items=2, n_warm_samples=1, elapsed_s=waiting, trusted=False, workers_waiting=True
+    )
+    assert not rule(n_items=2, n_warm_samples=1, elapsed_s=waiting, trusted=False)
+    assert not rule(
+        n_items=2, n_warm_samples=1, elapsed_s=waiting / 2, trusted=False, workers_waiting=True
+    )
+    # ... but not one call, nor a cold first call and nothing warm after it.
+    assert not rule(
+        n_items=1, n_warm_samples=1, elapsed_s=0.02, trusted=False, workers_waiting=True
+    )
+    assert not rule(
+        n_items=2, n_warm_samples=0, elapsed_s=0.02, trusted=False, workers_waiting=True
+    )
+
+
+def test_warm_idle_workers_end_the_probe_after_two_calls() -> None:
+    clock = ScriptedClock()
+    outcome = _probe.probe(
+        timed_fn(clock, lambda x: 0.005),
+        iter([(x,) for x in range(100)]),
+        wall_clock=clock,
+        cpu_clock=ScriptedClock(),
+        workers_waiting=lambda: True,
+        measure_memory=no_memory,
+    )
+    assert outcome.results == [0, 2]
 
 
 def test_a_long_first_call_of_a_short_job_is_not_repeated_in_the_caller() -> None:
