@@ -64,7 +64,7 @@ def compare(
     print(
         f"time: serial {serial_s * 1e3:8.1f} ms | stdlib ProcessPoolExecutor "
         f"{stdlib_s * 1e3:8.1f} ms | amorsize {ours_s * 1e3:8.1f} ms "
-        f"({serial_s / ours_s:.2f}x serial, {stdlib_s / ours_s:.2f}x stdlib)"
+        f"(time {ours_s / serial_s:.2f}x serial's, {ours_s / stdlib_s:.2f}x stdlib's)"
     )
 
 
