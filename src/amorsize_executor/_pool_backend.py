@@ -281,7 +281,7 @@ class PoolBackend:
                     "max_tasks_per_child needs Python 3.11 or newer (the stdlib pool that "
                     "implements it gained the option in 3.11)"
                 )
-            return concurrent.futures.ProcessPoolExecutor(
+            return _RecyclingProcessPool(
                 n_workers,
                 mp_context=context,
                 initializer=init_worker,
@@ -393,6 +393,35 @@ class PoolBackend:
             pool.shutdown(wait=wait)
         else:
             pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+class _RecyclingProcessPool(concurrent.futures.ProcessPoolExecutor):
+    """The stdlib pool for ``max_tasks_per_child``, which replaces every worker that exits at
+    its limit.
+
+    The stdlib's own pool (3.11 to 3.13.0 at least; CPython gh-115634) asks its
+    ``_idle_worker_semaphore`` whether to replace such a worker. That semaphore counts tasks
+    finished, not workers idle: a task that finished while others were queued leaves a token
+    that can outlive its worker, the replacement is skipped, and once the last worker has
+    exited the queued chunks wait for ever (``map()`` hangs waiting for its oldest chunk,
+    the pool's manager thread waits for results from no worker). Whether a token is left
+    when a worker exits depends on whether the next chunk was submitted first: a race,
+    which is why it hung only sometimes. Here the pool is kept at ``max_workers`` workers,
+    as a loky pool is, on the count of its processes alone (CPython's own fix also replaces
+    on that count); a ``submit()`` then also starts the pool's missing workers at once, and
+    the semaphore is not read.
+    """
+
+    def _adjust_process_count(self) -> None:
+        # Read once: ``shutdown(wait=False)`` drops the pool's processes and queues, and a
+        # worker exiting after that cannot be replaced (the stdlib leaves its work unrun).
+        processes: dict[int, Any] | None = getattr(self, "_processes", None)
+        spawn: Callable[[], None] | None = getattr(self, "_spawn_process", None)
+        if spawn is None:  # a stdlib whose pool no longer starts workers this way
+            super()._adjust_process_count()
+            return
+        if processes is not None and len(processes) < self._max_workers:  # type: ignore[attr-defined]
+            spawn()
 
 
 def _cancel_pending(pool: loky.ProcessPoolExecutor) -> None:
