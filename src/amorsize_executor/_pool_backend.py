@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import gc
 import logging
 import sys
@@ -422,6 +423,30 @@ class _RecyclingProcessPool(concurrent.futures.ProcessPoolExecutor):
             return
         if processes is not None and len(processes) < self._max_workers:  # type: ignore[attr-defined]
             spawn()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """As the stdlib's, but without waiting the pool still runs the work it was given.
+
+        The stdlib's ``shutdown(wait=False)`` drops the pool's processes and queues at once,
+        and its manager thread holds the pool only weakly: a worker exiting at its limit
+        after that is never replaced and the work still queued never runs (CPython
+        gh-119592), so results already asked for never come and the interpreter's exit,
+        which waits for that work, hangs. Here a thread does the waiting shutdown, holding
+        the pool until its work is done; new work is refused at once, as the stdlib does.
+        """
+        if wait:
+            super().shutdown(wait=True, cancel_futures=cancel_futures)
+            return
+        with self._shutdown_lock:
+            self._cancel_pending_futures = cancel_futures
+            self._shutdown_thread = True
+            if self._executor_manager_thread_wakeup is not None:
+                self._executor_manager_thread_wakeup.wakeup()
+        finish = functools.partial(super().shutdown, wait=True, cancel_futures=cancel_futures)
+        try:
+            threading.Thread(target=finish, name="max-tasks-pool-shutdown", daemon=True).start()
+        except RuntimeError:  # the interpreter is shutting down: no new thread
+            super().shutdown(wait=False, cancel_futures=cancel_futures)
 
 
 def _cancel_pending(pool: loky.ProcessPoolExecutor) -> None:

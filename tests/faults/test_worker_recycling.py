@@ -1,5 +1,6 @@
 """Workers recycled by ``max_tasks_per_child``, in a program of their own (see ``_scripts``):
-every worker that exits at its limit is replaced, so queued chunks and calls all run.
+every worker that exits at its limit is replaced, so queued chunks and calls all run, also
+after ``shutdown(wait=False)``.
 
 The stdlib pool behind this option (3.11 to 3.13.0 at least, CPython gh-115634) skipped the
 replacement when a finished task had left its idle-worker semaphore a token: once the last
@@ -47,6 +48,13 @@ if __name__ == "__main__":
     with AdaptiveProcessPoolExecutor(max_workers=2, max_tasks_per_child=2, isolate=True) as ex:
         results = list(ex.map(square, range(60), chunksize=3))
         report("mapped", len(results), int(results == [x * x for x in range(60)]))
+
+    # shutdown(wait=False) with calls still queued: they all run, as the stdlib documents
+    # (its pool drops its workers' queues at once and strands them: CPython gh-119592).
+    ex = AdaptiveProcessPoolExecutor(max_workers=1, max_tasks_per_child=2)
+    futures = [ex.submit(os.getpid) for _ in range(6)]
+    ex.shutdown(wait=False)
+    report("after_shutdown", len([future.result() for future in futures]))
     report("finished")
 """
 
@@ -62,5 +70,6 @@ def test_workers_recycled_at_their_limit_are_replaced_until_all_work_ran(
         assert len(pids) == 10
         assert max(Counter(pids).values()) <= 2, f"a worker ran past its limit: {pids}"
         assert script.wait_for("mapped", 5)[1:] == ["60", "1"]
+        assert script.wait_for("after_shutdown", 5)[1:] == ["6"]
         script.wait_for("finished", 5)
         assert script.process.returncode == 0, stderr[-3000:]
