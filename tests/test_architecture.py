@@ -40,6 +40,7 @@ LAYERS = {
     "_worker_streams": "mechanism",
     "_mp_objects": "mechanism",
     "_pool_backend": "mechanism",
+    "_recycling_pool": "mechanism",
     "_pool_futures": "mechanism",
     "_shared_pools": "mechanism",
     "_dask_backend": "mechanism",
@@ -75,7 +76,8 @@ ALLOWED = {
 # dask backend reports what its cluster's facts module reads, and the system facts read
 # the files whose text the cgroup parsers turn into numbers, and a process pool's fastest
 # start is the smallest of the start-cost priors, the probe reads the meters of a call, and
-# the pool backend gives its futures the stdlib's semantics (_pool_futures), the
+# the pool backend gives its futures the stdlib's semantics (_pool_futures) and runs
+# max_tasks_per_child on a stdlib pool that replaces its workers (_recycling_pool), the
 # worker's entry point keeps crash reports working under an in-memory stderr and loads
 # a large fn through the transport that shipped it, which the run's FnForWorkers drives.
 MODULE_ALLOWED = {
@@ -83,7 +85,7 @@ MODULE_ALLOWED = {
     "_machine": {"_system_facts", "_start_cost_cache"},
     "_dask_backend": {"_dask_facts"},
     "_system_facts": {"_cgroup_text"},
-    "_pool_backend": {"_system_facts", "_pool_futures"},
+    "_pool_backend": {"_system_facts", "_pool_futures", "_recycling_pool"},
     "_probe": {"_meters"},
     "_chunk_worker": {"_worker_streams", "_fn_transport"},
     "_fn_for_workers": {"_fn_transport"},

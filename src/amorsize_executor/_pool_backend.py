@@ -43,6 +43,7 @@ from ._chunk_worker import (
 from ._close_gate import CloseGate
 from ._pool_futures import RelayFuture, cancel_unheld
 from ._records import SystemFacts
+from ._recycling_pool import RecyclingProcessPool
 from ._system_facts import fastest_start_prior_s
 
 logger = logging.getLogger("amorsize_executor")
@@ -324,7 +325,7 @@ class PoolBackend:
                     "max_tasks_per_child needs Python 3.11 or newer (the stdlib pool that "
                     "implements it gained the option in 3.11)"
                 )
-            return concurrent.futures.ProcessPoolExecutor(
+            return RecyclingProcessPool(
                 n_workers,
                 mp_context=context,
                 initializer=init_worker,
