@@ -53,6 +53,7 @@ LAYERS = {
     "_map_run": "facade",
     "_start_choice": "facade",
     "_executor": "facade",
+    "_executor_options": "facade",
     "_cli": "facade",
     "__main__": "facade",
     "__init__": "facade",
@@ -120,12 +121,10 @@ MAX_MODULE_LINES = 500
 MAX_CLASS_LINES = 350
 MAX_FUNCTION_LINES = 100
 
-OVER_THE_LIMITS = {
-    "_executor.AdaptiveProcessPoolExecutor.__init__": 107,
-}
-"""Known debts, each at most its size today, so they can only shrink: functions that other
-work was changing when the limits came in (the executor's constructor).
-Remove an entry once it is under the limit."""
+OVER_THE_LIMITS: dict[str, int] = {}
+"""Known debts, each at most its size today, so they can only shrink (none is left: the
+executor's constructor, the last one, now hands its checks to ``_executor_options``). Remove
+an entry once it is under the limit."""
 
 
 def module_name(path: Path) -> str:
