@@ -39,10 +39,12 @@ class RecyclingProcessPool(concurrent.futures.ProcessPoolExecutor):
         # worker exiting after that cannot be replaced (the stdlib leaves its work unrun).
         processes: dict[int, Any] | None = getattr(self, "_processes", None)
         spawn: Callable[[], None] | None = getattr(self, "_spawn_process", None)
-        if spawn is None:  # a stdlib whose pool no longer starts workers this way
+        max_workers: int | None = getattr(self, "_max_workers", None)
+        # A stdlib whose pool no longer starts workers this way keeps its own behaviour.
+        if spawn is None or max_workers is None:
             super()._adjust_process_count()
             return
-        if processes is not None and len(processes) < self._max_workers:  # type: ignore[attr-defined]
+        if processes is not None and len(processes) < max_workers:
             spawn()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
