@@ -138,3 +138,13 @@ def test_facts_not_read_are_none_in_to_dict_and_said_so_in_explain() -> None:
     assert data["n_usable_cores"] is None  # every logical core was assumed usable
     assert data["predicted_parallel_s"] is None and data["predicted_speedup"] is None
     assert data["parallel_floor_s"] is not None
+
+
+def test_threads_report_no_transfer_rate_rather_than_a_stand_in() -> None:
+    from amorsize_executor._thread_backend import thread_facts
+
+    facts = thread_facts(make_facts(), gil=True, n_warm_workers=0)
+    data = facts.to_dict()
+    assert data["ipc_bytes_per_s"] is None
+    assert not _placeholder_numbers(data)
+    assert data["task_roundtrip_s"] == facts.task_roundtrip_s  # a figure, kept

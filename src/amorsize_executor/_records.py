@@ -14,6 +14,12 @@ from typing import Any, Literal
 Mode = Literal["serial", "parallel"]
 
 
+NO_TRANSFER_BYTES_PER_S = 1e18
+"""The transfer rate that stands for "nothing is transferred": chunks handed over by
+reference in this process (threads), or the free transfer a favourable bound assumes. Finite,
+so an unpicklable item's infinite size stays infinite in the model's arithmetic."""
+
+
 @dataclass(frozen=True)
 class SystemFacts:
     """What this machine offers to a process pool, as read or measured by mechanism code.
@@ -44,7 +50,9 @@ class SystemFacts:
     loky 3.7.0, fork): 147 µs per chunk when chunks are pipelined (what the model charges
     per chunk), 334 µs for one chunk's round trip alone; 0.2 ms lies between."""
     ipc_bytes_per_s: float = 5e8
-    """Throughput at which the parent takes in pickled results (its CPU, all threads).
+    """Throughput at which the parent takes in pickled results (its CPU, all threads);
+    ``NO_TRANSFER_BYTES_PER_S`` where nothing crosses a process boundary (threads, and the
+    favourable bound), which ``to_dict`` reports as ``None``.
     ``benchmarks/calibrate.py``, same VM: 627 MB/s for 1 MiB results; kept a little lower
     because the parent's share of two cores is contended while workers run."""
     n_warm_workers: int = 0
@@ -85,7 +93,7 @@ class SystemFacts:
             worker_start_s=worker_start_s,
             worker_start_source="bound",
             task_roundtrip_s=0.0,
-            ipc_bytes_per_s=1e18,
+            ipc_bytes_per_s=NO_TRANSFER_BYTES_PER_S,
         )
 
     @property
@@ -108,6 +116,8 @@ class SystemFacts:
         data = asdict(self)
         for name in self.unread_fields():
             data[name] = None
+        if self.ipc_bytes_per_s >= NO_TRANSFER_BYTES_PER_S:
+            data["ipc_bytes_per_s"] = None  # no transfer: no rate to report
         return data
 
 

@@ -32,7 +32,7 @@ from typing import Any
 from ._backend import InFlight
 from ._chunk_worker import ChunkPayload, ChunkResult, run_chunk
 from ._close_gate import CloseGate
-from ._records import SystemFacts
+from ._records import NO_TRANSFER_BYTES_PER_S, SystemFacts
 
 logger = logging.getLogger("amorsize_executor")
 
@@ -54,10 +54,10 @@ THREAD_ROUNDTRIP_S = 55e-6
 for a thread to wake, not the caller's CPU: as the caller's cost per chunk it errs towards
 larger chunks, which cost threads nothing."""
 
-IN_PROCESS_BYTES_PER_S = 1e18
+IN_PROCESS_BYTES_PER_S = NO_TRANSFER_BYTES_PER_S
 """Nothing crosses a process boundary: a chunk's pickled bytes are handed over by reference.
 (``MapRun`` still pickles every chunk and its results; the probe measures that cost as
-``pickle_s_per_item``.) Finite, so an unpicklable item's infinite size stays infinite."""
+``pickle_s_per_item``.) ``to_dict`` reports no rate for it."""
 
 STDLIB_MAX_THREADS = 32
 """Cap of the stdlib ``ThreadPoolExecutor``'s default size, ``min(32, cpu_count + 4)``
