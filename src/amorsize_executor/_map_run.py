@@ -187,7 +187,8 @@ class MapRun:
             measurements, exhausted=exhausted, failed=self._window.error is not None
         )
         self._set_plan(plan)
-        logger.debug("map() plan:\n%s", plan.explain())
+        if logger.isEnabledFor(logging.DEBUG):  # explain() is not free on a tiny job
+            logger.debug("map() plan:\n%s", plan.explain())
         if plan.mode == "parallel":
             self._backend.prepare(plan.n_workers)
             self._window.fill()
