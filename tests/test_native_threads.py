@@ -4,6 +4,8 @@ instead of importing threadpoolctl and scanning in every new worker."""
 from __future__ import annotations
 
 import multiprocessing
+import sys
+import types
 
 import pytest
 
@@ -46,6 +48,44 @@ def test_forked_workers_limit_blas_threads_from_the_parents_scan(
         assert set(map(tuple, ex.map(blas_threads, range(8)))) == {(1,)}
     scanned = _chunk_worker._native_pools
     assert scanned is not None and "numpy" in scanned[0]
+
+
+def test_forked_workers_use_the_parents_scan_not_their_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in _chunk_worker.THREAD_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    if not threadpoolctl.threadpool_info():
+        pytest.skip("numpy's BLAS is not visible to threadpoolctl here")
+
+    def no_scan_in_workers(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a forked worker scanned its libraries itself")
+
+    # Inherited by the forked workers: the fallback that scans would fail their start.
+    monkeypatch.setattr(threadpoolctl, "threadpool_limits", no_scan_in_workers)
+    monkeypatch.setattr(_chunk_worker, "_native_pools", None)
+    with AdaptiveProcessPoolExecutor(
+        max_workers=2,
+        mp_context=multiprocessing.get_context("fork"),
+        system_facts=TWO_CORES,
+        isolate=True,
+    ) as ex:
+        assert set(map(tuple, ex.map(blas_threads, range(8)))) == {(1,)}
+
+
+def test_the_parent_scans_again_once_any_module_was_imported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_chunk_worker, "_native_pools", None)
+    _chunk_worker.scan_native_pools_before_fork()
+    first = _chunk_worker._native_pools
+    _chunk_worker.scan_native_pools_before_fork()
+    assert _chunk_worker._native_pools is first  # nothing new: no second scan
+    # A module the native-module names do not show (``import scipy.linalg`` loads another
+    # BLAS that way): a new entry in sys.modules is enough to scan again.
+    monkeypatch.setitem(sys.modules, "amorsize_test_new_module", types.ModuleType("x"))
+    _chunk_worker.scan_native_pools_before_fork()
+    assert _chunk_worker._native_pools is not first
 
 
 def os_threads_here(_: int) -> int:

@@ -13,7 +13,6 @@ import os
 import pickle
 import sys
 import traceback
-import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import cloudpickle
 
 from ._errors import UnpicklableExceptionError
-from ._fn_transport import FnRef, forget_ended, load_shipped
+from ._fn_transport import FnRef, forget_ended, importable, load_shipped, loads_back_as_itself
 from ._worker_streams import enable_crash_reports
 
 THREAD_ENV_VARS = (
@@ -37,10 +36,11 @@ same set joblib and dask set in their workers)."""
 
 _NATIVE_POOL_MODULES = ("numpy", "scipy", "torch", "sklearn", "numexpr")
 
-_native_pools: tuple[frozenset[str], Any] | None = None
-"""threadpoolctl's view of the native thread pools loaded here (with the modules that were
-loaded when it was taken), taken by the parent just before it forks workers (see
-``scan_native_pools_before_fork``); a forked worker inherits it."""
+_native_pools: tuple[frozenset[str], int, Any] | None = None
+"""threadpoolctl's view of the native thread pools loaded here (with the modules of
+``_NATIVE_POOL_MODULES`` that were loaded, and how many modules in all, when it was taken),
+taken by the parent just before it forks workers (see ``scan_native_pools_before_fork``); a
+forked worker inherits it."""
 
 
 def scan_native_pools_before_fork() -> None:
@@ -49,34 +49,29 @@ def scan_native_pools_before_fork() -> None:
     threadpoolctl and scanning its libraries itself. Measured on the 2-core VM with numpy
     loaded (2026-12-02): importing threadpoolctl in each freshly forked worker took 16-25 ms
     and the scan 1-9 ms, while the parent's scan takes about 1 ms, once per process and
-    again only after another such module was imported. Does nothing when none is loaded."""
+    again only after any module was imported (``import scipy.linalg`` loads another BLAS
+    without changing which of ``_NATIVE_POOL_MODULES`` are loaded). Does nothing when none
+    of them is loaded."""
     global _native_pools
     loaded = frozenset(m for m in _NATIVE_POOL_MODULES if m in sys.modules)
-    if not loaded or (_native_pools is not None and _native_pools[0] == loaded):
+    n_modules = len(sys.modules)
+    if not loaded or (_native_pools is not None and _native_pools[:2] == (loaded, n_modules)):
         return
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:
         return
-    _native_pools = (loaded, ThreadpoolController())
+    _native_pools = (loaded, n_modules, ThreadpoolController())
 
 
 def dumps_callable(fn: Callable[..., Any]) -> bytes:
     """Pickle a function for a worker: by reference when the worker can import it by name
     (so ``fn`` and an initializer share one module and its globals there, as with the
     stdlib), else by value through cloudpickle (lambdas, closures, interactive sessions)."""
-    module = sys.modules.get(getattr(fn, "__module__", None) or "")
-    importable = module is not None and (
-        module.__name__ != "__main__" or getattr(module, "__file__", None) is not None
-    )
-    if importable:
+    if importable(fn):
         try:
             data = pickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
-            loaded = pickle.loads(data)
-            # A method is a new object at each access: the same function bound to the same
-            # object (a classmethod's class) is equal. By value, cloudpickle would drop
-            # the source lines from the worker's traceback.
-            if loaded is fn or (isinstance(fn, types.MethodType) and loaded == fn):
+            if loads_back_as_itself(data, fn):
                 return data
         except Exception:
             pass
@@ -117,8 +112,8 @@ def init_worker(
 
 def _limit_native_pools(n_threads: int, loaded: frozenset[str]) -> None:
     if _native_pools is not None and _native_pools[0] == loaded:
-        # Scanned by the parent before the fork: these are the libraries this worker has.
-        for library in _native_pools[1].lib_controllers:
+        # Scanned by the parent just before the fork: the libraries this worker has.
+        for library in _native_pools[2].lib_controllers:
             if not _lower_forked_openblas_threads(library, n_threads):
                 library.set_num_threads(n_threads)
         return

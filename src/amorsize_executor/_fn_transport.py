@@ -110,10 +110,10 @@ def pickle_callable(fn: Callable[..., Any]) -> PickledFn:
         buffers.append(buffer)
         return False
 
-    if _importable(fn):
+    if importable(fn):
         try:
             data = pickle.dumps(fn, protocol=5, buffer_callback=keep_out_of_band)
-            if not buffers and pickle.loads(data) is fn:
+            if not buffers and loads_back_as_itself(data, fn):
                 return PickledFn(data, [])
         except Exception:
             pass
@@ -122,14 +122,25 @@ def pickle_callable(fn: Callable[..., Any]) -> PickledFn:
     return PickledFn(bytes(main), buffers)
 
 
-def _importable(fn: Callable[..., Any]) -> bool:
-    """Whether ``fn`` names a module a worker can import (the test of ``dumps_callable``)."""
+def importable(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` names a module a worker can import, so it may travel by reference."""
     import sys
 
     module = sys.modules.get(getattr(fn, "__module__", None) or "")
     return module is not None and (
         module.__name__ != "__main__" or getattr(module, "__file__", None) is not None
     )
+
+
+def loads_back_as_itself(data: bytes, fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` pickled by reference (``data``) loads back as ``fn``. A method is a new
+    object at each access: the same function bound to the same object (a classmethod's
+    class) is equal. By value, cloudpickle would drop the source lines from the worker's
+    traceback, so a method that passes travels by reference."""
+    import types
+
+    loaded = pickle.loads(data)
+    return loaded is fn or (isinstance(fn, types.MethodType) and loaded == fn)
 
 
 def _dumps_in_band(obj: Any) -> bytes:

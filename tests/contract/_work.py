@@ -143,6 +143,12 @@ class Raiser:
     def raise_from_classmethod(cls) -> None:
         raise RuntimeError(123)  # the line a worker's traceback must show
 
+    @classmethod
+    def raise_at_two(cls, x: int) -> int:
+        if x == 2:
+            raise RuntimeError(x)  # the line a worker's traceback must show in map()
+        return x
+
 
 def _refuse_to_load() -> None:
     raise ValueError("this object refuses to load")

@@ -164,6 +164,17 @@ def test_a_classmethod_keeps_its_source_lines_in_the_worker_traceback() -> None:
     assert "the line a worker's traceback must show" in cause.tb
 
 
+def test_a_classmethod_keeps_its_source_lines_in_the_worker_traceback_in_map() -> None:
+    with AdaptiveProcessPoolExecutor(max_workers=1, isolate=True) as ex:
+        results = ex.map(_work.Raiser.raise_at_two, range(4))
+        assert [next(results), next(results)] == [0, 1]
+        with pytest.raises(RuntimeError) as info:
+            next(results)
+    cause = info.value.__cause__
+    assert type(cause) is concurrent.futures.process._RemoteTraceback
+    assert "the line a worker's traceback must show in map()" in cause.tb
+
+
 # -- exceptions that cannot be unpickled in the parent ---------------------------------------
 
 
