@@ -6,7 +6,8 @@ concrete values, so a block runs as written, never edited. A block that cannot r
 remote cluster, TLS files) is listed in ``NOT_RUNNABLE`` with the reason, and a new block
 that is not runnable fails this test until it is listed. Where a doc shows a block's output,
 the output's shape (its fixed lines: ``plan:``, ``work:``, ``machine:``...) must match what the
-block prints now, so a sample that drifts from the code fails here. No time is asserted.
+block prints now, so a sample whose lines the code no longer prints fails here; the figures in
+them are not compared (they differ from run to run). No time is asserted.
 """
 
 from __future__ import annotations

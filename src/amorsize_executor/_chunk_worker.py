@@ -345,6 +345,7 @@ def _load_fn(payload: ChunkPayload) -> Callable[..., Any]:
 
 def call_pickled(fn_bytes: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run one ``submit()``ted call whose function travelled as ``dumps_callable`` bytes."""
+    forget_ended()  # a large fn of a map() that has ended is not kept for submit()s
     fn = cloudpickle.loads(fn_bytes)
     try:
         return fn(*args, **kwargs)

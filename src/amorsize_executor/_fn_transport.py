@@ -161,7 +161,7 @@ class ShippedFn:
         path = os.path.join(directory, f"{FILE_PREFIX}{os.getpid()}-{key}.pkl")
         spans: list[tuple[int, int]] = []
         offset = len(pickled.main)
-        self._finalizer = weakref.finalize(self, _remove, path)
+        self._finalizer = weakref.finalize(self, _remove, path, os.getpid())
         try:
             with open(path, "wb") as f:
                 f.write(pickled.main)
@@ -203,7 +203,7 @@ def remove_orphans(directory: str) -> None:
             continue
         pid_text = name[len(FILE_PREFIX) :].split("-", 1)[0]
         if pid_text.isdigit() and not _alive(int(pid_text)):
-            _remove(os.path.join(directory, name))
+            _remove(os.path.join(directory, name), os.getpid())
 
 
 def _alive(pid: int) -> bool:
@@ -216,7 +216,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _remove(path: str) -> None:
+def _remove(path: str, owner_pid: int) -> None:
+    """Remove the file, in the process that wrote it only: a forked child (a worker, or the
+    user's own ``os.fork()``) holds a copy of the finalizer, and the file is still in use."""
+    if os.getpid() != owner_pid:
+        return
     with contextlib.suppress(OSError):
         os.unlink(path)
 

@@ -152,7 +152,6 @@ class MapRun:
             self._source,
             wall_clock=self._clocks.wall,
             cpu_clock=self._clocks.cpu,
-            n_items_left=lambda: self._source.n_remaining,
             workers_waiting=lambda: self._backend.n_warm_workers > 0,
             after_timed_call=self._planner.start_workers_early,
         )

@@ -153,8 +153,9 @@ def _record_off_result_path(
     shutdown, when no thread can start, the sample is dropped (a cache can afford it).
     Returns the thread (``shutdown(wait=True)`` joins it), or ``None`` when none started.
     """
+    # A daemon: a cache directory that hangs (a stale network home) must not hang the exit.
     thread = threading.Thread(
-        target=record, args=(start_method, seconds), name="amorsize-record-start"
+        target=record, args=(start_method, seconds), name="amorsize-record-start", daemon=True
     )
     try:
         thread.start()

@@ -47,16 +47,8 @@ reads and a context-switch count cost about 1-2 µs, which would swamp a 0.1 µs
 
 MAX_BATCH_ITEMS = 64
 
-LONE_CALL_MAX_ITEMS_LEFT = 4
-"""A first call that spent the whole probe budget is enough to plan on when at most this many
-items are left after it: a second call in the caller would then be a fifth or more of the
-job, more than planning on a call that may have been cold can cost (a pool that turns out to
-lose hands the rest back). Measured: a 3-item job of 0.23 s calls (a nested ``map()``) took
-0.66 s with the second call probed in the caller and the last one run serially, against
-0.38 s for the stdlib pool."""
-
 WAITING_WORKERS_MIN_S = 0.002
-"""With workers warm and idle, the probe stops once it has two calls and this much time: each
+"""With workers warm, the probe stops once it has two calls and this much time: each
 further call in the caller is one the workers could have run. 2 ms still measures hundreds of
 fast calls (their figure is stable by then); a slow call's figure is corrected by the chunks'
 own. Measured: 30 items of 10 ms in a program whose pool was already warm, the probe's third
@@ -123,7 +115,6 @@ def probe(
     dumps: Callable[[object], bytes] = cloudpickle.dumps,
     budget_s: float = PROBE_BUDGET_S,
     max_items: int = PROBE_MAX_ITEMS,
-    n_items_left: Callable[[], int | None] = lambda: None,
     workers_waiting: Callable[[], bool] = lambda: False,
     measure_memory: Callable[[Callable[[], Any]], tuple[Any, int]] | None = None,
     voluntary_switches: Callable[[], int | None] | None = None,
@@ -145,11 +136,9 @@ def probe(
 
     A first call that the second shows to have been cold (``first_call_is_cold``) is left
     out of the means, and the probe does not stop before a warm call has been timed; the
-    excess is reported as ``first_call_extra_s``. ``n_items_left`` says how many items the
-    input still holds (``None``: unknown); a first call that spent the budget with at most
-    ``LONE_CALL_MAX_ITEMS_LEFT`` of them left ends the probe alone. ``workers_waiting`` says
-    whether warm workers sit idle (started before, or during the probe): then two calls and
-    ``WAITING_WORKERS_MIN_S`` are enough.
+    excess is reported as ``first_call_extra_s``. ``workers_waiting`` says whether warm
+    workers are there (started before, or during the probe), which further calls here would
+    keep from work: then two calls and ``WAITING_WORKERS_MIN_S`` are enough.
 
     The garbage collector is paused while a group of fast calls is timed, as ``timeit``
     does: the argument tuples the probe builds would otherwise trigger a collection of the
@@ -166,7 +155,6 @@ def probe(
         dumps=dumps,
         budget_s=budget_s,
         max_items=max_items,
-        n_items_left=n_items_left,
         workers_waiting=workers_waiting,
         measure_memory=measure_memory,
         voluntary_switches=voluntary_switches,
@@ -183,7 +171,6 @@ def _probe_items(
     dumps: Callable[[object], bytes],
     budget_s: float,
     max_items: int,
-    n_items_left: Callable[[], int | None],
     workers_waiting: Callable[[], bool],
     measure_memory: Callable[[Callable[[], Any]], tuple[Any, int]] | None,
     voluntary_switches: Callable[[], int | None] | None,
@@ -246,7 +233,6 @@ def _probe_items(
             trusted=_is_stable(timed.warm_means_s, elapsed_s),
             budget_s=budget_s,
             max_items=max_items,
-            n_items_left=n_items_left(),
             workers_waiting=workers_waiting(),
         ):
             break
@@ -430,7 +416,6 @@ def probe_is_done(
     budget_s: float = PROBE_BUDGET_S,
     max_items: int = PROBE_MAX_ITEMS,
     lone_call_ok: bool = False,
-    n_items_left: int | None = None,
     workers_waiting: bool = False,
 ) -> bool:
     """The probe's stopping rule, for the probe in the caller and the one in a worker
@@ -450,20 +435,12 @@ def probe_is_done(
         lone_call_ok: one call may be enough (in a worker: the pool is already chosen,
             since ``fn`` may not run in the caller, the chunks' own figures soon correct
             the chunk size, and a second probe chunk would keep the other workers idle).
-        n_items_left: items the input still holds (``None``: unknown). A lone call that
-            spent the budget is enough when at most ``LONE_CALL_MAX_ITEMS_LEFT`` are left:
-            a second one would be a large share of the job.
-        workers_waiting: warm workers sit idle while the probe runs: two calls and
-            ``WAITING_WORKERS_MIN_S`` are enough.
+        workers_waiting: warm workers are there while the probe runs (idle, or busy with
+            other work): two calls and ``WAITING_WORKERS_MIN_S`` are enough.
     """
     if n_items >= max_items:
         return True
-    few_left = (
-        n_items_left is not None
-        and n_items_left <= LONE_CALL_MAX_ITEMS_LEFT
-        and elapsed_s >= budget_s
-    )
-    if n_warm_samples < 1 or (n_items < 2 and not (lone_call_ok or few_left)):
+    if n_warm_samples < 1 or (n_items < 2 and not lone_call_ok):
         return False
     if workers_waiting and n_items >= 2 and elapsed_s >= WAITING_WORKERS_MIN_S:
         return True

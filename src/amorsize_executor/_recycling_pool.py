@@ -30,8 +30,8 @@ class RecyclingProcessPool(concurrent.futures.ProcessPoolExecutor):
     when a worker exits depends on whether the next chunk was submitted first: a race,
     which is why it hung only sometimes. Here the pool is kept at ``max_workers`` workers,
     as a loky pool is, on the count of its processes alone (CPython's own fix also replaces
-    on that count); a ``submit()`` then also starts the pool's missing workers at once, and
-    the semaphore is not read.
+    on that count); each ``submit()`` then starts one missing worker (as the stdlib's pool
+    starts one per call), and the semaphore is not read.
     """
 
     def _adjust_process_count(self) -> None:

@@ -55,9 +55,8 @@ for a thread to wake, not the caller's CPU: as the caller's cost per chunk it er
 larger chunks, which cost threads nothing."""
 
 IN_PROCESS_BYTES_PER_S = NO_TRANSFER_BYTES_PER_S
-"""Nothing crosses a process boundary: a chunk's pickled bytes are handed over by reference.
-(``MapRun`` still pickles every chunk and its results; the probe measures that cost as
-``pickle_s_per_item``.) ``to_dict`` reports no rate for it."""
+"""Nothing crosses a process boundary: a chunk's items and results are handed over by
+reference. ``to_dict`` reports no rate for it."""
 
 STDLIB_MAX_THREADS = 32
 """Cap of the stdlib ``ThreadPoolExecutor``'s default size, ``min(32, cpu_count + 4)``

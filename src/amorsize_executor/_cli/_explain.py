@@ -272,7 +272,7 @@ def _plan_job(
     same shortcut for a job that is serial on any machine, the same pickle check of
     ``fn``), without running it."""
     source = Source((job_input.items,))
-    outcome = _probe.probe(fn, source, n_items_left=lambda: source.n_remaining)
+    outcome = _probe.probe(fn, source)
     if outcome.error is not None:
         return _JobResult(None, len(outcome.results), outcome.error)
     # A new executor's pool is processes on this machine: a large fn would go once to each.
