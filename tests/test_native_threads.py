@@ -30,9 +30,9 @@ def blas_threads(_: int) -> list[int]:
     )
 
 
-def test_forked_workers_limit_blas_threads_from_the_parents_scan(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def blas_threads_of_forked_workers(monkeypatch: pytest.MonkeyPatch) -> set[tuple[int, ...]]:
+    """The BLAS thread counts two forked workers report on two cores, the user having set no
+    thread variable, after the parent's scan was forgotten (so a pool start makes one)."""
     for name in _chunk_worker.THREAD_ENV_VARS:
         monkeypatch.delenv(name, raising=False)
     if not threadpoolctl.threadpool_info():
@@ -44,8 +44,14 @@ def test_forked_workers_limit_blas_threads_from_the_parents_scan(
         system_facts=TWO_CORES,
         isolate=True,
     ) as ex:
-        # 2 cores over 2 workers: 1 BLAS thread each.
-        assert set(map(tuple, ex.map(blas_threads, range(8)))) == {(1,)}
+        return set(map(tuple, ex.map(blas_threads, range(8))))
+
+
+def test_forked_workers_limit_blas_threads_from_the_parents_scan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 2 cores over 2 workers: 1 BLAS thread each.
+    assert blas_threads_of_forked_workers(monkeypatch) == {(1,)}
     scanned = _chunk_worker._native_pools
     assert scanned is not None and "numpy" in scanned[0]
 
@@ -53,24 +59,13 @@ def test_forked_workers_limit_blas_threads_from_the_parents_scan(
 def test_forked_workers_use_the_parents_scan_not_their_own(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name in _chunk_worker.THREAD_ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
-    if not threadpoolctl.threadpool_info():
-        pytest.skip("numpy's BLAS is not visible to threadpoolctl here")
 
     def no_scan_in_workers(*args: object, **kwargs: object) -> None:
         raise AssertionError("a forked worker scanned its libraries itself")
 
     # Inherited by the forked workers: the fallback that scans would fail their start.
     monkeypatch.setattr(threadpoolctl, "threadpool_limits", no_scan_in_workers)
-    monkeypatch.setattr(_chunk_worker, "_native_pools", None)
-    with AdaptiveProcessPoolExecutor(
-        max_workers=2,
-        mp_context=multiprocessing.get_context("fork"),
-        system_facts=TWO_CORES,
-        isolate=True,
-    ) as ex:
-        assert set(map(tuple, ex.map(blas_threads, range(8)))) == {(1,)}
+    assert blas_threads_of_forked_workers(monkeypatch) == {(1,)}
 
 
 def test_the_parent_scans_again_once_any_module_was_imported(
