@@ -22,6 +22,7 @@ LAYERS = {
     "_fn_cost": "policy",
     "_serial_watch": "policy",
     "_input": "mechanism",
+    "_arg_copies": "mechanism",
     "_probe": "mechanism",
     "_meters": "mechanism",
     "_system_facts": "mechanism",
@@ -88,6 +89,7 @@ MODULE_ALLOWED = {
     "_system_facts": {"_cgroup_text"},
     "_pool_backend": {"_system_facts", "_pool_futures", "_recycling_pool"},
     "_probe": {"_meters"},
+    "_arg_copies": {"_input"},
     "_chunk_worker": {"_worker_streams", "_fn_transport"},
     "_fn_for_workers": {"_fn_transport"},
 }
