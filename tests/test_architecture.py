@@ -81,7 +81,8 @@ ALLOWED = {
 # the pool backend gives its futures the stdlib's semantics (_pool_futures) and runs
 # max_tasks_per_child on a stdlib pool that replaces its workers (_recycling_pool), the
 # worker's entry point keeps crash reports working under an in-memory stderr and loads
-# a large fn through the transport that shipped it, which the run's FnForWorkers drives.
+# a large fn through the transport that shipped it, which the run's FnForWorkers drives,
+# and fn's arguments in the caller are copies read through the input layer's Source.
 MODULE_ALLOWED = {
     "_shared_pools": {"_pool_backend"},
     "_machine": {"_system_facts", "_start_cost_cache"},

@@ -10,9 +10,20 @@ and frozensets only when the batch holds some, and handed on as it is when nothi
 change. An item that cannot be pickled raises ``UnpicklableItemError`` at its position, the
 items before it having run, as a pool's result iterator raises it.
 
-What it must not do: decide whether copies are made (the facade does: not for the threads
-backend, where ``fn`` gets the caller's objects as in ``ThreadPoolExecutor``), or read an
-item the run did not ask for.
+No copies for a backend whose workers are threads of this process (``for_caller``): ``fn``
+gets the caller's objects on every path of such a ``map()``, as in ``ThreadPoolExecutor``.
+
+The check costs about 15 ns an item (measured on the 2-core reference VM, CPython 3.11, a
+batch of ints: ``set(map(type, batch))`` 13 ns standalone, 15-16 ns inside a serial run's
+batches). No cheaper exact test exists in pure Python: each costs a pass over the items with
+a C call per item (``map(type, ...)`` alone is 9 ns), and the C loops that look at types
+without a call per item (``sum``, ``array.array``, ``marshal``) call user code or accept
+subclasses. So a job of trivial calls over a list of numbers pays about a quarter more than
+before; an input known immutable before it is read (``range``, ``str``, ``bytes``) pays
+nothing.
+
+What it must not do: copy for threads, or read an item the run did not ask for (beyond the
+block it is copying).
 """
 
 from __future__ import annotations
