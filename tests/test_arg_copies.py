@@ -176,3 +176,20 @@ def test_several_inputs_read_in_blocks_raise_an_input_error_at_its_position() ->
         for args in items.batch(10):
             got.append(args)
     assert got == [([1], 0), ([1], 1), ([1], 2)]
+
+
+def test_a_large_single_batch_is_copied_block_by_block_as_it_is_consumed() -> None:
+    values: list[Any] = [[i] for i in range(10_000)]
+    values[6000] = threading.Lock()
+    source = Source((values,))
+    items = CallerItems(source)
+    taken = items.single_batch(10_000)
+    assert taken is not None and taken[1] == 10_000
+    batch, _ = taken
+    assert next(batch) == [0] and source.n_pulled < 10_000  # read as it is consumed
+    got = [[0]]
+    with pytest.raises(UnpicklableItemError, match="input item 6000 "):
+        for item in batch:
+            got.append(item)
+    assert got == values[:6000] and not any(g is v for g, v in zip(got, values, strict=False))
+    assert source.exhausted

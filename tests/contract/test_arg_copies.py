@@ -22,8 +22,12 @@ pytestmark = pytest.mark.timeout(90)
 
 ALL_PATHS = [pytest.param(p, id=p.name) for p in PATHS]
 # 50 items stay within the probe; 3000 go on to the serial run's batches (C speed for a
-# fast fn, item by item for a slow one).
-SIZES = [pytest.param(50, id="probe"), pytest.param(3000, id="after-the-probe")]
+# fast fn, item by item for a slow one); 20,000 to batches copied block by block.
+SIZES = [
+    pytest.param(50, id="probe"),
+    pytest.param(3000, id="after-the-probe"),
+    pytest.param(20_000, id="large"),
+]
 SPEEDS = [
     pytest.param(_work.append_one, id="fast"),
     pytest.param(_work.append_one_slowly, id="slow"),
