@@ -62,12 +62,6 @@ BLOCK_ITEMS = 1024
 together in a serial run's fast path (``batch``): the Python code of a block then costs
 about 1 ns an item, and the read-ahead stays small."""
 
-EAGER_ITEMS = 4096
-"""Bare items of a list-like input checked and copied at once (``single_batch``): a serial
-timed group (at most 4096 calls) is copied before its clock starts. Larger batches go block
-by block as they are consumed: one block of copies alive at a time, and each checked right
-before ``fn`` reads the same objects."""
-
 LAZY_BLOCK_ITEMS = 64
 """The same for the item-by-item path (``iter_up_to``: slow calls, timed groups): the
 checks run at C speed over a block, not one call per item, and at most this many items are
@@ -234,31 +228,13 @@ class CallerItems:
 
     def single_batch(self, n_items: int) -> tuple[Iterator[Any], int] | None:
         """As ``Source.single_batch``: up to ``n_items`` bare items of the one input with a
-        ``len()``, copied (see ``copied``): at once up to ``EAGER_ITEMS`` (a timed group's
-        calls then time ``fn`` alone), else block by block as they are consumed, each checked
-        just before ``fn`` reads the same objects. An item that cannot be copied raises at its
-        position and ends the input."""
-        source = self._source
-        items = source.single_list(min(n_items, EAGER_ITEMS))
+        ``len()``, copied as one batch; an item that cannot be copied raises at its position
+        and ends the input."""
+        items = self._source.single_list(n_items)
         if items is None:
             return None
-        first_index = source.n_pulled - len(items)
-        n_more = min(n_items - len(items), source.n_remaining or 0)
-        if not n_more:
-            return self._handed_out(items, first_index), len(items)
-        blocks = self._single_blocks(items, first_index, n_more)
-        return chain.from_iterable(blocks), len(items) + n_more
-
-    def _single_blocks(self, items: list[Any], first_index: int, n_more: int) -> Iterator[Any]:
-        source = self._source
-        yield self._handed_out(items, first_index)
-        while n_more > 0 and not source.exhausted:
-            first_index = source.n_pulled
-            block = source.single_list(min(n_more, BLOCK_ITEMS))
-            if not block:
-                return
-            n_more -= len(block)
-            yield self._handed_out(block, first_index)
+        n_taken = len(items)
+        return self._handed_out(items, self._source.n_pulled - n_taken, bare=True), n_taken
 
     def bare_batch(self, n_items: int) -> Iterator[Any] | None:
         """``None``: an input without ``len()`` is read in blocks by ``batch``."""
@@ -299,10 +275,8 @@ class CallerItems:
         """What the last ``batch`` handed out (its blocks counted their pulls as they went)."""
         return self._n_batch
 
-    def _handed_out(self, items: list[Any], first_index: int) -> Iterator[Any]:
-        """Bare items as ``fn`` may get them; after an item that cannot be copied, its error
-        (the input is then closed)."""
-        copies, error = copied(items, first_index, bare=True)
+    def _handed_out(self, items: list[Any], first_index: int, *, bare: bool) -> Iterator[Any]:
+        copies, error = copied(items, first_index, bare=bare)
         if error is None:
             return iter(copies)
         self._source.close()

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(90)
 
 ALL_PATHS = [pytest.param(p, id=p.name) for p in PATHS]
 # 50 items stay within the probe; 3000 go on to the serial run's batches (C speed for a
-# fast fn, item by item for a slow one); 20,000 to batches copied block by block.
+# fast fn, item by item for a slow one); 20,000 to batches copied in several blocks.
 SIZES = [
     pytest.param(50, id="probe"),
     pytest.param(3000, id="after-the-probe"),
