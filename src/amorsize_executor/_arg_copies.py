@@ -111,9 +111,9 @@ def copied(
     items: list[T], first_index: int, *, bare: bool
 ) -> tuple[list[T], UnpicklableItemError | None]:
     """``items`` (the input from ``first_index`` on) as ``fn`` may get them: the list itself
-    when nothing in it can change, else copies made by one pickle round trip (cloudpickle
-    where pickle cannot, as for the pool's chunks). When an item cannot be copied: copies of
-    the items before it, and the error at its position.
+    when nothing in it can change, else copies made by pickle round trips of up to
+    ``COPY_BLOCK_ITEMS`` (cloudpickle where pickle cannot, as for the pool's chunks). When an
+    item cannot be copied: copies of the items before it, and the error at its position.
 
     Args:
         items: bare items (``bare``) or tuples of arguments.

@@ -24,7 +24,8 @@ def remote_traceback(tb_text: str) -> RemoteTraceback:
 
 
 class UnpicklableItemError(pickle.PicklingError):
-    """An input item could not be pickled to send it to a worker."""
+    """An input item could not be pickled to send it to a worker (or, in the caller, to give
+    ``fn`` a copy of it, as a worker would get it)."""
 
     def __init__(
         self, index: int, type_name: str, detail: str, *, to: str = "send it to a worker process"
