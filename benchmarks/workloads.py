@@ -41,6 +41,12 @@ def square_plus_one(x: int) -> int:
     return x * x + 1
 
 
+def first_times_second_plus_one(pair: list[int]) -> int:
+    """``square_plus_one`` over a small list: an argument that can change, so a serial run
+    in the caller copies it, as a worker process would get it (issue 13 item 8)."""
+    return pair[0] * pair[1] + 1
+
+
 def megabyte_of_noise(seed: int) -> bytes:
     """1 MiB of seeded Mersenne-Twister output (~3 ms CPU): a large result to send back."""
     return random.Random(seed).randbytes(1 << 20)
@@ -80,6 +86,10 @@ def _spin_items(n_items: int, ms_per_item: float) -> list[int]:
 
 def _ints(n_items: int) -> list[int]:
     return list(range(n_items))
+
+
+def _small_lists(n_items: int) -> list[list[int]]:
+    return [[i, i] for i in range(n_items)]
 
 
 def _cpu_5ms(n_items: int) -> list[int]:
@@ -273,6 +283,14 @@ WORKLOADS: tuple[Workload, ...] = (
         _ints,
         50_000,
         "x*x+1 over 50k ints (~5 ms serial): a short job of overhead only",
+    ),
+    Workload(
+        "trivial_lists_200k",
+        first_times_second_plus_one,
+        _small_lists,
+        200_000,
+        "x[0]*x[1]+1 over 200k two-int lists (~25 ms serial): what copying fn's arguments "
+        "in the caller costs",
     ),
     Workload(
         "generator_1ms_x500",

@@ -22,6 +22,7 @@ LAYERS = {
     "_fn_cost": "policy",
     "_serial_watch": "policy",
     "_input": "mechanism",
+    "_arg_copies": "mechanism",
     "_probe": "mechanism",
     "_meters": "mechanism",
     "_system_facts": "mechanism",
@@ -80,7 +81,8 @@ ALLOWED = {
 # the pool backend gives its futures the stdlib's semantics (_pool_futures) and runs
 # max_tasks_per_child on a stdlib pool that replaces its workers (_recycling_pool), the
 # worker's entry point keeps crash reports working under an in-memory stderr and loads
-# a large fn through the transport that shipped it, which the run's FnForWorkers drives.
+# a large fn through the transport that shipped it, which the run's FnForWorkers drives,
+# and fn's arguments in the caller are copies read through the input layer's Source.
 MODULE_ALLOWED = {
     "_shared_pools": {"_pool_backend"},
     "_machine": {"_system_facts", "_start_cost_cache"},
@@ -88,6 +90,7 @@ MODULE_ALLOWED = {
     "_system_facts": {"_cgroup_text"},
     "_pool_backend": {"_system_facts", "_pool_futures", "_recycling_pool"},
     "_probe": {"_meters"},
+    "_arg_copies": {"_input"},
     "_chunk_worker": {"_worker_streams", "_fn_transport"},
     "_fn_for_workers": {"_fn_transport"},
 }

@@ -24,13 +24,16 @@ def remote_traceback(tb_text: str) -> RemoteTraceback:
 
 
 class UnpicklableItemError(pickle.PicklingError):
-    """An input item could not be pickled to send it to a worker."""
+    """An input item could not be pickled to send it to a worker (or, in the caller, to give
+    ``fn`` a copy of it, as a worker would get it)."""
 
-    def __init__(self, index: int, type_name: str, detail: str) -> None:
+    def __init__(
+        self, index: int, type_name: str, detail: str, *, to: str = "send it to a worker process"
+    ) -> None:
         super().__init__(
-            f"input item {index} (of type {type_name}) cannot be pickled to send it to a "
-            f"worker process: {detail}. Pass picklable arguments (module-level classes, no open "
-            f"files, locks or sockets), or build the object inside fn."
+            f"input item {index} (of type {type_name}) cannot be pickled to {to}: {detail}. "
+            f"Pass picklable arguments (module-level classes, no open files, locks or "
+            f"sockets), or build the object inside fn."
         )
         self.index = index
 

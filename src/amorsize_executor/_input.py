@@ -14,6 +14,10 @@ from itertools import count, islice
 from operator import itemgetter
 from typing import Any
 
+IMMUTABLE_ITEM_ITERABLES: tuple[type, ...] = (range, str, bytes)
+"""Iterables whose items are immutable built-ins whatever they hold (ints, one-character
+strings): an in-caller run over them need not copy or check an item (``_arg_copies``)."""
+
 
 def known_length(iterables: tuple[Iterable[Any], ...]) -> tuple[int | None, bool]:
     """The number of items ``zip(*iterables)`` will produce, without consuming anything.
@@ -44,6 +48,8 @@ class Source:
         if not iterables:
             raise TypeError("map() must have at least one iterable")
         self.n_total, self.has_len = known_length(iterables)
+        self.items_immutable = all(type(it) in IMMUTABLE_ITEM_ITERABLES for it in iterables)
+        """Every item is known immutable before any is read (see ``IMMUTABLE_ITEM_ITERABLES``)."""
         iterators = []
         for position, iterable in enumerate(iterables):
             try:
@@ -59,6 +65,15 @@ class Source:
         # counting when its length is known (see single_batch).
         self._bare = iterators[0] if len(iterators) == 1 else None
         self._single = self._bare if self.has_len else None
+        # A list or tuple is sliced (one C copy of its pointers) when a batch must be a list.
+        first = iterables[0]
+        self._sequence: list[Any] | tuple[Any, ...] | None = (
+            first
+            if self._single is not None
+            and isinstance(first, (list, tuple))
+            and type(first) in (list, tuple)  # a subclass may iterate otherwise
+            else None
+        )
         self.n_pulled = 0
         self.exhausted = False
         self.input_error: BaseException | None = None
@@ -158,6 +173,21 @@ class Source:
         if self.n_pulled >= self.n_total:
             self.exhausted = True
         return islice(self._single, n_taken), n_taken
+
+    def single_list(self, n_items: int) -> list[Any] | None:
+        """As ``single_batch``, the items as a list (a slice of a list or tuple input, its
+        iterator moved past them), for a caller that looks at them before ``fn`` does."""
+        taken = self.single_batch(n_items)
+        if taken is None:
+            return None
+        items, n_taken = taken
+        if self._sequence is None:
+            return list(items)
+        start = self.n_pulled - n_taken
+        # A list or tuple iterator's position is its pickled state: set it past the slice.
+        self._bare.__setstate__(self.n_pulled)  # type: ignore[union-attr]
+        part = self._sequence[start : self.n_pulled]
+        return part if type(part) is list else list(part)
 
     def settle_batch(self, n_requested: int) -> int:
         """Count what the last ``batch`` produced; returns that number."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
-from . import _cost_model, _fn_cost, _probe, _serial_watch
+from . import _arg_copies, _cost_model, _fn_cost, _probe, _serial_watch
 from ._backend import Backend
 from ._chunk_window import ChunkWindow
 from ._fn_for_workers import FnForWorkers
@@ -93,6 +93,8 @@ class MapRun:
     ) -> None:
         self._fn = fn
         self._source = source
+        # fn's arguments in the caller: copies, as from a pool (threads: the caller's own).
+        self._caller_items = _arg_copies.for_caller(source, backend, options.buffersize)
         self._backend = backend
         self._read_facts = read_facts
         self._options = options
@@ -149,7 +151,7 @@ class MapRun:
     def _probe_in_caller(self) -> None:
         outcome = _probe.probe(
             self._fn,
-            self._source,
+            self._caller_items,
             wall_clock=self._clocks.wall,
             cpu_clock=self._clocks.cpu,
             workers_waiting=lambda: self._backend.n_warm_workers > 0,
@@ -212,7 +214,7 @@ class MapRun:
         window = self._window
         self._serial = SerialRun(
             self._fn,
-            self._source,
+            self._caller_items,
             planned_s_per_item=self._plan.measurements.wall_s_per_item,
             buffersize=self._options.buffersize,
             on_progress=self._options.on_progress,

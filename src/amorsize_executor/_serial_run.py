@@ -24,6 +24,7 @@ from itertools import repeat, starmap
 from typing import Any
 
 from . import _probe
+from ._arg_copies import CallerItems
 from ._input import Source
 from ._records import format_seconds
 from ._serial_watch import SerialWatch
@@ -64,7 +65,8 @@ class SerialRun:
 
     Args:
         fn: the function.
-        source: the input (already past the probe).
+        source: the input (already past the probe), as ``fn`` may get it (copies: see
+            ``_arg_copies.for_caller``).
         planned_s_per_item: the plan's per-call figure (sizes the timed groups).
         buffersize: the user's ``buffersize`` (caps a timed group), or ``None``.
         on_progress: the progress callback, or ``None``.
@@ -80,7 +82,7 @@ class SerialRun:
     def __init__(
         self,
         fn: Callable[..., Any],
-        source: Source,
+        source: Source | CallerItems,
         *,
         planned_s_per_item: float,
         buffersize: int | None,

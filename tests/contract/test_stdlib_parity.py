@@ -310,15 +310,9 @@ def test_an_exception_of_a_chunk_that_could_not_run_carries_no_loky_type() -> No
     assert all(not t.__module__.startswith("loky") for t in chain), chain
 
 
-# -- known gaps (strict: they fail the run once fixed, so the marker goes) --------------------
+# -- fn gets copies (more cases: test_arg_copies.py) ------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 item 8, not done: on the in-caller path fn gets the caller's own objects "
-    "(a copy per item would cost a type check of about 13 ns an item, +30% on the trivial "
-    "200k-int job)",
-)
 def test_fn_mutating_its_argument_never_changes_the_callers_objects_in_caller() -> None:
     _check_fn_gets_copies(PATHS[0])
 
@@ -326,6 +320,9 @@ def test_fn_mutating_its_argument_never_changes_the_callers_objects_in_caller() 
 @pytest.mark.parametrize("path", PATHS[1:], ids=[p.name for p in PATHS[1:]])
 def test_fn_mutating_its_argument_never_changes_the_callers_objects(path: ExecPath) -> None:
     _check_fn_gets_copies(path)
+
+
+# -- known gaps (strict: they fail the run once fixed, so the marker goes) --------------------
 
 
 def _check_fn_gets_copies(path: ExecPath) -> None:
