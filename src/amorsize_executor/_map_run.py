@@ -154,6 +154,7 @@ class MapRun:
             cpu_clock=self._clocks.cpu,
             workers_waiting=lambda: self._backend.n_warm_workers > 0,
             after_timed_call=self._planner.start_workers_early,
+            plan_on_lone_call=self._planner.memory_if_lone_call_enough,
         )
         self._ready.extend(outcome.results)
         if outcome.error is not None:
