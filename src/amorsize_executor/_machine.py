@@ -35,10 +35,10 @@ _machine_facts_lock = threading.Lock()
 _start_cost_memo: dict[tuple[str, str], tuple[tuple[int, int, int], float | None]] = {}
 """The on-disk start cost per (start method, cache file), with the file's inode, modification
 time and size when it was read: read again only once the file changed (a store writes a new
-file and renames it over the old one, so the inode changes even where times are coarse). A ``map()`` that starts workers
-during its probe reads its facts twice in a few milliseconds; each read of the file took
-0.2-0.7 ms on the 2-core VM while the new workers were booting (2026-12-02), a ``stat``
-a few microseconds."""
+file and renames it over the old one, so the inode changes even where times are coarse). A
+``map()`` that starts workers during its probe reads its facts twice in a few milliseconds;
+each read of the file took 0.2-0.7 ms on the 2-core VM while the new workers were booting
+(2026-12-02), a ``stat`` a few microseconds."""
 
 
 def machine_facts() -> SystemFacts:
