@@ -234,7 +234,8 @@ def _probe_items(
             if timed.group_means_s[-1] < FAST_CALL_S:
                 # Clock reads cost about a microsecond: time fast calls in growing groups.
                 batch_size = min(2 * batch_size, MAX_BATCH_ITEMS)
-            if plan_on_lone_call is not None and timed.n_calls == 1 and not exhausted:
+            lone = timed.n_calls == 1 and not exhausted and error is None
+            if plan_on_lone_call is not None and lone:
                 lone_call_memory = plan_on_lone_call(*call)
                 if lone_call_memory is not None:
                     memory_bytes = lone_call_memory
