@@ -134,11 +134,23 @@ def slow_square(x: int) -> int:
     return x * x
 
 
-@pytest.mark.parametrize(("start_method", "n_probed"), [("fork", 1), ("spawn", 2)])
-def test_map_plans_a_long_first_call_alone_on_a_forked_pool(
-    start_method: str, n_probed: int
+@pytest.mark.parametrize(
+    ("start_method", "n_warm_workers", "n_probed"),
+    [
+        ("fork", 0, 1),
+        ("spawn", 0, 2),  # each worker would pay a cold first call again
+        ("fork", 2, 2),  # warm workers were forked before the call: the same
+    ],
+)
+def test_map_plans_a_long_first_call_alone_on_a_pool_yet_to_fork(
+    start_method: str, n_warm_workers: int, n_probed: int
 ) -> None:
-    facts = make_facts(n_logical_cores=2, start_method=start_method, worker_start_s=0.001)
+    facts = make_facts(
+        n_logical_cores=2,
+        start_method=start_method,
+        worker_start_s=0.001,
+        n_warm_workers=n_warm_workers,
+    )
     with AdaptiveProcessPoolExecutor(
         max_workers=2, backend=FakeBackend(), system_facts=facts
     ) as ex:
@@ -146,4 +158,3 @@ def test_map_plans_a_long_first_call_alone_on_a_forked_pool(
         plan = ex.last_plan
     assert plan is not None
     assert plan.measurements.n_probed == n_probed
-    assert plan.mode == ("parallel" if n_probed == 1 else "serial")

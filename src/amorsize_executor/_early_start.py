@@ -125,8 +125,9 @@ def lone_call_is_enough(
     of 0.2 s on 2 workers, took 1.5 times the stdlib pool's time). The rule is safe only
     when (1) the call is ``LONE_CALL_START_MULTIPLE`` times a worker's start, so that a
     cold first call followed by trivial ones costs the job at most a tenth more; (2) the
-    workers inherit the caller's state (a forked pool): then what made the first call cold
-    (imports, caches) is not paid again by each worker; (3) few items are left (one round),
+    workers inherit the caller's state (a pool forked after this call, not warm workers
+    forked before it): then what made the first call cold (imports, caches) is not paid
+    again by each worker; (3) few items are left (one round),
     so a first call that overstated the work sends no long queue of tiny chunks. Whether
     the call's memory can matter is asked apart (``memory_cannot_matter``).
     """

@@ -114,7 +114,7 @@ class Planner:
     def memory_if_lone_call_enough(self, call_s: float, its_cpu_s: float) -> int | None:
         """The probe's ``plan_on_lone_call``: an upper bound of the call's memory when its
         first call alone is enough to plan on (``_early_start.lone_call_is_enough``: long
-        against a worker's start, a forked pool, the items left fit in one round of workers)
+        against a worker's start, a pool yet to be forked, the items left fit in one round)
         and that bound cannot change the plan (``_early_start.memory_cannot_matter``);
         ``None`` (probe on) otherwise."""
         n_left = self._source.n_remaining if self._source.n_total is not None else None
@@ -145,7 +145,8 @@ class Planner:
         enough = _early_start.lone_call_is_enough(
             call_s=call_s,
             worker_start_s=facts.worker_start_s,
-            workers_inherit_state=facts.start_method == "fork",
+            # Workers forked after this call: warm ones were forked before it.
+            workers_inherit_state=facts.start_method == "fork" and facts.n_warm_workers == 0,
             n_items_left=n_left,
             n_usable_cores=_cost_model.choose_usable_cores(facts, cpu_bound=True)[0],
             max_workers=self._limits.max_workers,
