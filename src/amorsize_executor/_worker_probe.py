@@ -20,6 +20,16 @@ WORKER_PROBE_FIRST_ITEMS = 1
 times larger until the measured compute time is long enough to trust."""
 
 
+def first_probe_round(
+    chunksize: int | None, *, n_workers: int, cap: Callable[[int], int] = lambda size: size
+) -> tuple[int, int]:
+    """The first step of the probe in a worker: ``(items per chunk, chunks)``, one chunk per
+    worker (``n_workers``, at least one), each of the user's ``chunksize`` when given (the
+    plan keeps it anyway, so the first round is what the stdlib pool would send), else of
+    ``WORKER_PROBE_FIRST_ITEMS``; ``cap`` bounds the size (one item under a deadline)."""
+    return cap(chunksize or WORKER_PROBE_FIRST_ITEMS), max(1, n_workers)
+
+
 def probe_in_worker(
     run_chunk: Callable[[int], ChunkOutcome | None],
     *,
@@ -27,27 +37,44 @@ def probe_in_worker(
     deliver: Callable[[list[object]], None],
     cap_chunksize: Callable[[int], int] = lambda size: size,
     wall_clock: Callable[[], float] = time.perf_counter,
+    first_round: tuple[int, int] | None = None,
+    run_round: Callable[[int, int], tuple[list[ChunkOutcome], bool]] | None = None,
 ) -> WorkMeasurements:
     """Measure ``fn`` by running chunks through ``run_chunk(size)`` while ``may_go_on()``
     (no error, input left); each chunk's results go to ``deliver`` in order. A ``None``
     from ``run_chunk`` (nothing sent, a failure, the deadline) ends the probe. Each chunk
     is four times the last, as ``cap_chunksize`` allows (one item under a deadline).
 
+    With ``first_round=(size, n_chunks)`` and ``run_round``, the first step sends
+    ``n_chunks`` chunks of ``size`` items at once, one per worker, and waits for them in
+    order (``run_round(size, n)`` returns their outcomes and whether the round ended early):
+    one chunk alone would leave the other workers idle for as long as it runs (tqdm's
+    ``process_map`` with ``chunksize=8``: a whole item's time on a 0.17 s job).
+
     Unlike the caller's, this probe may stop on its first chunk of one call (see
-    ``_probe.probe_is_done``'s ``lone_call_ok``); when a second chunk ran and shows that
-    first call to have been cold (``_probe.first_call_is_cold``: the worker's imports,
-    caches), the first is left out of the figures and reported as ``first_call_extra_s``."""
+    ``_probe.probe_is_done``'s ``lone_call_ok``); when a second chunk ran after the first
+    in the same worker's turn (a first round of one chunk) and shows that first call to have
+    been cold (``_probe.first_call_is_cold``: the worker's imports, caches), the first is
+    left out of the figures and reported as ``first_call_extra_s``. The chunks of a first
+    round of several are each some worker's first: none can show another to be cold."""
     chunks: list[ChunkOutcome] = []
-    size = WORKER_PROBE_FIRST_ITEMS
+    size, n_chunks = first_round or (WORKER_PROBE_FIRST_ITEMS, 1)
+    several_first = n_chunks > 1 and run_round is not None
     cold_first = False
     probe_started_s = wall_clock()
     while may_go_on():
-        result = run_chunk(size)
-        if result is None:
+        if run_round is not None and n_chunks > 1:
+            outcomes, ended = run_round(size, n_chunks)
+        else:
+            result = run_chunk(size)
+            outcomes, ended = ([], True) if result is None else ([result], False)
+        for result in outcomes:
+            deliver(result.results)
+            chunks.append(result)
+        if ended:
             break
-        deliver(result.results)
-        chunks.append(result)
-        if len(chunks) == 2:
+        n_chunks = 1
+        if len(chunks) == 2 and not several_first:
             cold_first = _is_cold_first_chunk(chunks[0], chunks[1])
         warm = chunks[1:] if cold_first else chunks
         elapsed_s = wall_clock() - probe_started_s
