@@ -384,14 +384,30 @@ class ChunkWindow:
             self.in_flight_items -= chunk.n_items
         return chunk, outcome
 
-    def run_round(self, size: int, n_chunks: int) -> tuple[list[ChunkOutcome], bool]:
-        """Up to ``n_chunks`` chunks of up to ``size`` items at once (see ``run_round``)."""
-        return run_round(self, size, n_chunks)
+    def send_round(self, size: int, n_chunks: int) -> int:
+        """Send up to ``n_chunks`` chunks of up to ``size`` items at once, one per worker (the
+        probe in a worker's first round), for ``run_alone`` to take in order; how many."""
+        n_sent = 0
+        while n_sent < n_chunks and self.submit_next(size) is not None:
+            n_sent += 1
+        return n_sent
 
     def run_alone(self, size: int) -> ChunkOutcome | None:
-        """One chunk alone (``run_round``): its outcome, or ``None`` if the round ended early."""
-        outcomes, ended = run_round(self, size, 1)
-        return outcomes[0] if outcomes and not ended else None
+        """Wait for the oldest chunk sent by ``send_round``, else send one chunk of up to
+        ``size`` items and wait for it (the probe in a worker). ``None``: nothing was sent,
+        the chunk failed (its error is recorded), or the deadline passed (the chunk stays
+        pending: the result stream raises in place)."""
+        chunk = self.pending[0] if self.pending else self.submit_next(size)
+        if chunk is None:
+            return None
+        self.pending.popleft()
+        self.in_flight_items -= chunk.n_items
+        try:
+            return self.wait(chunk)
+        except FuturesTimeoutError:
+            self.pending.appendleft(chunk)
+            self.in_flight_items += chunk.n_items
+            return None
 
     def _await_head(self) -> None:
         """Wait until the oldest chunk is done, refilling whenever any chunk finishes.
@@ -464,29 +480,3 @@ class ChunkWindow:
         for chunk in in_flight:
             with contextlib.suppress(CancelledError):
                 chunk.future.exception()
-
-
-def run_round(window: ChunkWindow, size: int, n_chunks: int) -> tuple[list[ChunkOutcome], bool]:
-    """Send up to ``n_chunks`` chunks of up to ``size`` items at once (one per worker:
-    the probe in a worker's first round) and wait for them in order: their outcomes, and
-    whether the round ended early (nothing sent; a chunk failed, its error recorded; or
-    the deadline passed, that chunk and the later ones left pending to raise in place)."""
-    n_sent = 0
-    while n_sent < n_chunks and window.submit_next(size) is not None:
-        n_sent += 1
-    outcomes: list[ChunkOutcome] = []
-    while len(outcomes) < n_sent and window.pending:  # a failure drops the later chunks
-        with window.lock:
-            chunk = window.pending.popleft()
-            window.in_flight_items -= chunk.n_items
-        try:
-            outcome = window.wait(chunk)
-        except FuturesTimeoutError:
-            with window.lock:
-                window.pending.appendleft(chunk)
-                window.in_flight_items += chunk.n_items
-            return outcomes, True
-        if outcome is None:
-            return outcomes, True
-        outcomes.append(outcome)
-    return outcomes, len(outcomes) < n_sent or n_sent == 0

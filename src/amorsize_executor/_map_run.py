@@ -181,7 +181,7 @@ class MapRun:
             cap_chunksize=cap,
             wall_clock=self._clocks.wall,
             first_round=first_probe_round(self._options.chunksize, n_workers=n_workers, cap=cap),
-            run_round=window.run_round,
+            send_round=window.send_round,
         )
         self._make_plan(measurements, exhausted=source.exhausted)
 

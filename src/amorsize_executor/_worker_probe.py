@@ -38,18 +38,21 @@ def probe_in_worker(
     cap_chunksize: Callable[[int], int] = lambda size: size,
     wall_clock: Callable[[], float] = time.perf_counter,
     first_round: tuple[int, int] | None = None,
-    run_round: Callable[[int, int], tuple[list[ChunkOutcome], bool]] | None = None,
+    send_round: Callable[[int, int], int] | None = None,
 ) -> WorkMeasurements:
-    """Measure ``fn`` by running chunks through ``run_chunk(size)`` while ``may_go_on()``
-    (no error, input left); each chunk's results go to ``deliver`` in order. A ``None``
-    from ``run_chunk`` (nothing sent, a failure, the deadline) ends the probe. Each chunk
-    is four times the last, as ``cap_chunksize`` allows (one item under a deadline).
+    """Measure ``fn`` by running chunks through ``run_chunk(size)`` while chunks sent ahead
+    are left or ``may_go_on()`` (no error, input left); each chunk's results go to
+    ``deliver`` in order. A ``None`` from ``run_chunk`` (nothing sent, a failure, the
+    deadline) ends the probe. Each chunk is four times the last, as ``cap_chunksize``
+    allows (one item under a deadline).
 
-    With ``first_round=(size, n_chunks)`` and ``run_round``, the first step sends
-    ``n_chunks`` chunks of ``size`` items at once, one per worker, and waits for them in
-    order (``run_round(size, n)`` returns their outcomes and whether the round ended early):
-    one chunk alone would leave the other workers idle for as long as it runs (tqdm's
-    ``process_map`` with ``chunksize=8``: a whole item's time on a 0.17 s job).
+    With ``first_round=(size, n_chunks)`` and ``send_round``, the first step sends
+    ``n_chunks`` chunks of ``size`` items at once, one per worker (``send_round(size, n)``
+    says how many it sent), which ``run_chunk`` then takes in order: one chunk alone would
+    leave the other workers idle for as long as it runs (tqdm's ``process_map`` with
+    ``chunksize=8``: a whole item's time on a 0.17 s job). The probe may stop on the first
+    of them; the others are left to the result stream, so the first result still comes as
+    soon as the first chunk is done.
 
     Unlike the caller's, this probe may stop on its first chunk of one call (see
     ``_probe.probe_is_done``'s ``lone_call_ok``); when a second chunk ran after the first
@@ -59,22 +62,16 @@ def probe_in_worker(
     round of several are each some worker's first: none can show another to be cold."""
     chunks: list[ChunkOutcome] = []
     size, n_chunks = first_round or (WORKER_PROBE_FIRST_ITEMS, 1)
-    several_first = n_chunks > 1 and run_round is not None
+    n_ahead = send_round(size, n_chunks) if send_round is not None and n_chunks > 1 else 0
     cold_first = False
     probe_started_s = wall_clock()
-    while may_go_on():
-        if run_round is not None and n_chunks > 1:
-            outcomes, ended = run_round(size, n_chunks)
-        else:
-            result = run_chunk(size)
-            outcomes, ended = ([], True) if result is None else ([result], False)
-        for result in outcomes:
-            deliver(result.results)
-            chunks.append(result)
-        if ended:
+    while n_ahead or may_go_on():  # chunks sent ahead are taken even once the input ended
+        result = run_chunk(size)
+        if result is None:
             break
-        n_chunks = 1
-        if len(chunks) == 2 and not several_first:
+        deliver(result.results)
+        chunks.append(result)
+        if len(chunks) == 2 and n_chunks == 1:
             cold_first = _is_cold_first_chunk(chunks[0], chunks[1])
         warm = chunks[1:] if cold_first else chunks
         elapsed_s = wall_clock() - probe_started_s
@@ -85,8 +82,10 @@ def probe_in_worker(
             trusted=sum(chunk.compute_s for chunk in warm) >= _probe.PROBE_MIN_S,
             lone_call_ok=True,
         ):
-            break
-        size = cap_chunksize(size * 4)
+            break  # chunks still sent ahead are left to the result stream
+        n_ahead = max(0, n_ahead - 1)
+        if n_ahead == 0:
+            size = cap_chunksize(size * 4)
     return _measurements(chunks, cold_first)
 
 
