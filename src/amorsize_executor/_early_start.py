@@ -1,6 +1,7 @@
 """When workers start before a pool is planned: during the probe, or in the background of a
 serial stream, so that a pool that is all but certain does not make the caller wait for its
-start.
+start; and when the probe may stop after one long call (``lone_call_is_enough``), so the
+workers take the few items left at once instead of after a second call in the caller.
 
 Policy layer: pure functions of the probe's first figures, the facts and the item counts; no
 clock, no I/O, no process (``_planning`` asks them and starts the workers).
@@ -96,3 +97,69 @@ def workers_to_prestart_for_stream(
         max_workers=max_workers,
     )
     return warm.n_workers if warm.mode == "parallel" else 0
+
+
+LONE_CALL_START_MULTIPLE = 10.0
+"""A first call this many times longer than a worker's start may be planned on alone (see
+``lone_call_is_enough``). The bound of what a wrong guess costs: had the call been cold (a
+one-off import) and every later one trivial, the pool's start adds at most a tenth of the
+first call to the job. Measured on the 2-core VM (2026-12-02): the nested host program's
+first call takes about 0.2 s against a fork start of 8 ms, 25 times over."""
+
+
+def lone_call_is_enough(
+    *,
+    call_s: float,
+    worker_start_s: float,
+    workers_inherit_state: bool,
+    n_items_left: int | None,
+    n_usable_cores: int,
+    max_workers: int | None,
+) -> bool:
+    """Whether the probe may plan on its first call alone, instead of timing a second one
+    in the caller while no worker runs.
+
+    A second call costs the job one whole call in the caller; when all the items left fit
+    in one round of workers (at most ``n_usable_cores``, or ``max_workers`` when lower),
+    that is as long as the pool's whole share of the work (the nested host program, 3 items
+    of 0.2 s on 2 workers, took 1.5 times the stdlib pool's time). The rule is safe only
+    when (1) the call is ``LONE_CALL_START_MULTIPLE`` times a worker's start, so that a
+    cold first call followed by trivial ones costs the job at most a tenth more; (2) the
+    workers inherit the caller's state (a pool forked after this call, not warm workers
+    forked before it): then what made the first call cold (imports, caches) is not paid
+    again by each worker; (3) few items are left (one round),
+    so a first call that overstated the work sends no long queue of tiny chunks. Whether
+    the call's memory can matter is asked apart (``memory_cannot_matter``).
+    """
+    if n_items_left is None or n_items_left < 1 or not workers_inherit_state:
+        return False
+    if call_s < LONE_CALL_START_MULTIPLE * worker_start_s:
+        return False
+    one_round = n_usable_cores if max_workers is None else min(n_usable_cores, max_workers)
+    return n_items_left <= one_round
+
+
+def memory_cannot_matter(
+    facts: SystemFacts,
+    measurements: WorkMeasurements,
+    *,
+    memory_bound_bytes: int,
+    n_items_left: int,
+    max_workers: int | None,
+) -> bool:
+    """Whether the plan is the same with a call's memory at 0 and at ``memory_bound_bytes``
+    (an upper bound of what the call can need, such as the process's peak resident memory):
+    then planning without the memory-metered call is safe. With a bound that would cap the
+    workers, the probe measures the call's memory as usual."""
+
+    def plan_with(memory_bytes: int) -> tuple[str, int]:
+        plan = _cost_model.plan_map(
+            facts,
+            replace(measurements, memory_bytes_per_call=memory_bytes),
+            n_items=n_items_left,
+            n_items_lower_bound=n_items_left,
+            max_workers=max_workers,
+        )
+        return plan.mode, plan.n_workers
+
+    return plan_with(0) == plan_with(memory_bound_bytes)

@@ -28,6 +28,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from itertools import chain
 from typing import Any
 
@@ -40,7 +41,7 @@ from ._planning import PlanLimits, Planner
 from ._records import Plan, RunOutcome, SystemFacts, WorkMeasurements
 from ._serial_run import SerialRun, handed_on
 from ._steering import Steering, capped_chunksize, serial_worth_revisiting
-from ._worker_probe import probe_in_worker
+from ._worker_probe import first_probe_round, probe_in_worker
 
 logger = logging.getLogger("amorsize_executor")
 
@@ -156,6 +157,7 @@ class MapRun:
             cpu_clock=self._clocks.cpu,
             workers_waiting=lambda: self._backend.n_warm_workers > 0,
             after_timed_call=self._planner.start_workers_early,
+            plan_on_lone_call=self._planner.memory_if_lone_call_enough,
         )
         self._ready.extend(outcome.results)
         if outcome.error is not None:
@@ -168,18 +170,20 @@ class MapRun:
         """Measure by running small first chunks on a worker: ``fn`` must not run here."""
         facts = self._read_facts(self._backend)
         n_cores, _ = _cost_model.choose_usable_cores(facts, cpu_bound=True)
-        self._backend.prepare(min(n_cores, self._options.max_workers or n_cores))
+        n_workers = min(n_cores, self._options.max_workers or n_cores)
+        self._backend.prepare(n_workers)
         window, source = self._window, self._source
         under_deadline = self._options.deadline_s is not None and self._options.chunksize is None
+        # Item sizes count once a plan knows its workers; a deadline counts already.
+        cap = partial(capped_chunksize, under_deadline=under_deadline, item_bytes=0.0, n_workers=1)
         measurements = probe_in_worker(
             window.run_alone,
             may_go_on=lambda: window.error is None and not source.exhausted,
             deliver=self._ready.extend,
-            # Item sizes count once a plan knows its workers; a deadline counts already.
-            cap_chunksize=lambda size: capped_chunksize(
-                size, under_deadline=under_deadline, item_bytes=0.0, n_workers=1
-            ),
+            cap_chunksize=cap,
             wall_clock=self._clocks.wall,
+            first_round=first_probe_round(self._options.chunksize, n_workers=n_workers, cap=cap),
+            send_round=window.send_round,
         )
         self._make_plan(measurements, exhausted=source.exhausted)
 

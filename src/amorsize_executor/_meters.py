@@ -51,6 +51,17 @@ def measure_peak_memory(call: Callable[[], Any]) -> tuple[Any, int]:
     return result, max(0, peak_after - peak_before)
 
 
+def peak_memory_bound() -> int:
+    """An upper bound of the extra memory any call made so far needed: the process's peak
+    resident memory (``VmHWM``, since the process started or the meter last reset it; else
+    the lifetime peak), which the call's peak was part of. 0 means unknown. For a call that
+    was not metered (see ``_probe``'s lone call): no call can have needed more."""
+    peak = _read_status_bytes("VmHWM:")
+    if peak is None:
+        peak = _lifetime_peak_rss_bytes()
+    return 0 if peak is None else peak
+
+
 def _read_status_bytes(field: str) -> int | None:
     """A ``kB`` field of ``/proc/self/status`` in bytes, or ``None`` where there is none.
 

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from . import _cost_model, _early_start, _system_facts
+from . import _cost_model, _early_start, _meters, _system_facts
 from ._fn_for_workers import FnForWorkers
 from ._input import Source
 from ._records import Plan, SystemFacts, WorkMeasurements
@@ -110,6 +110,60 @@ class Planner:
                 self._prepare(n_workers)
             except Exception as exc:  # a guess only: the plan starts what it needs
                 logger.debug("early start failed (%s); the plan decides", exc)
+
+    def memory_if_lone_call_enough(self, call_s: float, its_cpu_s: float) -> int | None:
+        """The probe's ``plan_on_lone_call``: an upper bound of the call's memory when its
+        first call alone is enough to plan on (``_early_start.lone_call_is_enough``: long
+        against a worker's start, a pool yet to be forked, the items left fit in one round)
+        and that bound cannot change the plan (``_early_start.memory_cannot_matter``);
+        ``None`` (probe on) otherwise."""
+        n_left = self._source.n_remaining if self._source.n_total is not None else None
+        if (
+            self._in_process
+            or not self._limits.serial_allowed
+            or n_left is None
+            or n_left < 1
+            # Not worth reading the machine for calls short against any start (most jobs).
+            or call_s
+            < _early_start.LONE_CALL_START_MULTIPLE * _system_facts.fastest_start_prior_s()
+        ):
+            return None
+        try:
+            facts = self._read_facts()
+        except Exception as exc:
+            logger.debug("no plan on a lone call: facts unreadable (%s)", exc)
+            return None
+        measurements = WorkMeasurements(
+            n_probed=1,
+            wall_s_per_item=call_s,
+            cpu_s_per_item=its_cpu_s,
+            item_bytes=0.0,
+            result_bytes=0.0,
+            pickle_s_per_item=0.0,
+            memory_bytes_per_call=0,
+        )
+        enough = _early_start.lone_call_is_enough(
+            call_s=call_s,
+            worker_start_s=facts.worker_start_s,
+            # Workers forked after this call: warm ones were forked before it.
+            workers_inherit_state=facts.start_method == "fork" and facts.n_warm_workers == 0,
+            n_items_left=n_left,
+            n_usable_cores=_cost_model.choose_usable_cores(facts, cpu_bound=True)[0],
+            max_workers=self._limits.max_workers,
+        )
+        if not enough:
+            return None
+        bound = _meters.peak_memory_bound()
+        if not _early_start.memory_cannot_matter(
+            facts,
+            measurements,
+            memory_bound_bytes=bound,
+            n_items_left=n_left,
+            max_workers=self._limits.max_workers,
+        ):
+            return None
+        logger.debug("planning on the first call alone (%.3f s, %d item(s) left)", call_s, n_left)
+        return bound
 
     def first_plan(self, measurements: WorkMeasurements, *, exhausted: bool, failed: bool) -> Plan:
         """The plan after the probe; ``fn`` is pickled when the plan sends it to workers.

@@ -7,7 +7,8 @@ the memory meter are arguments, so tests script them and assert exact figures.
 How long it runs is its own small rule: stop when the input ends, when ``fn`` raises, when
 the time budget is spent (slow items), at the count cap (very fast items), or once the mean
 is stable enough to plan on. It never stops on one call alone (a first call is often cold:
-imports, caches, lazy set-up), and a first call that a later one shows to have been cold
+imports, caches, lazy set-up), unless the caller judges that call long enough to plan on
+(``plan_on_lone_call``), and a first call that a later one shows to have been cold
 (``first_call_is_cold``) is left out of the means and needs a warm timed call after it.
 """
 
@@ -119,6 +120,7 @@ def probe(
     measure_memory: Callable[[Callable[[], Any]], tuple[Any, int]] | None = None,
     voluntary_switches: Callable[[], int | None] | None = None,
     after_timed_call: Callable[[float, float, int], None] | None = None,
+    plan_on_lone_call: Callable[[float, float], int | None] | None = None,
 ) -> ProbeOutcome:
     """Run ``fn(*args)`` for the first items of ``source`` and measure them.
 
@@ -133,6 +135,11 @@ def probe(
     CPU seconds of the fastest call so far and how many calls that is the fastest of (the
     caller may start workers then, while the probe goes on); never after the first call
     alone, which may be cold. Time spent in it does not count against the budget.
+
+    ``plan_on_lone_call`` is asked, after a first call timed alone with more input left, with
+    that call's wall and CPU seconds: a memory figure in bytes (an upper bound, since the
+    call ran unmetered) means the probe stops on that call and reports the figure; ``None``
+    means it goes on as usual (see ``_early_start.lone_call_is_enough``).
 
     A first call that the second shows to have been cold (``first_call_is_cold``) is left
     out of the means, and the probe does not stop before a warm call has been timed; the
@@ -159,6 +166,7 @@ def probe(
         measure_memory=measure_memory,
         voluntary_switches=voluntary_switches,
         after_timed_call=after_timed_call,
+        plan_on_lone_call=plan_on_lone_call,
     )
 
 
@@ -175,6 +183,7 @@ def _probe_items(
     measure_memory: Callable[[Callable[[], Any]], tuple[Any, int]] | None,
     voluntary_switches: Callable[[], int | None] | None,
     after_timed_call: Callable[[float, float, int], None] | None,
+    plan_on_lone_call: Callable[[float, float], int | None] | None = None,
 ) -> ProbeOutcome:
     meter = measure_memory if measure_memory is not None else measure_peak_memory
     switches = voluntary_switches if voluntary_switches is not None else count_voluntary_switches
@@ -225,6 +234,12 @@ def _probe_items(
             if timed.group_means_s[-1] < FAST_CALL_S:
                 # Clock reads cost about a microsecond: time fast calls in growing groups.
                 batch_size = min(2 * batch_size, MAX_BATCH_ITEMS)
+            lone = timed.n_calls == 1 and not exhausted and error is None
+            if plan_on_lone_call is not None and lone:
+                lone_call_memory = plan_on_lone_call(*call)
+                if lone_call_memory is not None:
+                    memory_bytes = lone_call_memory
+                    break
         elapsed_s = wall_clock() - start_s
         if probe_is_done(
             n_items=len(results),

@@ -20,6 +20,16 @@ WORKER_PROBE_FIRST_ITEMS = 1
 times larger until the measured compute time is long enough to trust."""
 
 
+def first_probe_round(
+    chunksize: int | None, *, n_workers: int, cap: Callable[[int], int] = lambda size: size
+) -> tuple[int, int]:
+    """The first step of the probe in a worker: ``(items per chunk, chunks)``, one chunk per
+    worker (``n_workers``, at least one), each of the user's ``chunksize`` when given (the
+    plan keeps it anyway, so the first round is what the stdlib pool would send), else of
+    ``WORKER_PROBE_FIRST_ITEMS``; ``cap`` bounds the size (one item under a deadline)."""
+    return cap(chunksize or WORKER_PROBE_FIRST_ITEMS), max(1, n_workers)
+
+
 def probe_in_worker(
     run_chunk: Callable[[int], ChunkOutcome | None],
     *,
@@ -27,27 +37,41 @@ def probe_in_worker(
     deliver: Callable[[list[object]], None],
     cap_chunksize: Callable[[int], int] = lambda size: size,
     wall_clock: Callable[[], float] = time.perf_counter,
+    first_round: tuple[int, int] | None = None,
+    send_round: Callable[[int, int], int] | None = None,
 ) -> WorkMeasurements:
-    """Measure ``fn`` by running chunks through ``run_chunk(size)`` while ``may_go_on()``
-    (no error, input left); each chunk's results go to ``deliver`` in order. A ``None``
-    from ``run_chunk`` (nothing sent, a failure, the deadline) ends the probe. Each chunk
-    is four times the last, as ``cap_chunksize`` allows (one item under a deadline).
+    """Measure ``fn`` by running chunks through ``run_chunk(size)`` while chunks sent ahead
+    are left or ``may_go_on()`` (no error, input left); each chunk's results go to
+    ``deliver`` in order. A ``None`` from ``run_chunk`` (nothing sent, a failure, the
+    deadline) ends the probe. Each chunk is four times the last, as ``cap_chunksize``
+    allows (one item under a deadline).
+
+    With ``first_round=(size, n_chunks)`` and ``send_round``, the first step sends
+    ``n_chunks`` chunks of ``size`` items at once, one per worker (``send_round(size, n)``
+    says how many it sent), which ``run_chunk`` then takes in order: one chunk alone would
+    leave the other workers idle for as long as it runs (tqdm's ``process_map`` with
+    ``chunksize=8``: a whole item's time on a 0.17 s job). The probe may stop on the first
+    of them; the others are left to the result stream, so the first result still comes as
+    soon as the first chunk is done.
 
     Unlike the caller's, this probe may stop on its first chunk of one call (see
-    ``_probe.probe_is_done``'s ``lone_call_ok``); when a second chunk ran and shows that
-    first call to have been cold (``_probe.first_call_is_cold``: the worker's imports,
-    caches), the first is left out of the figures and reported as ``first_call_extra_s``."""
+    ``_probe.probe_is_done``'s ``lone_call_ok``); when a second chunk ran after the first
+    in the same worker's turn (a first round of one chunk) and shows that first call to have
+    been cold (``_probe.first_call_is_cold``: the worker's imports, caches), the first is
+    left out of the figures and reported as ``first_call_extra_s``. The chunks of a first
+    round of several are each some worker's first: none can show another to be cold."""
     chunks: list[ChunkOutcome] = []
-    size = WORKER_PROBE_FIRST_ITEMS
+    size, n_chunks = first_round or (WORKER_PROBE_FIRST_ITEMS, 1)
+    n_ahead = send_round(size, n_chunks) if send_round is not None and n_chunks > 1 else 0
     cold_first = False
     probe_started_s = wall_clock()
-    while may_go_on():
+    while n_ahead or may_go_on():  # chunks sent ahead are taken even once the input ended
         result = run_chunk(size)
         if result is None:
             break
         deliver(result.results)
         chunks.append(result)
-        if len(chunks) == 2:
+        if len(chunks) == 2 and n_chunks == 1:
             cold_first = _is_cold_first_chunk(chunks[0], chunks[1])
         warm = chunks[1:] if cold_first else chunks
         elapsed_s = wall_clock() - probe_started_s
@@ -58,8 +82,10 @@ def probe_in_worker(
             trusted=sum(chunk.compute_s for chunk in warm) >= _probe.PROBE_MIN_S,
             lone_call_ok=True,
         ):
-            break
-        size = cap_chunksize(size * 4)
+            break  # chunks still sent ahead are left to the result stream
+        n_ahead = max(0, n_ahead - 1)
+        if n_ahead == 0:
+            size = cap_chunksize(size * 4)
     return _measurements(chunks, cold_first)
 
 
