@@ -468,3 +468,18 @@ def test_results_sizes_are_measured_before_they_are_handed_on() -> None:
     assert len(results) == 3
     # Each bytes object of 1000 bytes pickles to about 1000 bytes more in a chunk's list.
     assert 1000 <= outcome.measurements.result_bytes <= 1010
+
+
+def test_many_fast_results_are_sized_on_a_sample() -> None:
+    clock, cpu = ScriptedClock(), ScriptedClock()
+    sized: list[int] = []
+
+    def size(result: object) -> float:
+        sized.append(result)  # type: ignore[arg-type]
+        return 10.0
+
+    _, outcome = stream(timed_fn(clock, lambda x: 1e-6), 10_000, clock, cpu, result_size=size)
+    assert outcome.measurements.n_probed == _probe.PROBE_MAX_ITEMS
+    # Every one of the first 16, then one in 8: 46 of 256.
+    assert sized == [2 * i for i in range(256) if i < 16 or i % 8 == 0]
+    assert outcome.measurements.result_bytes == 10.0

@@ -120,10 +120,11 @@ def probe_stream(
     result as soon as its call returned; returns the outcome (without the results, which
     the probe does not keep: a result the consumer dropped is freed).
 
-    Between two results the consumer has control: the time it takes (and pickling the
-    result to measure its size, by ``result_size``; by default one reused pickler) counts
-    neither as ``fn``'s wall or CPU time nor against the budget (``_probe_calls``). The
-    items' arguments are pickled once at the end, as one list (``dumps``), as a chunk is.
+    Between two results the consumer has control: the time it takes (and pickling a result
+    to measure its size, by ``result_size``, by default one reused pickler, for a sample of
+    the results: ``_probe_calls.HandOns.sizes_result``) counts neither as ``fn``'s wall or
+    CPU time nor against the budget (``_probe_calls``). The items' arguments are pickled
+    once at the end, as one list (``dumps``), as a chunk is.
 
     The second call runs under ``measure_memory`` (peak resident memory by default) to learn
     how much memory a call needs; its timing is left out of the means because the meter's
@@ -152,23 +153,19 @@ def probe_stream(
     the memory it really needs. The voluntary context switches of a group are counted
     around it, the consumer's included.
     """
-    return (
-        yield from _probe_items(
-            fn,
-            source,
-            HandOns(
-                wall_clock, cpu_clock, result_size if result_size is not None else PickledSize()
-            ),
-            dumps=dumps,
-            budget_s=budget_s,
-            max_items=max_items,
-            workers_waiting=workers_waiting,
-            meter=measure_memory if measure_memory is not None else measure_peak_memory,
-            switches=voluntary_switches
-            if voluntary_switches is not None
-            else count_voluntary_switches,
-            after_timed_call=after_timed_call,
-        )
+    return _probe_items(
+        fn,
+        source,
+        HandOns(wall_clock, cpu_clock, result_size if result_size is not None else PickledSize()),
+        dumps=dumps,
+        budget_s=budget_s,
+        max_items=max_items,
+        workers_waiting=workers_waiting,
+        meter=measure_memory if measure_memory is not None else measure_peak_memory,
+        switches=voluntary_switches
+        if voluntary_switches is not None
+        else count_voluntary_switches,
+        after_timed_call=after_timed_call,
     )
 
 
@@ -245,7 +242,7 @@ def _probe_items(
         ):
             break
 
-    n_results = hand_ons.n_results
+    n_results, n_sized = hand_ons.n_results, hand_ons.n_sized
     item_bytes, args_pickle_s = _measure_items(probed_args, dumps, wall_clock)
     wall_s, cpu_s, switches_per_call, cold_extra_s = timed.per_call()
     measurements = WorkMeasurements(
@@ -253,8 +250,9 @@ def _probe_items(
         wall_s_per_item=max(0.0, wall_s),
         cpu_s_per_item=max(0.0, cpu_s),
         item_bytes=item_bytes,
-        result_bytes=hand_ons.result_bytes / n_results if n_results else 0.0,
-        pickle_s_per_item=(args_pickle_s + hand_ons.pickle_s) / n_results if n_results else 0.0,
+        result_bytes=hand_ons.result_bytes / n_sized if n_sized else 0.0,
+        pickle_s_per_item=(args_pickle_s / n_results if n_results else 0.0)
+        + (hand_ons.pickle_s / n_sized if n_sized else 0.0),
         memory_bytes_per_call=memory_bytes,
         first_call_extra_s=cold_extra_s,
         voluntary_switches_per_item=switches_per_call,

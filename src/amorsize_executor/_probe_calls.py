@@ -6,11 +6,11 @@ times its calls in groups; a result must nevertheless reach the consumer before 
 every result on its own, and what happens while the consumer holds control is kept out of the
 figures:
 
-    fn(*args) ─► read wall, CPU ─► pickled size of the result ─► read wall ─► yield result
+    fn(*args) ─► read wall, CPU ─► pickled size of the result (sampled) ─► yield result
       ▲                                (the collector as the caller has it)      │ consumer
       └──────────── read CPU, wall ◄── (a group's collector pause resumed) ◄─────┘
 
-The time between the two pairs of reads (the result's pickling, the consumer) is subtracted
+The time between the two pairs of reads (the result's sizing, the consumer) is subtracted
 from the group's wall and CPU time, and so is each read's own cost (``read_cost_s``, measured
 on the clocks given), so a fast call measures as it did when a group handed its results on
 together. The collector is never left paused while the consumer has control.
@@ -33,6 +33,15 @@ PER_DUMP_OVERHEAD_BYTES = 12
 protocol header (2 bytes), a frame header (9) and the stop opcode (1). Measured: ints,
 tuples, strings, lists, dicts and 1 KB bytes pickled alone came out 12 bytes above their
 mean size in one list (cloudpickle, protocol 5)."""
+
+SIZED_FIRST_RESULTS = 16
+"""Results whose pickled size the probe measures, every one, before it samples: sizing one
+costs about 0.5 µs (most of a trivial call's hand-on), and a mean over 16 is close enough
+for a figure the cost model multiplies by thousands of items."""
+
+SIZED_RESULT_EVERY = 8
+"""After the first ``SIZED_FIRST_RESULTS``, one result in this many is sized: a 256-item
+probe sizes 46 results, not 256."""
 
 N_CALIBRATION_READS = 8
 """Back-to-back reads of a clock whose smallest gap is its cost per read: a few suffice
@@ -79,8 +88,8 @@ class PickledSize:
 
 @dataclass
 class HandOns:
-    """What the hand-ons of a probe took, to be kept out of its figures, and what the
-    results' pickled sizes add up to.
+    """What the hand-ons of a probe took, to be kept out of its figures, and the pickled
+    sizes of the results sized (``sizes_result``).
 
     Args:
         wall_clock, cpu_clock: the clocks the probe times its calls with.
@@ -91,11 +100,13 @@ class HandOns:
     cpu_clock: Callable[[], float]
     result_size: Callable[[object], float]
     wall_s: float = 0.0
-    """Wall seconds between the reads around the hand-ons (pickling, the consumer)."""
+    """Wall seconds between the reads around the hand-ons (sizing, the consumer)."""
     cpu_s: float = 0.0
     pickle_s: float = 0.0
-    """Wall seconds spent measuring the results' pickled sizes."""
+    """Wall seconds spent measuring the sized results' pickled sizes."""
     result_bytes: float = 0.0
+    """Pickled bytes of the sized results, in all."""
+    n_sized: int = 0
     n_results: int = 0
     _read_costs: tuple[float, float] | None = None
 
@@ -107,58 +118,54 @@ class HandOns:
             self._read_costs = (wall_read_s, read_cost_s(self.cpu_clock) + 2 * wall_read_s)
         return self._read_costs
 
+    def sizes_result(self) -> bool:
+        """Whether the next result handed on is sized: each of the first
+        ``SIZED_FIRST_RESULTS``, then one in ``SIZED_RESULT_EVERY`` (none once one could not
+        be pickled: the size is ``inf`` then)."""
+        n = self.n_results
+        return self.result_bytes != math.inf and (
+            n < SIZED_FIRST_RESULTS or n % SIZED_RESULT_EVERY == 0
+        )
+
+    def size(self, result: object) -> None:
+        """Count ``result``'s pickled size and the time measuring it took."""
+        wall = self.wall_clock
+        started_s = wall()
+        self.result_bytes += self.result_size(result)
+        self.n_sized += 1
+        self.pickle_s += wall() - started_s
+
     def timed(
         self,
         fn: Callable[..., Any],
         batch: list[tuple[Any, ...]],
         meter: Callable[[Callable[[], Any]], tuple[Any, int]] | None = None,
     ) -> Generator[Any, None, tuple[BaseException | None, float, float, int]]:
-        """``fn`` on the items of ``batch`` (its one item under ``meter``, when given), each
-        result yielded as its call returned; returns what ``fn`` raised, the wall and CPU
-        seconds of the calls alone (the hand-ons and the reads' own cost left out), and the
-        peak bytes the meter saw (0 without one)."""
+        """``fn`` on every item of ``batch`` in turn (its one item under ``meter``, when
+        given), each result yielded as soon as its call returned; returns what ``fn`` raised,
+        the wall and CPU seconds of the calls alone (the hand-ons and the reads' own cost
+        left out), and the peak bytes the meter saw (0 without one). With several items the
+        collector is paused while ``fn`` runs (see ``_probe.probe_stream``), never while the
+        consumer has control; a collector the consumer turned off is left off."""
         wall, cpu = self.wall_clock, self.cpu_clock
-        away_wall_s, away_cpu_s, n_before = self.wall_s, self.cpu_s, self.n_results
         if meter is not None:
             wall0, cpu0 = wall(), cpu()
-            error, memory_bytes, held = _call_metered(fn, batch[0], meter)
+            failed, memory_bytes, held = _call_metered(fn, batch[0], meter)
             wall1, cpu1 = wall(), cpu()
-            if error is None:
-                yield from self.hand_on(held)
-            return error, wall1 - wall0, cpu1 - cpu0, memory_bytes
-        wall0, cpu0 = wall(), cpu()
-        error = yield from self.calls(fn, batch)
-        wall1, cpu1 = wall(), cpu()
-        n_done = self.n_results - n_before
-        wall_read_s, cpu_read_s = self.read_costs() if n_done else (0.0, 0.0)
-        wall_s = wall1 - wall0 - (self.wall_s - away_wall_s) - n_done * wall_read_s
-        cpu_s = cpu1 - cpu0 - (self.cpu_s - away_cpu_s) - n_done * cpu_read_s
-        return error, max(0.0, wall_s), max(0.0, cpu_s), 0
-
-    def hand_on(self, held: list[Any]) -> Generator[Any, None, None]:
-        """Yield the one result in ``held`` (its call was timed already: the memory-metered
-        one), popped as it is yielded so that no frame here keeps it alive."""
-        wall = self.wall_clock
-        wall0 = wall()
-        if self.result_bytes != math.inf:
-            self.result_bytes += self.result_size(held[0])
-        sized_s = wall()
-        self.n_results += 1
-        yield held.pop()
-        self.pickle_s += sized_s - wall0
-        self.wall_s += wall() - wall0
-
-    def calls(
-        self, fn: Callable[..., Any], batch: list[tuple[Any, ...]]
-    ) -> Generator[Any, None, BaseException | None]:
-        """``fn`` on every item of ``batch`` in turn, each result yielded as soon as its call
-        returned; returns what ``fn`` raised, if it did. With several items the collector is
-        paused while ``fn`` runs (see ``_probe.probe``), never while the consumer has control;
-        a collector the consumer turned off is left off."""
-        wall, cpu, size = self.wall_clock, self.cpu_clock, self.result_size
+            if failed is None:
+                handed_s = wall()
+                if self.sizes_result():
+                    self.size(held[0])
+                self.n_results += 1
+                yield held.pop()
+                self.wall_s += wall() - handed_s
+            return failed, wall1 - wall0, cpu1 - cpu0, memory_bytes
+        away_wall_s, away_cpu_s, n_before = self.wall_s, self.cpu_s, self.n_results
+        error: BaseException | None = None
         paused = len(batch) > 1 and gc.isenabled()
         if paused:
             gc.disable()
+        wall0, cpu0 = wall(), cpu()
         try:
             for args in batch:
                 try:
@@ -166,28 +173,31 @@ class HandOns:
                     # this frame must not (a dropped result is freed, as with the stdlib).
                     held = [fn(*args)]
                 except Exception as exc:
-                    return exc
-                wall0, cpu0 = wall(), cpu()
+                    error = exc
+                    break
+                handed_s, handed_cpu_s = wall(), cpu()
                 resume = paused
                 if paused:
                     gc.enable()
                     paused = False
-                if self.result_bytes != math.inf:
-                    self.result_bytes += size(held[0])
-                sized_s = wall()
+                if self.sizes_result():
+                    self.size(held[0])
                 self.n_results += 1
                 yield held.pop()
                 if resume and gc.isenabled():
                     gc.disable()
                     paused = True
-                cpu1, wall1 = cpu(), wall()
-                self.pickle_s += sized_s - wall0
-                self.wall_s += wall1 - wall0
-                self.cpu_s += cpu1 - cpu0
+                self.cpu_s += cpu() - handed_cpu_s
+                self.wall_s += wall() - handed_s
+            wall1, cpu1 = wall(), cpu()
         finally:
             if paused:
                 gc.enable()
-        return None
+        n_done = self.n_results - n_before
+        wall_read_s, cpu_read_s = self.read_costs() if n_done else (0.0, 0.0)
+        wall_s = wall1 - wall0 - (self.wall_s - away_wall_s) - n_done * wall_read_s
+        cpu_s = cpu1 - cpu0 - (self.cpu_s - away_cpu_s) - n_done * cpu_read_s
+        return error, max(0.0, wall_s), max(0.0, cpu_s), 0
 
 
 def _call_metered(
