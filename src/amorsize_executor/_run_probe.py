@@ -3,7 +3,7 @@
     in the caller (serial allowed)          in workers (timeout=, initializer=, isolate=True)
     ──────────────────────────────          ────────────────────────────────────────────────
     map(): nothing                          map(): the pool started, the first probe chunks
-    first next(): _probe.probe_stream,              sent (WorkerProbe: one item each, one per
+    first next(): _probe.probe_stream,              sent (WorkerProbe: one item each, two per
         each result yielded as its call             worker), as the stdlib starts at map()
         returned; then plan(...)            the stream reads them in order, hands their
                                                 results on and tells ``took``: more are
@@ -137,7 +137,9 @@ class RunProbe:
         window = self._window
         self._in_workers = WorkerProbe(
             lambda size: window.submit_next(size) is not None,
-            n_slots=n_workers,
+            # One running and one queued per worker, as a plan's window: none waits for the
+            # parent between two probe chunks.
+            n_slots=n_workers * _cost_model.WINDOW_MIN_ROUNDS,
             under_deadline=self._under_deadline,
             chunksize=self._chunksize,
             wall_clock=self._wall_clock,

@@ -46,7 +46,7 @@ class WorkerProbe:
     Args:
         send_chunk: sends the next chunk of up to the given size; False if nothing was sent
             (the input ended, an error was recorded).
-        n_slots: probe chunks kept in flight (the workers started for the run).
+        n_slots: probe chunks kept in flight (two per worker started for the run).
         under_deadline: the run has a ``timeout`` and automatic chunks: one item a chunk
             (``_steering.capped_chunksize``; item sizes count once a plan knows its workers).
         chunksize: the user's ``chunksize``, which no probe chunk exceeds (``chunksize=1``
