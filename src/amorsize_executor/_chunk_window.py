@@ -384,22 +384,6 @@ class ChunkWindow:
             self.in_flight_items -= chunk.n_items
         return chunk, outcome
 
-    def run_alone(self, size: int) -> ChunkOutcome | None:
-        """Send one chunk of up to ``size`` items and wait for it (the probe in a worker).
-        ``None``: nothing was sent, the chunk failed (its error is recorded), or the
-        deadline passed (the chunk stays pending: the result stream raises in place)."""
-        chunk = self.submit_next(size)
-        if chunk is None:
-            return None
-        self.pending.popleft()
-        self.in_flight_items -= chunk.n_items
-        try:
-            return self.wait(chunk)
-        except FuturesTimeoutError:
-            self.pending.appendleft(chunk)
-            self.in_flight_items += chunk.n_items
-            return None
-
     def _await_head(self) -> None:
         """Wait until the oldest chunk is done, refilling whenever any chunk finishes.
 

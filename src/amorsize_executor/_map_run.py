@@ -311,9 +311,11 @@ class MapRun:
         started_s = self._clocks.wall()
         chunk, outcome = window.take_head()
         waited_s = self._clocks.wall() - started_s
-        if self._probe.in_workers or outcome is None:
+        if self._probe.in_workers:  # a probe chunk: the probe decides what comes next
             self._ready.extend(outcome.results if outcome is not None else ())
             self._probe.took(outcome)
+            return
+        if outcome is None:
             return
         if steering is not None:
             steering.learn(
