@@ -34,6 +34,13 @@ protocol header (2 bytes), a frame header (9) and the stop opcode (1). Measured:
 tuples, strings, lists, dicts and 1 KB bytes pickled alone came out 12 bytes above their
 mean size in one list (cloudpickle, protocol 5)."""
 
+UNFRAMED_DUMP_OVERHEAD_BYTES = 3
+"""The same for a result so small that its pickle has no frame (under 4 bytes of opcodes:
+``None``, a small int): the header and the stop opcode only. A framed pickle is at least 15
+bytes (12 of overhead and 3 or more of opcodes), an unframed one at most 5."""
+
+MIN_FRAMED_DUMP_BYTES = 15
+
 SIZED_FIRST_RESULTS = 16
 """Results whose pickled size the probe measures, every one, before it samples: sizing one
 costs about 0.5 µs (most of a trivial call's hand-on), and a mean over 16 is close enough
@@ -42,6 +49,9 @@ for a figure the cost model multiplies by thousands of items."""
 SIZED_RESULT_EVERY = 8
 """After the first ``SIZED_FIRST_RESULTS``, one result in this many is sized: a 256-item
 probe sizes 46 results, not 256."""
+
+N_FIXED_COST_SAMPLES = 3
+"""Sizing calls on ``None`` timed to learn a sizing call's fixed cost (the smallest counts)."""
 
 N_CALIBRATION_READS = 8
 """Back-to-back reads of a clock whose smallest gap is its cost per read: a few suffice
@@ -83,7 +93,10 @@ class PickledSize:
         finally:
             # The memo holds every object pickled: cleared, it keeps no result alive.
             self._pickler.clear_memo()
-        return float(max(0, self._n_bytes - PER_DUMP_OVERHEAD_BYTES))
+        n_bytes = self._n_bytes
+        if n_bytes >= MIN_FRAMED_DUMP_BYTES:
+            return float(n_bytes - PER_DUMP_OVERHEAD_BYTES)
+        return float(max(0, n_bytes - UNFRAMED_DUMP_OVERHEAD_BYTES))
 
 
 @dataclass
@@ -109,6 +122,7 @@ class HandOns:
     n_sized: int = 0
     n_results: int = 0
     _read_costs: tuple[float, float] | None = None
+    _fixed_sizing_s: float | None = None
 
     def read_costs(self) -> tuple[float, float]:
         """``(wall s, CPU s)`` a hand-on leaves inside the time charged to a call: one read
@@ -128,12 +142,28 @@ class HandOns:
         )
 
     def size(self, result: object) -> None:
-        """Count ``result``'s pickled size and the time measuring it took."""
+        """Count ``result``'s pickled size and the time pickling it took beyond the fixed
+        cost of a sizing call (``fixed_sizing_s``): a chunk pickles all its results in one
+        call, so only what a result adds to it is that result's pickling time."""
         wall = self.wall_clock
+        if self._fixed_sizing_s is None:
+            self._fixed_sizing_s = self.fixed_sizing_s()
         started_s = wall()
         self.result_bytes += self.result_size(result)
         self.n_sized += 1
-        self.pickle_s += wall() - started_s
+        self.pickle_s += max(0.0, wall() - started_s - self._fixed_sizing_s)
+
+    def fixed_sizing_s(self) -> float:
+        """What one call of ``result_size`` costs on nothing (``None``), the smallest of
+        ``N_FIXED_COST_SAMPLES``: about 0.5 µs of the default pickler's set-up and output,
+        ten times what a small result adds to a chunk's list."""
+        wall = self.wall_clock
+        best_s = math.inf
+        for _ in range(N_FIXED_COST_SAMPLES):
+            started_s = wall()
+            self.result_size(None)
+            best_s = min(best_s, wall() - started_s)
+        return max(0.0, best_s)
 
     def timed(
         self,
