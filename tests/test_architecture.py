@@ -21,9 +21,11 @@ LAYERS = {
     "_serial_reasons": "policy",
     "_fn_cost": "policy",
     "_serial_watch": "policy",
+    "_after_shutdown": "policy",
     "_input": "mechanism",
     "_arg_copies": "mechanism",
     "_probe": "mechanism",
+    "_probe_calls": "mechanism",
     "_meters": "mechanism",
     "_system_facts": "mechanism",
     "_cgroup_text": "mechanism",
@@ -52,6 +54,7 @@ LAYERS = {
     "_serial_run": "run",
     "_worker_probe": "run",
     "_map_run": "facade",
+    "_run_probe": "facade",
     "_start_choice": "facade",
     "_executor": "facade",
     "_executor_options": "facade",
@@ -77,7 +80,8 @@ ALLOWED = {
 # facts of a backend are assembled from the system facts and the start-cost cache, and the
 # dask backend reports what its cluster's facts module reads, and the system facts read
 # the files whose text the cgroup parsers turn into numbers, and a process pool's fastest
-# start is the smallest of the start-cost priors, the probe reads the meters of a call, and
+# start is the smallest of the start-cost priors, the probe reads the meters of a call and
+# hands its calls' results on through _probe_calls, and
 # the pool backend gives its futures the stdlib's semantics (_pool_futures) and runs
 # max_tasks_per_child on a stdlib pool that replaces its workers (_recycling_pool), the
 # worker's entry point keeps crash reports working under an in-memory stderr and loads
@@ -89,7 +93,7 @@ MODULE_ALLOWED = {
     "_dask_backend": {"_dask_facts"},
     "_system_facts": {"_cgroup_text"},
     "_pool_backend": {"_system_facts", "_pool_futures", "_recycling_pool"},
-    "_probe": {"_meters"},
+    "_probe": {"_meters", "_probe_calls"},
     "_arg_copies": {"_input"},
     "_chunk_worker": {"_worker_streams", "_fn_transport"},
     "_fn_for_workers": {"_fn_transport"},

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cloudpickle
@@ -209,15 +210,23 @@ def test_shutdown_waits_for_handed_back_items_before_closing() -> None:
     assert list(results) == [3 * x for x in range(200)]
 
 
+def read_until_chunks_are_sent(results: Iterator[int], backend: FakeBackend) -> list[int]:
+    """Read results until the run has sent chunks (the probe runs in the caller from the
+    first ``next()``, and its plan sends the first chunks after its last result)."""
+    got = []
+    while not backend.chunks:
+        got.append(next(results))
+    return got
+
+
 def test_shutdown_without_wait_keeps_the_backend_open_until_the_results_are_read() -> None:
-    backend = FakeBackend(clock=OverrunningClock(), hold=True)
+    backend = FakeBackend(clock=OverrunningClock())
     ex = AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts())
     results = ex.map(record_call, range(200))
+    got = read_until_chunks_are_sent(results, backend)
     ex.shutdown(wait=False)
     assert backend.n_keeping_open == 1
-    backend.hold = False
-    backend.release()
-    assert list(results) == [3 * x for x in range(200)]
+    assert got + list(results) == [3 * x for x in range(200)]
     assert backend.n_keeping_open == 0
 
 
@@ -314,23 +323,36 @@ def test_the_serial_figure_follows_calls_that_got_slower() -> None:
     assert now(probed_s=2e-3, worker_wall_s=0.0, worker_cpu_s=0.0) == 2e-3
 
 
-def test_closing_an_unstarted_result_iterator_releases_the_backend() -> None:
+def test_closing_an_unstarted_result_iterator_cancels_what_map_sent() -> None:
+    # In workers, map() sends the probe's first chunks (the stdlib starts work at map()).
     backend = FakeBackend(hold=True)
-    ex = AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts())
+    ex = AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts(), isolate=True)
     results = ex.map(record_call, range(200))
-    assert backend.n_keeping_open == 1
-    results.close()
-    assert backend.n_keeping_open == 0
+    assert backend.held
+    results.close()  # type: ignore[attr-defined]
     assert all(future.cancelled() for future, _ in backend.held)
+    assert backend.n_keeping_open == 0
     ex.shutdown()
 
 
-def test_dropping_an_unstarted_result_iterator_releases_the_backend() -> None:
-    import gc
-
+def test_closing_an_unstarted_result_iterator_in_the_caller_runs_nothing() -> None:
+    CALLS.clear()
     backend = FakeBackend(hold=True)
     ex = AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts())
     results = ex.map(record_call, range(200))
+    results.close()  # type: ignore[attr-defined]
+    assert CALLS == [] and backend.chunks == [] and backend.prepared == []
+    assert list(results) == []
+    ex.shutdown()
+
+
+def test_dropping_a_partly_read_result_iterator_releases_the_backend() -> None:
+    import gc
+
+    backend = FakeBackend(clock=OverrunningClock())
+    ex = AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts())
+    results = ex.map(record_call, range(200))
+    read_until_chunks_are_sent(results, backend)
     ex.shutdown(wait=False)
     assert backend.n_keeping_open == 1
     del results
@@ -343,7 +365,8 @@ def test_a_real_pool_is_gone_after_an_unread_map_and_shutdown_without_wait() -> 
 
     from .contract._helpers import alive, wait_gone
 
-    ex = AdaptiveProcessPoolExecutor(system_facts=make_facts(n_logical_cores=2))
+    # In workers, map() starts the pool and sends the probe's first chunks.
+    ex = AdaptiveProcessPoolExecutor(system_facts=make_facts(n_logical_cores=2), isolate=True)
     results = ex.map(sleep_for, [0.05] * 100)
     pids = ex._backend.worker_pids()  # type: ignore[attr-defined]
     assert pids
@@ -352,3 +375,16 @@ def test_a_real_pool_is_gone_after_an_unread_map_and_shutdown_without_wait() -> 
     gc.collect()
     wait_gone(pids, deadline_s=30)
     assert not alive(pids)
+
+
+def test_a_result_iterator_closed_while_probing_in_the_caller_runs_fn_no_more() -> None:
+    CALLS.clear()
+    backend = FakeBackend()
+    ex = AdaptiveProcessPoolExecutor(backend=backend, system_facts=make_facts())
+    results = ex.map(record_call, range(200))
+    assert next(results) == 0
+    results.close()  # type: ignore[attr-defined]
+    assert list(results) == []
+    assert CALLS == [0]
+    assert backend.chunks == [] and ex.last_plan is None
+    ex.shutdown()

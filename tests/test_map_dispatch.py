@@ -83,16 +83,18 @@ def test_explicit_chunksize_is_used_for_every_chunk(fake_backend: FakeBackend) -
 
 
 def test_window_bounds_what_is_pulled_ahead_of_the_consumer(fake_backend: FakeBackend) -> None:
-    fake_backend.hold = True
     source = Pulls()
     with executor(fake_backend) as ex:
         results = ex.map(slow_double, source, chunksize=4, buffersize=12)
-        # Nothing consumed yet: the probe's items plus at most one window are pulled.
-        probed = ex.last_plan.measurements.n_probed  # type: ignore[union-attr]
-        assert source.pulled <= probed + 12
-        fake_backend.hold = False
-        fake_backend.release()
-        first = list(itertools.islice(results, probed + 20))
+        # The probe runs in the stream, each result handed on as its call returned: map()
+        # pulls nothing, and the first result needs only the first item.
+        assert source.pulled == 0
+        first = [next(results)]
+        assert source.pulled == 1
+        while ex.last_plan is None:
+            first.append(next(results))
+        probed = ex.last_plan.measurements.n_probed
+        first.extend(itertools.islice(results, probed + 20 - len(first)))
         assert first == [2 * x for x in range(probed + 20)]
         assert source.pulled <= probed + 20 + 12 + 4
         results.close()  # type: ignore[attr-defined]
@@ -269,16 +271,18 @@ def test_a_chunk_finishing_behind_the_head_refills_the_window(
     fake_backend.hold = True
     with executor(fake_backend) as ex:
         results = ex.map(slow_double, range(3000))
-        probed = ex.last_plan.measurements.n_probed  # type: ignore[union-attr]
-        n_first_window = len(fake_backend.chunks)
-        assert n_first_window >= 2
         got: list[int] = []
         consumer = threading.Thread(target=lambda: got.extend(results))
         consumer.start()
-        # Wait until the consumer has read the probe's results and waits on the head.
+        # The consumer probes in its thread, then sends the first window and waits on the
+        # head; the window's lock is held while it is filled.
         deadline = time.monotonic() + 20
-        while len(got) < probed and time.monotonic() < deadline:
+        while len(fake_backend.chunks) < 2 and time.monotonic() < deadline:
             time.sleep(0.001)
+        (run,) = list(ex._runs)  # type: ignore[attr-defined]
+        with run._window.lock:
+            n_first_window = len(fake_backend.chunks)
+        assert n_first_window >= 2
         _complete(fake_backend.held.pop(1))  # the second chunk, not the head
         while len(fake_backend.chunks) == n_first_window and time.monotonic() < deadline:
             time.sleep(0.001)
@@ -291,3 +295,33 @@ def test_a_chunk_finishing_behind_the_head_refills_the_window(
             consumer.join(0.01)
         assert not consumer.is_alive()
     assert got == [2 * x for x in range(3000)]
+
+
+def test_a_map_unread_at_shutdown_runs_in_the_caller_and_delivers_every_result(
+    fake_backend: FakeBackend,
+) -> None:
+    from amorsize_executor._after_shutdown import SHUTDOWN_REASON
+
+    with executor(fake_backend) as ex:
+        results = ex.map(slow_double, range(100))
+    # The probe had not begun: the pool is closing, so the plan is serial.
+    assert list(results) == [2 * x for x in range(100)]
+    assert fake_backend.chunks == []
+    assert ex.last_plan is not None and ex.last_plan.mode == "serial"
+    assert SHUTDOWN_REASON in ex.last_plan.reasons
+
+
+def test_a_map_probing_in_workers_at_shutdown_sends_the_rest_before_the_pool_closes(
+    fake_backend: FakeBackend,
+) -> None:
+    fake_backend.hold = True
+    with executor(fake_backend, isolate=True) as ex:
+        results = ex.map(slow_double, range(100))
+        n_probe_chunks = len(fake_backend.chunks)
+        ex.shutdown(wait=False)
+        # The probe planned on what it had (nothing read yet) and the plan sent the rest.
+        assert sum(len(chunk) for chunk in fake_backend.chunks) == 100
+        assert len(fake_backend.chunks) > n_probe_chunks
+        fake_backend.hold = False
+        fake_backend.release()
+    assert list(results) == [2 * x for x in range(100)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -61,12 +62,21 @@ def run(
         clock.now_s += 20e-6 * n
         return b"x" * (10 * n)
 
+    def result_size(result: object) -> float:
+        # The same for each result, which the probe sizes on its own before handing it on;
+        # sizing nothing (the probe's measure of a sizing call's fixed cost) costs nothing.
+        if result is None:
+            return 0.0
+        clock.now_s += 20e-6
+        return 10.0
+
     return _probe.probe(
         fn,
         source,
         wall_clock=clock,
         cpu_clock=cpu or ScriptedClock(),
         dumps=dumps,
+        result_size=result_size,
         measure_memory=no_memory,
         **kwargs,
     )
@@ -84,8 +94,8 @@ def test_exact_figures_from_a_scripted_clock() -> None:
     assert m.wall_s_per_item == pytest.approx(0.004)
     assert m.cpu_s_per_item == pytest.approx(0.001)
     assert m.cpu_share == pytest.approx(0.25)
-    # Items and results are pickled as one batch each, like a chunk: 10 B and 20 µs apiece.
-    # Items and results are pickled as one batch each, like a chunk: 10 B and 20 µs apiece.
+    # Items are pickled as one batch, like a chunk, and each result before it is handed
+    # on: 10 B and 20 µs apiece, none of it in fn's time.
     assert m.item_bytes == m.result_bytes == 10
     assert m.pickle_s_per_item == pytest.approx(2 * 20e-6)
     assert m.pickle_s_per_item == pytest.approx(2 * 20e-6)
@@ -346,3 +356,134 @@ def test_warm_workers_end_the_probe_after_two_calls() -> None:
         measure_memory=no_memory,
     )
     assert outcome.results == [0, 2]
+
+
+# -- results handed on as they come ---------------------------------------------------------
+
+
+def stream(
+    fn: Callable[..., Any], n: int, clock: ScriptedClock, cpu: ScriptedClock, **kwargs: Any
+) -> tuple[list[Any], _probe.ProbeOutcome]:
+    """``probe_stream`` read to its end: the results yielded and the outcome returned."""
+    results: list[Any] = []
+    gen = _probe.probe_stream(
+        fn,
+        items(n),
+        wall_clock=clock,
+        cpu_clock=cpu,
+        measure_memory=no_memory,
+        voluntary_switches=lambda: 0,
+        **kwargs,
+    )
+    while True:
+        try:
+            results.append(next(gen))
+        except StopIteration as stop:
+            return results, stop.value
+
+
+def test_each_result_is_handed_on_before_the_next_call_even_inside_a_group() -> None:
+    clock, cpu = ScriptedClock(), ScriptedClock()
+    calls: list[int] = []
+
+    def fn(x: int) -> int:
+        calls.append(x)
+        clock.now_s += 1e-6  # fast: timed in growing groups of up to 64 calls
+        return x
+
+    gen = _probe.probe_stream(fn, items(1000), wall_clock=clock, cpu_clock=cpu)
+    n_seen = 0
+    for result in gen:
+        # An item may wait for the consumer to have received the one before it.
+        assert calls == list(range(result + 1)), f"{len(calls)} calls made for result {result}"
+        n_seen += 1
+    assert n_seen > 64  # groups of several calls were among them
+
+
+def test_the_consumers_time_counts_neither_as_fn_s_nor_against_the_budget() -> None:
+    def run_with(consumer_s: float) -> tuple[list[Any], _probe.ProbeOutcome]:
+        clock, cpu = ScriptedClock(), ScriptedClock()
+        # Durations that are powers of two: the clock's sums are exact, whatever the gaps.
+        fn = timed_fn(clock, lambda x: 2.0**-13, cpu_share=0.5, cpu=cpu)
+        results: list[Any] = []
+        gen = _probe.probe_stream(
+            fn, items(10_000), wall_clock=clock, cpu_clock=cpu, measure_memory=no_memory
+        )
+        while True:
+            try:
+                results.append(next(gen))
+            except StopIteration as stop:
+                return results, stop.value
+            clock.now_s += consumer_s  # the consumer works on each result ...
+            cpu.now_s += consumer_s  # ... with the CPU
+
+    quick, quick_outcome = run_with(0.0)
+    slow, slow_outcome = run_with(2.0**-4)  # each result takes the consumer 512 calls' time
+    assert slow == quick
+    assert slow_outcome.measurements == quick_outcome.measurements
+    assert slow_outcome.measurements.wall_s_per_item == 2.0**-13
+    assert slow_outcome.measurements.cpu_s_per_item == 2.0**-14
+
+
+def test_the_collector_is_on_whenever_the_consumer_has_control() -> None:
+    clock, cpu = ScriptedClock(), ScriptedClock()
+    during_fn: list[bool] = []
+
+    def fn(x: int) -> int:
+        during_fn.append(gc.isenabled())
+        clock.now_s += 1e-6
+        return x
+
+    gc.enable()
+    gen = _probe.probe_stream(fn, items(500), wall_clock=clock, cpu_clock=cpu)
+    for result in gen:
+        assert gc.isenabled(), f"the collector was off when result {result} was handed on"
+        if result == 100:
+            gen.close()  # the consumer stops inside a group: the collector stays on
+    assert not all(during_fn)  # groups ran with it paused
+    assert gc.isenabled()
+
+
+def test_a_result_the_consumer_dropped_is_freed_while_the_probe_goes_on() -> None:
+    import weakref
+
+    class Token:
+        pass
+
+    clock, cpu = ScriptedClock(), ScriptedClock()
+
+    def fn(x: int) -> Token:
+        clock.now_s += 1e-6
+        return Token()
+
+    n_seen = 0
+    for token in _probe.probe_stream(fn, items(300), wall_clock=clock, cpu_clock=cpu):
+        ref = weakref.ref(token)
+        del token
+        assert ref() is None, f"result {n_seen} is still held by the probe"
+        n_seen += 1
+    assert n_seen == _probe.PROBE_MAX_ITEMS
+
+
+def test_results_sizes_are_measured_before_they_are_handed_on() -> None:
+    clock, cpu = ScriptedClock(), ScriptedClock()
+    results, outcome = stream(lambda x: b"x" * 1000, 3, clock, cpu)
+    assert len(results) == 3
+    # Each bytes object of 1000 bytes pickles to about 1000 bytes more in a chunk's list.
+    assert 1000 <= outcome.measurements.result_bytes <= 1010
+
+
+def test_many_fast_results_are_sized_on_a_sample() -> None:
+    clock, cpu = ScriptedClock(), ScriptedClock()
+    sized: list[int] = []
+
+    def size(result: object) -> float:
+        if result is not None:  # None: the probe's measure of a sizing call's fixed cost
+            sized.append(result)  # type: ignore[arg-type]
+        return 10.0
+
+    _, outcome = stream(timed_fn(clock, lambda x: 1e-6), 10_000, clock, cpu, result_size=size)
+    assert outcome.measurements.n_probed == _probe.PROBE_MAX_ITEMS
+    # Every one of the first 16, then one in 8: 46 of 256.
+    assert sized == [2 * i for i in range(256) if i < 16 or i % 8 == 0]
+    assert outcome.measurements.result_bytes == 10.0

@@ -4,11 +4,19 @@ steering, the serial runner, the chunk window, the backend contract and the fact
 from __future__ import annotations
 
 import inspect
+import weakref
+from collections import deque
 from typing import Any
 
 import pytest
 
-from amorsize_executor import AdaptiveProcessPoolExecutor, _machine, _steering
+from amorsize_executor import (
+    AdaptiveProcessPoolExecutor,
+    _machine,
+    _probe,
+    _steering,
+    _worker_probe,
+)
 from amorsize_executor._backend import Backend
 from amorsize_executor._chunk_io import ChunkOutcome
 from amorsize_executor._chunk_window import ChunkWindow
@@ -19,7 +27,7 @@ from amorsize_executor._pool_backend import PoolBackend
 from amorsize_executor._serial_run import SerialRun, timed_group_items
 from amorsize_executor._shared_pools import SharedPoolHandle
 from amorsize_executor._thread_backend import ThreadBackend
-from amorsize_executor._worker_probe import probe_in_worker
+from amorsize_executor._worker_probe import WorkerProbe
 
 from .conftest import make_facts, make_measurements
 from .fakes import FakeBackend, ScriptedClock
@@ -213,49 +221,91 @@ def test_the_serial_runner_stops_when_a_pool_takes_over() -> None:
 # -- the chunk window -------------------------------------------------------------------------
 
 
-def worker_probe_with(per_call_s: Any, n_items: int = 100) -> tuple[Any, list[int]]:
-    """``probe_in_worker`` over fake chunks whose calls take ``per_call_s(index)`` seconds of
-    compute each (and as much on its clock); returns the figures and the chunk sizes."""
+def worker_probe_with(
+    per_call_s: Any, n_items: int = 100, n_slots: int = 1, chunksize: int | None = None
+) -> tuple[Any, list[int]]:
+    """A ``WorkerProbe`` over fake chunks whose calls take ``per_call_s(index)`` seconds of
+    compute each (and as much on its clock), read in order as the run reads them (more sent
+    while the probe is not done); returns the figures and the sizes of the chunks sent."""
     clock = ScriptedClock()
     sizes: list[int] = []
+    in_flight: deque[tuple[int, int]] = deque()
     state = {"next": 0}
 
-    def run_chunk(size: int) -> ChunkOutcome | None:
+    def send_chunk(size: int) -> bool:
         first = state["next"]
         size = min(size, n_items - first)
-        compute_s = sum(per_call_s(i) for i in range(first, first + size))
-        clock.advance(compute_s)
+        if size < 1:
+            return False
         state["next"] = first + size
         sizes.append(size)
-        return ChunkOutcome(
+        in_flight.append((first, size))
+        return True
+
+    probe = WorkerProbe(send_chunk, n_slots=n_slots, chunksize=chunksize, wall_clock=clock)
+    probe.send()
+    while in_flight and not probe.done:
+        first, size = in_flight.popleft()
+        compute_s = sum(per_call_s(i) for i in range(first, first + size))
+        clock.advance(compute_s)
+        outcome = ChunkOutcome(
             list(range(first, first + size)), size, compute_s, compute_s, 10 * size, b"x" * size, 0
         )
-
-    measurements = probe_in_worker(
-        run_chunk,
-        may_go_on=lambda: state["next"] < n_items,
-        deliver=lambda _: None,
-        wall_clock=clock,
-    )
-    return measurements, sizes
+        if not probe.took(outcome):
+            probe.send()
+    return probe.measurements(), sizes
 
 
 def test_the_worker_probe_leaves_out_a_cold_first_call_a_second_chunk_shows() -> None:
     # A 1 ms first call (under the trusted 2 ms of compute), then 0.1 ms calls: cold.
     m, sizes = worker_probe_with(lambda i: 1e-3 if i == 0 else 1e-4)
-    assert sizes[:2] == [1, 4]
+    assert sizes[:2] == [1, 1]
     assert m.wall_s_per_item == pytest.approx(1e-4)
     assert m.first_call_extra_s == pytest.approx(9e-4)
     assert m.n_probed == sum(sizes)
     assert m.item_bytes == pytest.approx(10.0)  # sizes count every chunk, the cold one too
 
 
-def test_the_worker_probe_may_stop_on_one_call_and_keeps_an_even_first_call() -> None:
-    m, sizes = worker_probe_with(lambda i: 5e-3)  # 5 ms calls: one is trusted
-    assert sizes == [1]
+def test_the_worker_probe_stops_after_its_single_items_and_keeps_an_even_first_call() -> None:
+    m, sizes = worker_probe_with(lambda i: 5e-3)  # 5 ms calls: one is trusted ...
+    # ... but a short job's items all go one by one, whatever the figures say.
+    assert sizes == [1] * _worker_probe.PROBE_SINGLE_CHUNKS
     assert m.wall_s_per_item == pytest.approx(5e-3) and m.first_call_extra_s == 0.0
     m, sizes = worker_probe_with(lambda i: 1e-4)  # even calls: nothing left out
     assert m.wall_s_per_item == pytest.approx(1e-4) and m.first_call_extra_s == 0.0
+
+
+def test_the_worker_probe_sends_single_items_first_several_at_once_then_grows() -> None:
+    # Fast calls: never trusted before the count cap. A short job goes one item a chunk,
+    # with a chunk in flight per slot (workers are not idle between round trips) ...
+    _, sizes = worker_probe_with(lambda i: 1e-6, n_items=5, n_slots=2)
+    assert sizes == [1] * 5
+    # ... a long one grows after the single ones, and the probe reads no more than its cap.
+    _, sizes = worker_probe_with(lambda i: 1e-6, n_items=10_000, n_slots=2)
+    n_single = _worker_probe.PROBE_SINGLE_CHUNKS
+    assert sizes[:n_single] == [1] * n_single
+    assert sizes[n_single : n_single + 3] == [4, 16, 64]
+    assert sum(sizes) == _probe.PROBE_MAX_ITEMS
+
+
+def test_the_worker_probe_never_sends_a_chunk_larger_than_the_users_chunksize() -> None:
+    _, sizes = worker_probe_with(lambda i: 1e-6, n_items=10_000, n_slots=2, chunksize=1)
+    assert set(sizes) == {1}
+    _, sizes = worker_probe_with(lambda i: 1e-6, n_items=10_000, n_slots=2, chunksize=10)
+    assert max(sizes) == 10
+
+
+def test_the_worker_probe_keeps_no_result_it_was_told_about() -> None:
+    class Token:
+        pass
+
+    token = Token()
+    ref = weakref.ref(token)
+    probe = WorkerProbe(lambda size: True, n_slots=1, wall_clock=ScriptedClock())
+    probe.send()
+    probe.took(ChunkOutcome([token], 1, 1e-6, 1e-6, 10, b"x", 0))
+    del token
+    assert ref() is None  # the consumer's once handed on, not the probe's
 
 
 def test_the_window_records_an_unpicklable_item_at_its_position() -> None:

@@ -384,31 +384,6 @@ class ChunkWindow:
             self.in_flight_items -= chunk.n_items
         return chunk, outcome
 
-    def send_round(self, size: int, n_chunks: int) -> int:
-        """Send up to ``n_chunks`` chunks of up to ``size`` items at once, one per worker (the
-        probe in a worker's first round), for ``run_alone`` to take in order; how many."""
-        n_sent = 0
-        while n_sent < n_chunks and self.submit_next(size) is not None:
-            n_sent += 1
-        return n_sent
-
-    def run_alone(self, size: int) -> ChunkOutcome | None:
-        """Wait for the oldest chunk sent by ``send_round``, else send one chunk of up to
-        ``size`` items and wait for it (the probe in a worker). ``None``: nothing was sent,
-        the chunk failed (its error is recorded), or the deadline passed (the chunk stays
-        pending: the result stream raises in place)."""
-        chunk = self.pending[0] if self.pending else self.submit_next(size)
-        if chunk is None:
-            return None
-        self.pending.popleft()
-        self.in_flight_items -= chunk.n_items
-        try:
-            return self.wait(chunk)
-        except FuturesTimeoutError:
-            self.pending.appendleft(chunk)
-            self.in_flight_items += chunk.n_items
-            return None
-
     def _await_head(self) -> None:
         """Wait until the oldest chunk is done, refilling whenever any chunk finishes.
 

@@ -3,7 +3,7 @@ layer, the probe, the plan and a backend; each job is done by a room of its own:
 
     iterables ──zip──► _input.Source (counts pulls; an input error waits for its position)
         │
-        ├──► probe: in the caller (_probe.probe)  or  in a worker (_worker_probe)
+        ├──► probe (_run_probe): in the caller (_probe)  or  in workers (_worker_probe)
         │               │ measurements
         │               ▼
         │    _planning.Planner (facts via _machine) ──► Plan (serial | n workers, chunksize)
@@ -14,10 +14,11 @@ layer, the probe, the plan and a backend; each job is done by a room of its own:
                   └──────── _steering.Steering ◄────────────┘ chunk compute times, items
                    (chunk size, window, budgets; the pool-is-losing judgement)
 
-Results leave in input order through one generator: probe results, then serial results or
-chunk results, then the error that ended the stream (from ``fn``, the input, or pickling) at
-its position. The generator's ``finally`` cancels whatever is still pending, as the stdlib's
-result iterator does.
+Results leave in input order through one generator, each probe result as soon as its call
+returned (the probe in the caller runs inside the stream; a worker's probe chunks are read
+as they complete), then serial results or chunk results, then the error that ended the
+stream (from ``fn``, the input, or pickling) at its position. The generator's ``finally``
+cancels whatever is still pending, as the stdlib's result iterator does.
 """
 
 from __future__ import annotations
@@ -28,20 +29,20 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
-from functools import partial
 from itertools import chain
 from typing import Any
 
-from . import _arg_copies, _cost_model, _fn_cost, _probe, _serial_watch
+from . import _arg_copies, _fn_cost, _serial_watch
+from ._after_shutdown import after_shutdown_message, serial_after_shutdown
 from ._backend import Backend
 from ._chunk_window import ChunkWindow
 from ._fn_for_workers import FnForWorkers
 from ._input import Source
 from ._planning import PlanLimits, Planner
 from ._records import Plan, RunOutcome, SystemFacts, WorkMeasurements
+from ._run_probe import RunProbe
 from ._serial_run import SerialRun, handed_on
-from ._steering import Steering, capped_chunksize, serial_worth_revisiting
-from ._worker_probe import first_probe_round, probe_in_worker
+from ._steering import Steering, serial_worth_revisiting
 
 logger = logging.getLogger("amorsize_executor")
 
@@ -131,6 +132,25 @@ class MapRun:
         self._plan: Plan | None = None
         self._steering: Steering | None = None
         self._serial: SerialRun | None = None
+        self._probe = RunProbe(
+            fn,
+            source,
+            self._window,
+            backend,
+            caller_items=self._caller_items,
+            plan=self._make_plan,
+            delivered=self._delivered,
+            abandon=lambda: self.abandon(interrupted=True),
+            shut_down=lambda: self._shutdown,
+            start_workers_early=self._planner.start_workers_early,
+            plan_on_lone_call=self._planner.memory_if_lone_call_enough,
+            read_facts=lambda: read_facts(backend),
+            max_workers=options.max_workers,
+            chunksize=options.chunksize,
+            under_deadline=options.deadline_s is not None and options.chunksize is None,
+            wall_clock=clocks.wall,
+            cpu_clock=clocks.cpu,
+        )
         self._n_delivered = 0
         self._busy_s = 0.0
         """Compute seconds of the probe and of serial work (the chunks' are the window's)."""
@@ -143,54 +163,22 @@ class MapRun:
     # -- start: probe and plan --------------------------------------------------------
 
     def start(self) -> None:
-        """Probe, plan, and put the first window of work in flight (runs inside ``map()``)."""
-        if self._options.serial_allowed:
-            self._probe_in_caller()
-        else:
-            self._probe_in_worker()
+        """Put the first work in flight inside ``map()``, as the stdlib does: the probe's
+        first chunks in workers; in the caller nothing: its probe runs in the result stream
+        (``RunProbe.in_caller``), so each result is handed on as soon as its call returned."""
+        if not self._options.serial_allowed:
+            self._probe.start_in_workers()
 
-    def _probe_in_caller(self) -> None:
-        outcome = _probe.probe(
-            self._fn,
-            self._caller_items,
-            wall_clock=self._clocks.wall,
-            cpu_clock=self._clocks.cpu,
-            workers_waiting=lambda: self._backend.n_warm_workers > 0,
-            after_timed_call=self._planner.start_workers_early,
-            plan_on_lone_call=self._planner.memory_if_lone_call_enough,
-        )
-        self._ready.extend(outcome.results)
-        if outcome.error is not None:
-            # fn raised, or the input itself raised while producing the next item.
-            self._window.set_error(outcome.error, len(outcome.results))
-        self._busy_s += outcome.measurements.wall_s_per_item * len(outcome.results)
-        self._make_plan(outcome.measurements, exhausted=outcome.exhausted)
-
-    def _probe_in_worker(self) -> None:
-        """Measure by running small first chunks on a worker: ``fn`` must not run here."""
-        facts = self._read_facts(self._backend)
-        n_cores, _ = _cost_model.choose_usable_cores(facts, cpu_bound=True)
-        n_workers = min(n_cores, self._options.max_workers or n_cores)
-        self._backend.prepare(n_workers)
-        window, source = self._window, self._source
-        under_deadline = self._options.deadline_s is not None and self._options.chunksize is None
-        # Item sizes count once a plan knows its workers; a deadline counts already.
-        cap = partial(capped_chunksize, under_deadline=under_deadline, item_bytes=0.0, n_workers=1)
-        measurements = probe_in_worker(
-            window.run_alone,
-            may_go_on=lambda: window.error is None and not source.exhausted,
-            deliver=self._ready.extend,
-            cap_chunksize=cap,
-            wall_clock=self._clocks.wall,
-            first_round=first_probe_round(self._options.chunksize, n_workers=n_workers, cap=cap),
-            send_round=window.send_round,
-        )
-        self._make_plan(measurements, exhausted=source.exhausted)
-
-    def _make_plan(self, measurements: WorkMeasurements, *, exhausted: bool) -> None:
+    def _make_plan(self, measurements: WorkMeasurements, exhausted: bool) -> None:
+        if not measurements.measured_in_worker:  # the chunks' compute is the window's
+            self._busy_s += measurements.wall_s_per_item * measurements.n_probed
         plan = self._planner.first_plan(
             measurements, exhausted=exhausted, failed=self._window.error is not None
         )
+        if plan.mode == "parallel" and self._shutdown and self._options.serial_allowed:
+            # Nothing was sent before shutdown() (the probe runs in the stream): the pool is
+            # closing, and the rest runs here, so every result is still delivered.
+            plan = serial_after_shutdown(plan)
         self._set_plan(plan)
         if logger.isEnabledFor(logging.DEBUG):  # explain() is not free on a tiny job
             logger.debug("map() plan:\n%s", plan.explain())
@@ -284,6 +272,11 @@ class MapRun:
         window = self._window
         try:
             while True:
+                if self._plan is None and self._options.serial_allowed:
+                    if self._closed:
+                        return  # abandoned while probing
+                    yield self._probe.in_caller()
+                    continue
                 if self._ready:
                     batch = list(self._ready)
                     self._ready.clear()
@@ -307,7 +300,7 @@ class MapRun:
                         self._serial = None
                     continue
                 if self._shutdown and not self._options.drain_on_shutdown:
-                    raise RuntimeError(_after_shutdown_message(self._options.buffersize))
+                    raise RuntimeError(after_shutdown_message(self._options.buffersize))
                 window.fill()
         except BaseException as exc:
             interrupted = isinstance(exc, KeyboardInterrupt)
@@ -322,6 +315,10 @@ class MapRun:
         started_s = self._clocks.wall()
         chunk, outcome = window.take_head()
         waited_s = self._clocks.wall() - started_s
+        if self._probe.in_workers:  # a probe chunk: the probe decides what comes next
+            self._ready.extend(outcome.results if outcome is not None else ())
+            self._probe.took(outcome)
+            return
         if outcome is None:
             return
         if steering is not None:
@@ -366,6 +363,7 @@ class MapRun:
         if self._closed:
             return
         self._closed = True
+        self._probe.close()
         window = self._window
         window.cancel_pending()
         if interrupted:
@@ -414,6 +412,8 @@ class MapRun:
             window.closing = True
             if not self._options.drain_on_shutdown:
                 window.sending = False
+            if not cancel_futures:
+                self._probe.took(None)  # ends a probe in workers: its plan sends the rest
             if cancel_futures:
                 for chunk in window.pending:
                     chunk.future.cancel()
@@ -462,21 +462,3 @@ def _serial_watch_of(plan: Plan) -> _serial_watch.SerialWatch:
     return _serial_watch.SerialWatch(
         plan.measurements.wall_s_per_item, _serial_watch.overshoot_margin_s(plan.facts)
     )
-
-
-def _after_shutdown_message(buffersize: int | None) -> str:
-    """Why a ``map()`` cannot go on after ``shutdown()``, and what to do: with
-    ``buffersize=`` at most that many items were submitted ahead (as Python 3.14's
-    ``buffersize`` does), else the input had no length to submit in full."""
-    if buffersize is not None:
-        why = (
-            f"this map() was given buffersize={buffersize}, so only that many items were "
-            "submitted ahead of the results read. Consume the results before leaving the "
-            "'with' block, or leave out buffersize="
-        )
-    else:
-        why = (
-            "this map() still had input of unknown length to read. Consume the results "
-            "before leaving the 'with' block, or pass a list"
-        )
-    return f"cannot schedule new futures after shutdown: the executor was shut down while {why}."

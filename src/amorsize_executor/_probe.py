@@ -1,8 +1,10 @@
 """The probe: run ``fn`` on the first items in the calling process and measure them.
 
-Mechanism layer. It measures and keeps every result (and the exception, if one is raised,
-at its position); it decides nothing about serial or parallel. Clocks, the serializer and
-the memory meter are arguments, so tests script them and assert exact figures.
+Mechanism layer. It hands each result on as soon as its call returned (``probe_stream``
+yields them; ``_probe_calls`` keeps the consumer's time out of the figures) and returns the
+exception, if one is raised, for its position; it decides nothing about serial or parallel.
+Clocks, the serializer and the memory meter are arguments, so tests script them and assert
+exact figures.
 
 How long it runs is its own small rule: stop when the input ends, when ``fn`` raises, when
 the time budget is spent (slow items), at the count cap (very fast items), or once the mean
@@ -14,16 +16,16 @@ imports, caches, lazy set-up), unless the caller judges that call long enough to
 
 from __future__ import annotations
 
-import gc
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
 
 from ._meters import count_voluntary_switches, measure_peak_memory
+from ._probe_calls import HandOns, PickledSize
 from ._records import WorkMeasurements
 
 PROBE_BUDGET_S = 0.03
@@ -69,8 +71,8 @@ mean."""
 
 @dataclass
 class ProbeOutcome:
-    """What the probe ran: results in input order, then possibly the exception of the next
-    item, and the figures measured."""
+    """What the probe ran: results in input order (collected by ``probe`` only: the stream
+    hands them on), then possibly the exception of the next item, and the figures measured."""
 
     results: list[Any]
     error: BaseException | None
@@ -82,38 +84,32 @@ class ProbeOutcome:
     """Items taken from the input (results plus the failing one, if any)."""
 
 
-def _measure_pickling(
-    args: list[tuple[Any, ...]],
-    results: list[Any],
-    dumps: Callable[[object], bytes],
-    wall_clock: Callable[[], float],
-) -> tuple[float, float, float]:
-    """Mean pickled bytes of an item and of a result, and seconds to pickle both, per item.
-
-    Pickled as one list each, as a chunk is: pickling items one by one would charge each
-    tiny item the fixed cost of a ``dumps`` call, many times what it costs inside a chunk.
-    A size that cannot be pickled is ``inf``.
-    """
-    n_items = len(args)
-    if n_items == 0:
-        return 0.0, 0.0, 0.0
-    start_s = wall_clock()
-    sizes: list[float] = []
-    for batch in (args, results):
-        try:
-            sizes.append(len(dumps(batch)) / n_items)
-        except Exception:
-            sizes.append(math.inf)
-    return sizes[0], sizes[1], (wall_clock() - start_s) / n_items
-
-
 def probe(
+    fn: Callable[..., Any],
+    source: Iterator[tuple[Any, ...]],
+    **options: Any,
+) -> ProbeOutcome:
+    """``probe_stream`` run to its end, its results collected into the outcome (the
+    command line's ``explain``, tests); ``options`` are ``probe_stream``'s."""
+    results: list[Any] = []
+    stream = probe_stream(fn, source, **options)
+    while True:
+        try:
+            results.append(next(stream))
+        except StopIteration as stop:
+            outcome: ProbeOutcome = stop.value
+            outcome.results = results
+            return outcome
+
+
+def probe_stream(
     fn: Callable[..., Any],
     source: Iterator[tuple[Any, ...]],
     *,
     wall_clock: Callable[[], float] = time.perf_counter,
     cpu_clock: Callable[[], float] = time.process_time,
     dumps: Callable[[object], bytes] = cloudpickle.dumps,
+    result_size: Callable[[object], float] | None = None,
     budget_s: float = PROBE_BUDGET_S,
     max_items: int = PROBE_MAX_ITEMS,
     workers_waiting: Callable[[], bool] = lambda: False,
@@ -121,8 +117,16 @@ def probe(
     voluntary_switches: Callable[[], int | None] | None = None,
     after_timed_call: Callable[[float, float, int], None] | None = None,
     plan_on_lone_call: Callable[[float, float], int | None] | None = None,
-) -> ProbeOutcome:
-    """Run ``fn(*args)`` for the first items of ``source`` and measure them.
+) -> Generator[Any, None, ProbeOutcome]:
+    """Run ``fn(*args)`` for the first items of ``source`` and measure them, yielding each
+    result as soon as its call returned; returns the outcome (without the results, which
+    the probe does not keep: a result the consumer dropped is freed).
+
+    Between two results the consumer has control: the time it takes (and pickling a result
+    to measure its size, by ``result_size``, by default one reused pickler, for a sample of
+    the results: ``_probe_calls.HandOns.sizes_result``) counts neither as ``fn``'s wall or
+    CPU time nor against the budget (``_probe_calls``). The items' arguments are pickled
+    once at the end, as one list (``dumps``), as a chunk is.
 
     The second call runs under ``measure_memory`` (peak resident memory by default) to learn
     how much memory a call needs; its timing is left out of the means because the meter's
@@ -147,24 +151,27 @@ def probe(
     workers are there (started before, or during the probe), which further calls here would
     keep from work: then two calls and ``WAITING_WORKERS_MIN_S`` are enough.
 
-    The garbage collector is paused while a group of fast calls is timed, as ``timeit``
-    does: the argument tuples the probe builds would otherwise trigger a collection of the
-    whole heap inside a group now and then, a pause of a millisecond or more in a large
-    program, which a sub-microsecond call's figure would carry. Slow calls, the first one
-    and the memory-metered one run with the collector as the caller has it, so a call that
-    makes cyclic garbage is measured with the memory it really needs.
+    The garbage collector is paused while a group of fast calls runs, as ``timeit`` does
+    (resumed whenever a result is handed on): the argument tuples the probe builds would
+    otherwise trigger a collection of the whole heap inside a group now and then, a pause
+    of a millisecond or more in a large program, which a sub-microsecond call's figure
+    would carry. Slow calls, the first one and the memory-metered one run with the
+    collector as the caller has it, so a call that makes cyclic garbage is measured with
+    the memory it really needs. The voluntary context switches of a group are counted
+    around it, the consumer's included.
     """
     return _probe_items(
         fn,
         source,
-        wall_clock=wall_clock,
-        cpu_clock=cpu_clock,
+        HandOns(wall_clock, cpu_clock, result_size if result_size is not None else PickledSize()),
         dumps=dumps,
         budget_s=budget_s,
         max_items=max_items,
         workers_waiting=workers_waiting,
-        measure_memory=measure_memory,
-        voluntary_switches=voluntary_switches,
+        meter=measure_memory if measure_memory is not None else measure_peak_memory,
+        switches=voluntary_switches
+        if voluntary_switches is not None
+        else count_voluntary_switches,
         after_timed_call=after_timed_call,
         plan_on_lone_call=plan_on_lone_call,
     )
@@ -173,22 +180,19 @@ def probe(
 def _probe_items(
     fn: Callable[..., Any],
     source: Iterator[tuple[Any, ...]],
+    hand_ons: HandOns,
     *,
-    wall_clock: Callable[[], float],
-    cpu_clock: Callable[[], float],
     dumps: Callable[[object], bytes],
     budget_s: float,
     max_items: int,
     workers_waiting: Callable[[], bool],
-    measure_memory: Callable[[Callable[[], Any]], tuple[Any, int]] | None,
-    voluntary_switches: Callable[[], int | None] | None,
+    meter: Callable[[Callable[[], Any]], tuple[Any, int]],
+    switches: Callable[[], int | None],
     after_timed_call: Callable[[float, float, int], None] | None,
     plan_on_lone_call: Callable[[float, float], int | None] | None = None,
-) -> ProbeOutcome:
-    meter = measure_memory if measure_memory is not None else measure_peak_memory
-    switches = voluntary_switches if voluntary_switches is not None else count_voluntary_switches
+) -> Generator[Any, None, ProbeOutcome]:
+    wall_clock = hand_ons.wall_clock
     timed = _TimedCalls()
-    results: list[Any] = []
     probed_args: list[tuple[Any, ...]] = []
     memory_bytes = 0
     traced = False
@@ -198,31 +202,32 @@ def _probe_items(
     batch_size = 1
     early = _EarlyReports(after_timed_call, wall_clock)
     start_s = wall_clock()
-    while len(results) < max_items and error is None and not exhausted:
+    while hand_ons.n_results < max_items and error is None and not exhausted:
         # The second call runs alone under the memory meter (the first is timed: if it is
         # slow, it may be the only one); a traced call's time is left out of the means.
-        tracing = len(results) == 1 and not traced
-        size = 1 if tracing else min(batch_size, max_items - len(results))
+        n_before = hand_ons.n_results
+        tracing = n_before == 1 and not traced
+        size = 1 if tracing else min(batch_size, max_items - n_before)
         batch, exhausted, input_error = _take(source, size)
         if not batch:
             error = input_error
             break
         n_pulled += len(batch)
-        n_before = len(results)
+        away_s = hand_ons.wall_s
         switches0 = None if tracing else switches()
-        wall0, cpu0 = wall_clock(), cpu_clock()
+        error, wall_s, cpu_s, n_bytes = yield from hand_ons.timed(
+            fn, batch, meter if tracing else None
+        )
         if tracing:
-            error, memory_bytes = _call_metered(fn, batch[0], meter, results)
-            traced = True
-        else:
-            error = _call_group(fn, batch, results)
-        wall1, cpu1 = wall_clock(), cpu_clock()
-        probed_args.extend(batch[: len(results) - n_before])
+            traced, memory_bytes = True, n_bytes
+        probed_args.extend(batch[: hand_ons.n_results - n_before])
+        # Time away from fn (the consumer, pickling) is neither fn's nor the budget's.
+        start_s += hand_ons.wall_s - away_s
         if error is not None:
             break  # a partial batch's time is not a clean sample
         error = input_error
         # Per call: a timed group is one call, or a few of a fast function.
-        call = ((wall1 - wall0) / len(batch), (cpu1 - cpu0) / len(batch))
+        call = (wall_s / len(batch), cpu_s / len(batch))
         if tracing:
             timed.add_traced(*call)
         # Starting workers is not probing: it does not spend the probe's budget.
@@ -230,7 +235,7 @@ def _probe_items(
         if not tracing:
             switches1 = switches()
             n_switches = None if switches0 is None or switches1 is None else switches1 - switches0
-            timed.add_group(len(batch), wall1 - wall0, cpu1 - cpu0, n_switches)
+            timed.add_group(len(batch), wall_s, cpu_s, n_switches)
             if timed.group_means_s[-1] < FAST_CALL_S:
                 # Clock reads cost about a microsecond: time fast calls in growing groups.
                 batch_size = min(2 * batch_size, MAX_BATCH_ITEMS)
@@ -242,7 +247,7 @@ def _probe_items(
                     break
         elapsed_s = wall_clock() - start_s
         if probe_is_done(
-            n_items=len(results),
+            n_items=hand_ons.n_results,
             n_warm_samples=timed.n_warm_samples,
             elapsed_s=elapsed_s,
             trusted=_is_stable(timed.warm_means_s, elapsed_s),
@@ -252,20 +257,43 @@ def _probe_items(
         ):
             break
 
-    item_bytes, result_bytes, pickle_s = _measure_pickling(probed_args, results, dumps, wall_clock)
+    n_results, n_sized = hand_ons.n_results, hand_ons.n_sized
+    item_bytes, args_pickle_s = _measure_items(probed_args, dumps, wall_clock)
     wall_s, cpu_s, switches_per_call, cold_extra_s = timed.per_call()
     measurements = WorkMeasurements(
-        n_probed=len(results),
+        n_probed=n_results,
         wall_s_per_item=max(0.0, wall_s),
         cpu_s_per_item=max(0.0, cpu_s),
         item_bytes=item_bytes,
-        result_bytes=result_bytes,
-        pickle_s_per_item=pickle_s,
+        result_bytes=hand_ons.result_bytes / n_sized if n_sized else 0.0,
+        pickle_s_per_item=(args_pickle_s / n_results if n_results else 0.0)
+        + (hand_ons.pickle_s / n_sized if n_sized else 0.0),
         memory_bytes_per_call=memory_bytes,
         first_call_extra_s=cold_extra_s,
         voluntary_switches_per_item=switches_per_call,
     )
-    return ProbeOutcome(results, error, measurements, exhausted, n_pulled)
+    return ProbeOutcome([], error, measurements, exhausted, n_pulled)
+
+
+def _measure_items(
+    args: list[tuple[Any, ...]],
+    dumps: Callable[[object], bytes],
+    wall_clock: Callable[[], float],
+) -> tuple[float, float]:
+    """Mean pickled bytes of an item's arguments, and the seconds pickling them took in all.
+
+    Pickled as one list, as a chunk is: pickling items one by one would charge each tiny
+    item the fixed cost of a ``dumps`` call, many times what it costs inside a chunk. A
+    size that cannot be pickled is ``inf``.
+    """
+    if not args:
+        return 0.0, 0.0
+    start_s = wall_clock()
+    try:
+        n_bytes = len(dumps(args)) / len(args)
+    except Exception:
+        n_bytes = math.inf
+    return n_bytes, wall_clock() - start_s
 
 
 def _take(
@@ -282,43 +310,6 @@ def _take(
         except Exception as exc:
             return batch, False, exc
     return batch, False, None
-
-
-def _call_metered(
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    meter: Callable[[Callable[[], Any]], tuple[Any, int]],
-    results: list[Any],
-) -> tuple[BaseException | None, int]:
-    """``fn(*args)`` under the memory meter, its result appended to ``results``:
-    ``(what fn raised, the peak bytes it needed)``."""
-    try:
-        result, memory_bytes = meter(lambda: fn(*args))
-    except Exception as exc:
-        return exc, 0
-    results.append(result)
-    return None, memory_bytes
-
-
-def _call_group(
-    fn: Callable[..., Any], batch: list[tuple[Any, ...]], results: list[Any]
-) -> BaseException | None:
-    """``fn`` on every item of ``batch`` in turn, results appended to ``results``, the
-    collector paused for a group of several (see ``probe``); what fn raised, if it did."""
-    try:
-        if len(batch) > 1 and gc.isenabled():
-            gc.disable()
-            try:
-                for args in batch:
-                    results.append(fn(*args))
-            finally:
-                gc.enable()
-        else:
-            for args in batch:
-                results.append(fn(*args))
-    except Exception as exc:
-        return exc
-    return None
 
 
 @dataclass

@@ -1,95 +1,154 @@
-"""The probe run in a worker, for runs where ``fn`` must not run in the caller (``timeout``,
-an ``initializer``, ``isolate=True``): small first chunks, each four times the last, until
+"""The probe run in workers, for runs where ``fn`` must not run in the caller (``timeout``,
+an ``initializer``, ``isolate=True``): small first chunks, several in flight, until
 ``_probe.probe_is_done`` says the figures can be trusted.
 
-It is handed a callable that runs one chunk of a given size and waits for it, and a clock;
-it returns the measurements (per item, averaged over the chunks) and never touches the run.
+    send_chunk(1) ×n_slots ──► (the run reads each chunk in order and hands its results on)
+          ▲                                  │ its outcome
+          └── another, while not done ◄── took(outcome): done? ──► measurements() ──► plan
+
+The first ``PROBE_SINGLE_CHUNKS`` chunks hold one item each, and the probe does not end
+before it has sent them, so the first results reach the consumer one by one, as they would
+from the stdlib's ``chunksize=1`` (in a job of up to ``PROBE_SINGLE_CHUNKS + 1`` items, an
+item that waits for the consumer to have received the ones before it never shares their
+chunk), and ``n_slots`` of them are in flight at once, so the workers are not left idle
+between round trips. Later chunks are each four times the last (never over the user's
+``chunksize``): fast items need a few more round trips to measure enough compute time, and
+the probe sends no more than ``PROBE_MAX_ITEMS`` items in all.
+
+It is handed a callable that sends one chunk of a given size and a clock, and is told each
+chunk's outcome; it never touches the run.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from . import _probe
 from ._chunk_io import ChunkOutcome
 from ._records import WorkMeasurements
+from ._steering import capped_chunksize
 
-WORKER_PROBE_FIRST_ITEMS = 1
-"""Items in the first chunk of a probe run in a worker; each further probe chunk is four
-times larger until the measured compute time is long enough to trust."""
+PROBE_SINGLE_CHUNKS = 8
+"""Probe chunks of one item each before they grow: a job of up to this many items is probed
+(and its results delivered) one item at a time. On two workers that is about four round
+trips of a fresh pool (a few ms), where fast items would otherwise be measured in two."""
 
-
-def first_probe_round(
-    chunksize: int | None, *, n_workers: int, cap: Callable[[int], int] = lambda size: size
-) -> tuple[int, int]:
-    """The first step of the probe in a worker: ``(items per chunk, chunks)``, one chunk per
-    worker (``n_workers``, at least one), each of the user's ``chunksize`` when given (the
-    plan keeps it anyway, so the first round is what the stdlib pool would send), else of
-    ``WORKER_PROBE_FIRST_ITEMS``; ``cap`` bounds the size (one item under a deadline)."""
-    return cap(chunksize or WORKER_PROBE_FIRST_ITEMS), max(1, n_workers)
+PROBE_GROWTH = 4
+"""Each probe chunk after the single ones is this many times the last: fast items reach the
+``PROBE_MIN_S`` of compute a figure is trusted on in a few more round trips."""
 
 
-def probe_in_worker(
-    run_chunk: Callable[[int], ChunkOutcome | None],
-    *,
-    may_go_on: Callable[[], bool],
-    deliver: Callable[[list[object]], None],
-    cap_chunksize: Callable[[int], int] = lambda size: size,
-    wall_clock: Callable[[], float] = time.perf_counter,
-    first_round: tuple[int, int] | None = None,
-    send_round: Callable[[int, int], int] | None = None,
-) -> WorkMeasurements:
-    """Measure ``fn`` by running chunks through ``run_chunk(size)`` while chunks sent ahead
-    are left or ``may_go_on()`` (no error, input left); each chunk's results go to
-    ``deliver`` in order. A ``None`` from ``run_chunk`` (nothing sent, a failure, the
-    deadline) ends the probe. Each chunk is four times the last, as ``cap_chunksize``
-    allows (one item under a deadline).
+class WorkerProbe:
+    """Which probe chunks to send and when the figures suffice (see the module docstring).
 
-    With ``first_round=(size, n_chunks)`` and ``send_round``, the first step sends
-    ``n_chunks`` chunks of ``size`` items at once, one per worker (``send_round(size, n)``
-    says how many it sent), which ``run_chunk`` then takes in order: one chunk alone would
-    leave the other workers idle for as long as it runs (tqdm's ``process_map`` with
-    ``chunksize=8``: a whole item's time on a 0.17 s job). The probe may stop on the first
-    of them; the others are left to the result stream, so the first result still comes as
-    soon as the first chunk is done.
+    Args:
+        send_chunk: sends the next chunk of up to the given size; False if nothing was sent
+            (the input ended, an error was recorded).
+        n_slots: probe chunks kept in flight (two per worker started for the run).
+        under_deadline: the run has a ``timeout`` and automatic chunks: one item a chunk
+            (``_steering.capped_chunksize``; item sizes count once a plan knows its workers).
+        chunksize: the user's ``chunksize``, which no probe chunk exceeds (``chunksize=1``
+            delivers every result on its own, probe or not), or ``None``.
+        wall_clock: the clock of the probe's budget.
+    """
 
-    Unlike the caller's, this probe may stop on its first chunk of one call (see
-    ``_probe.probe_is_done``'s ``lone_call_ok``); when a second chunk ran after the first
-    in the same worker's turn (a first round of one chunk) and shows that first call to have
-    been cold (``_probe.first_call_is_cold``: the worker's imports, caches), the first is
-    left out of the figures and reported as ``first_call_extra_s``. The chunks of a first
-    round of several are each some worker's first: none can show another to be cold."""
-    chunks: list[ChunkOutcome] = []
-    size, n_chunks = first_round or (WORKER_PROBE_FIRST_ITEMS, 1)
-    n_ahead = send_round(size, n_chunks) if send_round is not None and n_chunks > 1 else 0
-    cold_first = False
-    probe_started_s = wall_clock()
-    while n_ahead or may_go_on():  # chunks sent ahead are taken even once the input ended
-        result = run_chunk(size)
-        if result is None:
-            break
-        deliver(result.results)
-        chunks.append(result)
-        if len(chunks) == 2 and n_chunks == 1:
-            cold_first = _is_cold_first_chunk(chunks[0], chunks[1])
-        warm = chunks[1:] if cold_first else chunks
-        elapsed_s = wall_clock() - probe_started_s
-        if _probe.probe_is_done(
-            n_items=sum(chunk.n_results for chunk in chunks),
-            n_warm_samples=len(warm),
-            elapsed_s=elapsed_s,
-            trusted=sum(chunk.compute_s for chunk in warm) >= _probe.PROBE_MIN_S,
-            lone_call_ok=True,
-        ):
-            break  # chunks still sent ahead are left to the result stream
-        n_ahead = max(0, n_ahead - 1)
-        if n_ahead == 0:
-            size = cap_chunksize(size * 4)
-    return _measurements(chunks, cold_first)
+    def __init__(
+        self,
+        send_chunk: Callable[[int], bool],
+        *,
+        n_slots: int,
+        under_deadline: bool = False,
+        chunksize: int | None = None,
+        wall_clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._send_chunk = send_chunk
+        self._n_slots = max(1, n_slots)
+        self._under_deadline = under_deadline
+        self._chunksize = chunksize
+        self._wall_clock = wall_clock
+        self._chunks: list[_ChunkFigures] = []
+        self._cold_first = False
+        self._size = 1
+        self._n_sent = 0
+        self._n_items_sent = 0
+        self._n_in_flight = 0
+        self._started_s = wall_clock()
+        self.done = False
+
+    def send(self) -> None:
+        """Fill the free slots with probe chunks, unless the probe is done or has sent the
+        ``PROBE_MAX_ITEMS`` it stops at (so it reads no further ahead than that)."""
+        while not self.done and self._n_in_flight < self._n_slots:
+            if self._n_sent >= PROBE_SINGLE_CHUNKS:
+                self._size = capped_chunksize(
+                    self._size * PROBE_GROWTH,
+                    under_deadline=self._under_deadline,
+                    item_bytes=0.0,
+                    n_workers=1,
+                )
+            n_left = _probe.PROBE_MAX_ITEMS - self._n_items_sent
+            if n_left < 1:
+                return
+            # The user's chunk size is kept whole; an automatic one stops at the cap.
+            size = min(self._size, self._chunksize or n_left)
+            if not self._send_chunk(size):
+                return
+            self._n_sent += 1
+            self._n_items_sent += size
+            self._n_in_flight += 1
+
+    def took(self, outcome: ChunkOutcome) -> bool:
+        """Count a probe chunk read in order (its results already on their way to the
+        consumer); True once the figures can be trusted (the probe is then done)."""
+        self._n_in_flight -= 1
+        chunks = self._chunks
+        chunks.append(
+            _ChunkFigures(
+                outcome.n_results,
+                outcome.compute_s,
+                outcome.cpu_s,
+                outcome.items_bytes,
+                len(outcome.results_bytes),
+                outcome.voluntary_switches,
+            )
+        )
+        if len(chunks) == 2:
+            self._cold_first = _is_cold_first_chunk(chunks[0], chunks[1])
+        warm = chunks[1:] if self._cold_first else chunks
+        # Not before the single-item chunks are sent: a plan made sooner could put the last
+        # items of a short job into one chunk, each held until the slowest is done.
+        if not self.done and self._n_sent >= PROBE_SINGLE_CHUNKS:
+            self.done = _probe.probe_is_done(
+                n_items=sum(chunk.n_results for chunk in chunks),
+                n_warm_samples=len(warm),
+                elapsed_s=self._wall_clock() - self._started_s,
+                trusted=sum(chunk.compute_s for chunk in warm) >= _probe.PROBE_MIN_S,
+                lone_call_ok=True,
+            )
+        return self.done
+
+    def measurements(self) -> WorkMeasurements:
+        """The figures of the chunks read (zeros before any), and the probe is done: the
+        chunks still in flight are the run's, read as any other."""
+        self.done = True
+        return _measurements(self._chunks, self._cold_first)
 
 
-def _is_cold_first_chunk(first: ChunkOutcome, second: ChunkOutcome) -> bool:
+class _ChunkFigures(NamedTuple):
+    """What the probe keeps of a chunk it was told about: its figures, not its results
+    (the consumer's once handed on)."""
+
+    n_results: int
+    compute_s: float
+    cpu_s: float
+    items_bytes: int
+    results_n_bytes: int
+    voluntary_switches: int | None
+
+
+def _is_cold_first_chunk(first: _ChunkFigures, second: _ChunkFigures) -> bool:
     """Whether ``first``, a chunk of one call, was a cold call by the per-call time of
     ``second``."""
     if first.n_results != 1 or second.n_results < 1:
@@ -97,7 +156,7 @@ def _is_cold_first_chunk(first: ChunkOutcome, second: ChunkOutcome) -> bool:
     return _probe.first_call_is_cold(first.compute_s, second.compute_s / second.n_results)
 
 
-def _measurements(chunks: list[ChunkOutcome], cold_first: bool) -> WorkMeasurements:
+def _measurements(chunks: list[_ChunkFigures], cold_first: bool) -> WorkMeasurements:
     """Per-item figures over ``chunks``: times from the warm ones (all but a cold first),
     sizes from all of them."""
     warm = chunks[1:] if cold_first else chunks
@@ -112,7 +171,7 @@ def _measurements(chunks: list[ChunkOutcome], cold_first: bool) -> WorkMeasureme
         wall_s_per_item=wall_s_per_item,
         cpu_s_per_item=sum(chunk.cpu_s for chunk in warm) / per_warm,
         item_bytes=sum(chunk.items_bytes for chunk in chunks) / per,
-        result_bytes=sum(len(chunk.results_bytes) for chunk in chunks) / per,
+        result_bytes=sum(chunk.results_n_bytes for chunk in chunks) / per,
         pickle_s_per_item=0.0,
         memory_bytes_per_call=0,
         measured_in_worker=True,

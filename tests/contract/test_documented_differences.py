@@ -1,9 +1,10 @@
 """Where ``map`` deliberately differs from ``ProcessPoolExecutor.map``, as documented:
 the input is read lazily with a bounded look-ahead; small jobs run in the calling process, but
 never when ``timeout``, an ``initializer`` or ``isolate`` is given; the first items are probed
-inside ``map()`` itself; a generator cut off by ``shutdown`` raises ``RuntimeError``; ``fn`` and
-results travel with cloudpickle. Plus the parts of the stdlib contract these choices must not
-break: an explicit ``chunksize`` and the classic script use of ``initializer``."""
+from the first ``next()`` on (in the caller) or from ``map()`` on (in workers); a generator cut
+off by ``shutdown`` raises ``RuntimeError``; ``fn`` and results travel with cloudpickle. Plus
+the parts of the stdlib contract these choices must not break: an explicit ``chunksize`` and
+the classic script use of ``initializer``."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from amorsize_executor import AdaptiveProcessPoolExecutor
+from amorsize_executor._worker_probe import PROBE_SINGLE_CHUNKS
 
 from ..conftest import make_facts
 from . import _work
@@ -26,8 +28,8 @@ from ._paths import CHUNKSIZE, PARALLEL, SERIAL, ExecPath
 pytestmark = pytest.mark.timeout(60)
 
 PROBE_ALLOWANCE = 1 + 4 + 16 + 64 + 256
-"""The most items a probe reads before any plan: 256 in the caller, or chunks of 1, 4, 16, 64
-and 256 items in a worker."""
+"""The most items a probe reads before any plan, with room to spare: 256 in the caller or in
+workers (``PROBE_MAX_ITEMS``; in workers, single items first, then chunks of 4, 16, ...)."""
 
 
 # -- laziness -------------------------------------------------------------------------------
@@ -117,13 +119,14 @@ def _ms_of_work_and_pid(x: int) -> tuple[int, int]:
     return _work.ms_of_work(x), os.getpid()
 
 
-def test_map_probes_inside_the_call_but_raises_only_when_iterated() -> None:
+def test_the_probe_in_the_caller_runs_from_the_first_next_not_inside_map() -> None:
     _work.CALLS.clear()
     with SERIAL.executor() as ex:
         results = ex.map(_work.record_call, range(50), itertools.repeat(0))
-        assert _work.CALLS, "map() runs fn on the first items before returning"
+        assert _work.CALLS == [], "map() itself runs no fn in the caller"
         with pytest.raises(ValueError, match="bad item 0"):
             next(results)
+        assert _work.CALLS == [0]
 
 
 # -- chunksize --------------------------------------------------------------------------------
@@ -140,22 +143,21 @@ def test_explicit_chunksize_is_used_when_the_probe_runs_in_the_caller() -> None:
 
 
 def test_explicit_chunksize_is_used_after_the_probe_chunks_when_fn_runs_only_in_workers() -> None:
-    """Documented: the probe's own chunks come first (one of the size asked for per worker,
-    then 4, 16, ... times that); every later chunk has the size asked for, except the last."""
+    """Documented: the probe's own chunks (one item each at first) come first; no chunk is
+    larger than the size asked for, and every later chunk has that size, except the last."""
     with AdaptiveProcessPoolExecutor(max_workers=2, system_facts=make_facts(), isolate=True) as ex:
-        results = list(ex.map(_work.square, range(2000), chunksize=2))
+        results = list(ex.map(_work.square, range(2000), chunksize=3))
         plan = ex.last_plan
     assert results == [x * x for x in range(2000)]
     assert plan is not None and plan.outcome is not None
     sizes = list(plan.outcome.chunksizes)
     assert sum(sizes) == 2000
-    assert sizes[:2] == [2, 2], sizes  # the first round: a chunk for each of the 2 workers
-    n_probe = 2
-    while n_probe < len(sizes) and sizes[n_probe] == 2 * 4 ** (n_probe - 1):
-        n_probe += 1
-    assert n_probe <= 6, sizes
-    rest = sizes[n_probe:]
-    assert rest and all(size == 2 for size in rest[:-1]) and rest[-1] <= 2, sizes
+    n_single = 0
+    while n_single < len(sizes) and sizes[n_single] == 1:
+        n_single += 1
+    assert 1 <= n_single <= PROBE_SINGLE_CHUNKS, sizes
+    rest = sizes[n_single:]
+    assert rest and all(size == 3 for size in rest[:-1]) and rest[-1] <= 3, sizes
 
 
 # -- closing the result iterator ----------------------------------------------------------------

@@ -332,28 +332,7 @@ def _check_fn_gets_copies(path: ExecPath) -> None:
     assert items == [[0]] * 50
 
 
-ITEM_7_NOT_DONE = (
-    "issue 13 item 7, not done: the probe runs inside map() and hands its results on only "
-    "when it has finished, so an item that waits for the consumer holds the ones before it"
-)
-
-
-@pytest.mark.parametrize(
-    "isolate",
-    [
-        pytest.param(False, marks=pytest.mark.xfail(strict=True, reason=ITEM_7_NOT_DONE)),
-        # In a worker the probe's chunks grow 1, 4, ...: the waiting item shares a chunk with
-        # the ones before it unless a slow first round trip (a loaded machine) ended the probe
-        # early and the plan's chunks happen to part them, so this one passes now and then.
-        pytest.param(
-            True,
-            marks=pytest.mark.xfail(
-                strict=False, reason=ITEM_7_NOT_DONE + " (in a worker it may pass by chance)"
-            ),
-        ),
-    ],
-    ids=["default", "isolate"],
-)
+@pytest.mark.parametrize("isolate", [False, True], ids=["default", "isolate"])
 def test_results_reach_the_consumer_before_a_later_item_finishes(
     tmp_path: Path, isolate: bool
 ) -> None:

@@ -1,0 +1,244 @@
+"""The probe's calls in the caller, each result handed on as soon as its call returned.
+
+Mechanism layer: it runs ``fn`` and reads clocks; it decides nothing. The probe (``_probe``)
+times its calls in groups; a result must nevertheless reach the consumer before the next call
+(an item may wait for the consumer to have received the one before it), so each group yields
+every result on its own, and what happens while the consumer holds control is kept out of the
+figures:
+
+    fn(*args) ─► read wall, CPU ─► pickled size of the result (sampled) ─► yield result
+      ▲                                (the collector as the caller has it)      │ consumer
+      └──────────── read CPU, wall ◄── (a group's collector pause resumed) ◄─────┘
+
+The time between the two pairs of reads (the result's sizing, the consumer) is subtracted
+from the group's wall and CPU time, and so is each read's own cost (``read_cost_s``, measured
+on the clocks given), so a fast call measures as it did when a group handed its results on
+together. The collector is never left paused while the consumer has control.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import math
+import pickle
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+
+PER_DUMP_OVERHEAD_BYTES = 12
+"""What pickling a result on its own adds over its share of a chunk's list of results: the
+protocol header (2 bytes), a frame header (9) and the stop opcode (1). Measured: ints,
+tuples, strings, lists, dicts and 1 KB bytes pickled alone came out 12 bytes above their
+mean size in one list (cloudpickle, protocol 5)."""
+
+UNFRAMED_DUMP_OVERHEAD_BYTES = 3
+"""The same for a result so small that its pickle has no frame (under 4 bytes of opcodes:
+``None``, a small int): the header and the stop opcode only. A framed pickle is at least 15
+bytes (12 of overhead and 3 or more of opcodes), an unframed one at most 5."""
+
+MIN_FRAMED_DUMP_BYTES = 15
+
+SIZED_FIRST_RESULTS = 16
+"""Results whose pickled size the probe measures, every one, before it samples: sizing one
+costs about 0.5 µs (most of a trivial call's hand-on), and a mean over 16 is close enough
+for a figure the cost model multiplies by thousands of items."""
+
+SIZED_RESULT_EVERY = 8
+"""After the first ``SIZED_FIRST_RESULTS``, one result in this many is sized: a 256-item
+probe sizes 46 results, not 256."""
+
+N_FIXED_COST_SAMPLES = 3
+"""Sizing calls on ``None`` timed to learn a sizing call's fixed cost (the smallest counts)."""
+
+N_CALIBRATION_READS = 8
+"""Back-to-back reads of a clock whose smallest gap is its cost per read: a few suffice
+(the smallest gap is rarely interrupted), and they cost about 2 µs for both clocks."""
+
+
+def read_cost_s(clock: Callable[[], float]) -> float:
+    """Seconds one read of ``clock`` costs, as its smallest gap between back-to-back reads:
+    a hand-on leaves about one read of each clock inside the time a call is charged."""
+    reads = [clock() for _ in range(N_CALIBRATION_READS)]
+    return max(0.0, min(later - earlier for earlier, later in itertools.pairwise(reads)))
+
+
+class PickledSize:
+    """The pickled size of one result, by one reused pickler writing to a counter (no bytes
+    are kept): about 0.4 µs a small result, a quarter of a ``cloudpickle.dumps`` call."""
+
+    def __init__(self) -> None:
+        self._n_bytes = 0
+        self._pickler = self._new_pickler()
+
+    def _new_pickler(self) -> cloudpickle.Pickler:
+        return cloudpickle.Pickler(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def write(self, data: bytes) -> int:
+        """The pickler's output: counted, then dropped."""
+        self._n_bytes += len(data)
+        return len(data)
+
+    def __call__(self, result: object) -> float:
+        """Bytes ``result`` adds to a chunk's pickled results; ``inf`` if it cannot be
+        pickled."""
+        self._n_bytes = 0
+        try:
+            self._pickler.dump(result)
+        except Exception:
+            self._pickler = self._new_pickler()  # a failed dump may leave it half-written
+            return math.inf
+        finally:
+            # The memo holds every object pickled: cleared, it keeps no result alive.
+            self._pickler.clear_memo()
+        n_bytes = self._n_bytes
+        if n_bytes >= MIN_FRAMED_DUMP_BYTES:
+            return float(n_bytes - PER_DUMP_OVERHEAD_BYTES)
+        return float(max(0, n_bytes - UNFRAMED_DUMP_OVERHEAD_BYTES))
+
+
+@dataclass
+class HandOns:
+    """What the hand-ons of a probe took, to be kept out of its figures, and the pickled
+    sizes of the results sized (``sizes_result``).
+
+    Args:
+        wall_clock, cpu_clock: the clocks the probe times its calls with.
+        result_size: the pickled size of one result (``inf``: it cannot be pickled).
+    """
+
+    wall_clock: Callable[[], float]
+    cpu_clock: Callable[[], float]
+    result_size: Callable[[object], float]
+    wall_s: float = 0.0
+    """Wall seconds between the reads around the hand-ons (sizing, the consumer)."""
+    cpu_s: float = 0.0
+    pickle_s: float = 0.0
+    """Wall seconds spent measuring the sized results' pickled sizes."""
+    result_bytes: float = 0.0
+    """Pickled bytes of the sized results, in all."""
+    n_sized: int = 0
+    n_results: int = 0
+    _read_costs: tuple[float, float] | None = None
+    _fixed_sizing_s: float | None = None
+
+    def read_costs(self) -> tuple[float, float]:
+        """``(wall s, CPU s)`` a hand-on leaves inside the time charged to a call: one read
+        of the wall clock; one of the CPU clock and two of the wall clock, in CPU time."""
+        if self._read_costs is None:
+            wall_read_s = read_cost_s(self.wall_clock)
+            self._read_costs = (wall_read_s, read_cost_s(self.cpu_clock) + 2 * wall_read_s)
+        return self._read_costs
+
+    def sizes_result(self) -> bool:
+        """Whether the next result handed on is sized: each of the first
+        ``SIZED_FIRST_RESULTS``, then one in ``SIZED_RESULT_EVERY`` (none once one could not
+        be pickled: the size is ``inf`` then)."""
+        n = self.n_results
+        return self.result_bytes != math.inf and (
+            n < SIZED_FIRST_RESULTS or n % SIZED_RESULT_EVERY == 0
+        )
+
+    def size(self, result: object) -> None:
+        """Count ``result``'s pickled size and the time pickling it took beyond the fixed
+        cost of a sizing call (``fixed_sizing_s``): a chunk pickles all its results in one
+        call, so only what a result adds to it is that result's pickling time."""
+        wall = self.wall_clock
+        if self._fixed_sizing_s is None:
+            self._fixed_sizing_s = self.fixed_sizing_s()
+        started_s = wall()
+        self.result_bytes += self.result_size(result)
+        self.n_sized += 1
+        self.pickle_s += max(0.0, wall() - started_s - self._fixed_sizing_s)
+
+    def fixed_sizing_s(self) -> float:
+        """What one call of ``result_size`` costs on nothing (``None``), the smallest of
+        ``N_FIXED_COST_SAMPLES``: about 0.5 µs of the default pickler's set-up and output,
+        ten times what a small result adds to a chunk's list."""
+        wall = self.wall_clock
+        best_s = math.inf
+        for _ in range(N_FIXED_COST_SAMPLES):
+            started_s = wall()
+            self.result_size(None)
+            best_s = min(best_s, wall() - started_s)
+        return max(0.0, best_s)
+
+    def timed(
+        self,
+        fn: Callable[..., Any],
+        batch: list[tuple[Any, ...]],
+        meter: Callable[[Callable[[], Any]], tuple[Any, int]] | None = None,
+    ) -> Generator[Any, None, tuple[BaseException | None, float, float, int]]:
+        """``fn`` on every item of ``batch`` in turn (its one item under ``meter``, when
+        given), each result yielded as soon as its call returned; returns what ``fn`` raised,
+        the wall and CPU seconds of the calls alone (the hand-ons and the reads' own cost
+        left out), and the peak bytes the meter saw (0 without one). With several items the
+        collector is paused while ``fn`` runs (see ``_probe.probe_stream``), never while the
+        consumer has control; a collector the consumer turned off is left off."""
+        wall, cpu = self.wall_clock, self.cpu_clock
+        if meter is not None:
+            wall0, cpu0 = wall(), cpu()
+            failed, memory_bytes, held = _call_metered(fn, batch[0], meter)
+            wall1, cpu1 = wall(), cpu()
+            if failed is None:
+                handed_s = wall()
+                if self.sizes_result():
+                    self.size(held[0])
+                self.n_results += 1
+                yield held.pop()
+                self.wall_s += wall() - handed_s
+            return failed, wall1 - wall0, cpu1 - cpu0, memory_bytes
+        away_wall_s, away_cpu_s, n_before = self.wall_s, self.cpu_s, self.n_results
+        error: BaseException | None = None
+        paused = len(batch) > 1 and gc.isenabled()
+        if paused:
+            gc.disable()
+        wall0, cpu0 = wall(), cpu()
+        try:
+            for args in batch:
+                try:
+                    # In a list popped as it is yielded: while the consumer holds the result,
+                    # this frame must not (a dropped result is freed, as with the stdlib).
+                    held = [fn(*args)]
+                except Exception as exc:
+                    error = exc
+                    break
+                handed_s, handed_cpu_s = wall(), cpu()
+                resume = paused
+                if paused:
+                    gc.enable()
+                    paused = False
+                if self.sizes_result():
+                    self.size(held[0])
+                self.n_results += 1
+                yield held.pop()
+                if resume and gc.isenabled():
+                    gc.disable()
+                    paused = True
+                self.cpu_s += cpu() - handed_cpu_s
+                self.wall_s += wall() - handed_s
+            wall1, cpu1 = wall(), cpu()
+        finally:
+            if paused:
+                gc.enable()
+        n_done = self.n_results - n_before
+        wall_read_s, cpu_read_s = self.read_costs() if n_done else (0.0, 0.0)
+        wall_s = wall1 - wall0 - (self.wall_s - away_wall_s) - n_done * wall_read_s
+        cpu_s = cpu1 - cpu0 - (self.cpu_s - away_cpu_s) - n_done * cpu_read_s
+        return error, max(0.0, wall_s), max(0.0, cpu_s), 0
+
+
+def _call_metered(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    meter: Callable[[Callable[[], Any]], tuple[Any, int]],
+) -> tuple[BaseException | None, int, list[Any]]:
+    """``fn(*args)`` under the memory meter: ``(what fn raised, the peak bytes it needed,
+    its result in a list to hand on)``."""
+    try:
+        result, memory_bytes = meter(lambda: fn(*args))
+    except Exception as exc:
+        return exc, 0, []
+    return None, memory_bytes, [result]
