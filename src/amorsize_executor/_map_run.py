@@ -381,20 +381,15 @@ class MapRun:
             # keep the run's chunks and results alive, and its pause lands in a later call.
             self._serial = None
         if self._plan is not None:
-            self._publish_plan(
-                self._plan.with_outcome(
-                    RunOutcome(
-                        wall_s=self._clocks.wall() - self._started_s,
-                        n_items=self._n_delivered + n_checked,
-                        n_chunks=len(window.chunksizes),
-                        chunksizes=tuple(window.chunksizes),
-                        worker_busy_s=self._busy_s + window.busy_s,
-                        n_workers=self._plan.n_workers,
-                        switched_to_parallel=self._switched,
-                        switched_to_serial=self._fell_back,
-                    )
-                )
+            outcome = _outcome_of(
+                self._plan,
+                window,
+                wall_s=self._clocks.wall() - self._started_s,
+                n_items=self._n_delivered + n_checked,
+                busy_s=self._busy_s,
+                switches=(self._switched, self._fell_back),
             )
+            self._publish_plan(self._plan.with_outcome(outcome))
 
     # -- called by the executor ----------------------------------------------------------
 
@@ -454,6 +449,30 @@ def _fn_for_workers(fn: Callable[..., Any], backend: Backend) -> FnForWorkers:
         once_per_worker=lambda n_bytes: _fn_cost.fn_travels_once_per_worker(
             n_bytes, workers_share_files=share_files
         ),
+    )
+
+
+def _outcome_of(
+    plan: Plan,
+    window: ChunkWindow,
+    *,
+    wall_s: float,
+    n_items: int,
+    busy_s: float,
+    switches: tuple[bool, bool],
+) -> RunOutcome:
+    """What a run did, for its plan's ``outcome``: ``busy_s`` is the compute of the probe
+    and serial work (the chunks' is the window's); ``switches`` says whether it switched
+    to parallel and to serial."""
+    return RunOutcome(
+        wall_s=wall_s,
+        n_items=n_items,
+        n_chunks=len(window.chunksizes),
+        chunksizes=tuple(window.chunksizes),
+        worker_busy_s=busy_s + window.busy_s,
+        n_workers=plan.n_workers,
+        switched_to_parallel=switches[0],
+        switched_to_serial=switches[1],
     )
 
 
