@@ -128,6 +128,66 @@ def test_a_mildly_slow_stretch_is_spread_over_every_worker() -> None:
     ) == [8, 8, 8, 6]
 
 
+def test_a_stop_from_stolen_time_splits_at_the_expected_rate() -> None:
+    # 463 calls of 43 µs: a 40 ms budget. The worker lost the CPU for 20 ms during one call
+    # (the stretch before the stop: 20 ms per call), but ran only 20 ms of CPU, half of what
+    # its own calls would need to use up the budget: the calls were not slow.
+    rate = _steering.unrun_s_per_item(
+        recent_s_per_item=0.02,
+        n_ran=463,
+        cpu_s=0.02,
+        voluntary_switches=3,
+        expected_s_per_item=43e-6,
+        expected_cpu_s_per_item=43e-6,
+    )
+    assert rate == 43e-6
+    # Hence the rest goes out as a piece per worker, not as 300 pieces of one call.
+    assert _steering.split_unrun(
+        n_unrun=300, recent_s_per_item=rate, n_workers=2, task_roundtrip_s=2e-4
+    ) == [150, 150]
+
+
+def test_a_stop_from_slow_calls_keeps_the_stretch_rate() -> None:
+    common = {"recent_s_per_item": 0.02, "expected_s_per_item": 2e-4}
+    # 100 calls of 0.2 ms, then slow ones: 60 ms of CPU, past twice the expected 20 ms.
+    slow = _steering.unrun_s_per_item(
+        n_ran=102, cpu_s=0.06, voluntary_switches=0, expected_cpu_s_per_item=2e-4, **common
+    )
+    assert slow == 0.02
+    # Calls that wait (a voluntary switch per call): their wall time is their cost.
+    waiting = _steering.unrun_s_per_item(
+        n_ran=10, cpu_s=1e-4, voluntary_switches=10, expected_cpu_s_per_item=1e-5, **common
+    )
+    assert waiting == 0.02
+    # Unknown switches (not Linux) or nothing run: the stretch's rate, as before.
+    for n_ran, switches in ((10, None), (0, 0)):
+        unknown = _steering.unrun_s_per_item(
+            n_ran=n_ran,
+            cpu_s=1e-4,
+            voluntary_switches=switches,
+            expected_cpu_s_per_item=2e-4,
+            **common,
+        )
+        assert unknown == 0.02
+
+
+def test_steering_splits_a_preempted_chunk_at_its_running_rate() -> None:
+    from .conftest import make_measurements
+
+    plan = _cost_model.plan_map(
+        make_facts(n_logical_cores=2, n_physical_cores=2, n_affinity_cores=2),
+        make_measurements(wall_s_per_item=43e-6, cpu_s_per_item=43e-6),
+        n_items=7500,
+        n_items_lower_bound=1,
+    )
+    assert plan.mode == "parallel" and plan.n_workers == 2
+    steering = _steering.Steering(plan, chunksize=None, buffersize=None)
+    preempted = {"n_ran": 463, "cpu_s": 0.02, "voluntary_switches": 2}
+    assert steering.split_sizes(300, 0.02, **preempted) == [150, 150]
+    # The same stop without the worker's figures: single calls, as for a slow stretch.
+    assert steering.split_sizes(300, 0.02) == [1] * 300
+
+
 @given(
     n_unrun=st.integers(0, 5000),
     recent=st.floats(0.0, 10.0),
