@@ -856,14 +856,20 @@ def plot(report: dict[str, Any], path: Path) -> str | None:
     width = 0.8 / len(names)
     cmap = plt.get_cmap("tab10")
     for j, name in enumerate(names):
-        xs, ys = [], []
+        xs, ys, capped_xs, capped_ys = [], [], [], []
         for i, w in enumerate(results):
-            ratio = w["contenders"][name]["ratio_to_oracle"]
-            if ratio is not None:
-                xs.append(i - 0.4 + width * (j + 0.5))
-                ys.append(ratio)
+            entry = w["contenders"][name]
+            x = i - 0.4 + width * (j + 0.5)
+            if entry["ratio_to_oracle"] is not None:
+                xs.append(x)
+                ys.append(entry["ratio_to_oracle"])
+            elif entry["status"] == STATUS_CAPPED and entry.get("ratio_at_least") is not None:
+                capped_xs.append(x)
+                capped_ys.append(entry["ratio_at_least"])
         edge = "black" if name == "ours" else None
         ax.bar(xs, ys, width, label=name, color=cmap(j % 10), edgecolor=edge, linewidth=1.2)
+        # Stopped at the time cap: a hatched bar up to the lower bound its cap gives.
+        ax.bar(capped_xs, capped_ys, width, color="none", edgecolor=cmap(j % 10), hatch="//")
     ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
     ax.set_yscale("log")
     ax.set_xticks(range(len(results)))
@@ -873,7 +879,7 @@ def plot(report: dict[str, Any], path: Path) -> str | None:
     ax.set_title(
         f"End-to-end map time relative to the best fork-pool/serial configuration\n"
         f"{machine['cpu_count']} CPUs, Python {machine['python']}, {report['date'][:10]}, "
-        f"median of {report['config']['reps']}",
+        f"median of {report['config']['reps']}; hatched: stopped at the time cap, at least this",
         fontsize=10,
     )
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
