@@ -21,6 +21,7 @@ LAYERS = {
     "_serial_reasons": "policy",
     "_fn_cost": "policy",
     "_serial_watch": "policy",
+    "_contention": "policy",
     "_input": "mechanism",
     "_probe": "mechanism",
     "_meters": "mechanism",

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from amorsize_executor import AdaptiveProcessPoolExecutor, _cost_model, _steering
+from amorsize_executor import AdaptiveProcessPoolExecutor, _contention, _cost_model, _steering
 from amorsize_executor._chunk_worker import ChunkPayload, run_chunk
 from amorsize_executor._pool_backend import PoolBackend
 
@@ -132,7 +132,8 @@ def test_a_stop_from_stolen_time_splits_at_the_expected_rate() -> None:
     # 463 calls of 43 µs: a 40 ms budget. The worker lost the CPU for 20 ms during one call
     # (the stretch before the stop: 20 ms per call), but ran only 20 ms of CPU, half of what
     # its own calls would need to use up the budget: the calls were not slow.
-    rate = _steering.unrun_s_per_item(
+    rate = _contention.unrun_s_per_item(
+        budget_factor=_steering.CHUNK_BUDGET_FACTOR,
         recent_s_per_item=0.02,
         n_ran=463,
         cpu_s=0.02,
@@ -150,18 +151,29 @@ def test_a_stop_from_stolen_time_splits_at_the_expected_rate() -> None:
 def test_a_stop_from_slow_calls_keeps_the_stretch_rate() -> None:
     common = {"recent_s_per_item": 0.02, "expected_s_per_item": 2e-4}
     # 100 calls of 0.2 ms, then slow ones: 60 ms of CPU, past twice the expected 20 ms.
-    slow = _steering.unrun_s_per_item(
-        n_ran=102, cpu_s=0.06, voluntary_switches=0, expected_cpu_s_per_item=2e-4, **common
+    slow = _contention.unrun_s_per_item(
+        budget_factor=_steering.CHUNK_BUDGET_FACTOR,
+        n_ran=102,
+        cpu_s=0.06,
+        voluntary_switches=0,
+        expected_cpu_s_per_item=2e-4,
+        **common,
     )
     assert slow == 0.02
     # Calls that wait (a voluntary switch per call): their wall time is their cost.
-    waiting = _steering.unrun_s_per_item(
-        n_ran=10, cpu_s=1e-4, voluntary_switches=10, expected_cpu_s_per_item=1e-5, **common
+    waiting = _contention.unrun_s_per_item(
+        budget_factor=_steering.CHUNK_BUDGET_FACTOR,
+        n_ran=10,
+        cpu_s=1e-4,
+        voluntary_switches=10,
+        expected_cpu_s_per_item=1e-5,
+        **common,
     )
     assert waiting == 0.02
     # Unknown switches (not Linux) or nothing run: the stretch's rate, as before.
     for n_ran, switches in ((10, None), (0, 0)):
-        unknown = _steering.unrun_s_per_item(
+        unknown = _contention.unrun_s_per_item(
+            budget_factor=_steering.CHUNK_BUDGET_FACTOR,
             n_ran=n_ran,
             cpu_s=1e-4,
             voluntary_switches=switches,
@@ -372,6 +384,34 @@ def test_the_serial_figure_follows_calls_that_got_slower() -> None:
     # Never below the probe's figure.
     assert now(probed_s=2e-3, worker_wall_s=1e-3, worker_cpu_s=1e-3) == 2e-3
     assert now(probed_s=2e-3, worker_wall_s=0.0, worker_cpu_s=0.0) == 2e-3
+
+
+def test_the_serial_figure_counts_cores_taken_by_other_processes() -> None:
+    now = _steering.serial_s_per_item_now
+    # 5 ms calls on 2 workers and 2 cores; the workers' calls took 9 ms of wall time. The
+    # pool's own crowding (2 workers and the parent on 2 cores) explains 1.5x of that 1.8x;
+    # the rest was taken by other processes, which would take it from the caller too.
+    loaded = now(
+        probed_s=5e-3, worker_wall_s=9e-3, worker_cpu_s=5e-3, n_workers=2, n_usable_cores=2
+    )
+    assert loaded == pytest.approx(5e-3 * 1.8 / 1.5)
+    # So 6.1 ms per result from the pool is not a loss (it was by CPU time alone: 5.5 ms).
+    enough = {"n_chunks_measured": 100, "measured_s": 1.0}
+    assert not _steering.pool_is_losing(
+        parent_s_per_item=6.1e-3, serial_s_per_item=loaded, **enough
+    )
+    assert _steering.pool_is_losing(parent_s_per_item=6.1e-3, serial_s_per_item=5e-3, **enough)
+    # A slowdown the pool's own processes explain (a parent busy receiving large results):
+    # the CPU time, as before, so such a pool can still lose to serial.
+    crowded = now(
+        probed_s=3e-3, worker_wall_s=4.5e-3, worker_cpu_s=3e-3, n_workers=2, n_usable_cores=2
+    )
+    assert crowded == 3e-3
+    # One worker on 4 cores: the pool cannot crowd itself; all of it came from outside.
+    alone = _contention.outside_slowdown(
+        worker_wall_s=3e-3, worker_cpu_s=2e-3, n_workers=1, n_usable_cores=4
+    )
+    assert alone == pytest.approx(1.5)
 
 
 def test_closing_an_unstarted_result_iterator_releases_the_backend() -> None:

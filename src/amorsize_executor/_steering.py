@@ -15,13 +15,13 @@ import math
 from dataclasses import replace
 
 from . import _cost_model
+from ._contention import outside_slowdown, unrun_s_per_item
 from ._cost_model import (
     CPU_BOUND_SHARE,
     MAX_CHUNK_ITEMS,
     MAX_CHUNK_S,
     PARALLEL_MARGIN,
     TARGET_CHUNK_S,
-    VOLUNTARY_SWITCHES_TO_WAIT,
 )
 from ._records import Plan, format_seconds
 
@@ -175,39 +175,6 @@ def split_unrun(
     return sizes
 
 
-def unrun_s_per_item(
-    *,
-    recent_s_per_item: float,
-    n_ran: int,
-    cpu_s: float,
-    voluntary_switches: int | None,
-    expected_s_per_item: float,
-    expected_cpu_s_per_item: float,
-) -> float:
-    """What each unstarted item of a chunk stopped at its budget probably costs, to split
-    them by (``split_unrun``): the rate of the stretch just before the stop, unless the stop
-    came from time other processes took from the worker.
-
-    A chunk that computes without waiting and is not preempted has used at least its budget
-    in CPU time when it stops, and its budget is ``CHUNK_BUDGET_FACTOR`` times its expected
-    time: so its items' CPU time is at least that factor times the expected CPU per item.
-    When it is less (and the calls did not wait voluntarily), the items were not slow: the
-    worker lost the CPU for a while, and the stretch's rate measures that loss (one
-    preemption of 10-20 ms during one 43 µs call made it look 300x slower; its chunk's rest
-    went out as pieces of one item each, and the parent's cost per result then made the run
-    fall back to serial: 375 ms against 190 ms for a 7,500-item job). The rest is then split
-    at the expected rate, ``expected_s_per_item``. Calls that wait (a voluntary switch per
-    two calls or more) or an unknown switch count keep the stretch's rate.
-    """
-    if voluntary_switches is None or n_ran <= 0 or expected_cpu_s_per_item <= 0:
-        return recent_s_per_item
-    if voluntary_switches / n_ran >= VOLUNTARY_SWITCHES_TO_WAIT:
-        return recent_s_per_item
-    if cpu_s >= CHUNK_BUDGET_FACTOR * n_ran * expected_cpu_s_per_item:
-        return recent_s_per_item
-    return min(recent_s_per_item, expected_s_per_item) if recent_s_per_item > 0 else 0.0
-
-
 FALLBACK_MIN_CHUNKS = 4
 """Chunks the parent must have received in the steady state (after the first
 ``WINDOW_MIN_ROUNDS`` rounds, which carry the start-up and the filling of the pipeline)
@@ -219,18 +186,32 @@ more about a neighbour's burst than about the pool (a 2-core CI run once saw the
 20 ms of 1 ms calls look slower than serial)."""
 
 
-def serial_s_per_item_now(*, probed_s: float, worker_wall_s: float, worker_cpu_s: float) -> float:
+def serial_s_per_item_now(
+    *,
+    probed_s: float,
+    worker_wall_s: float,
+    worker_cpu_s: float,
+    n_workers: int = 1,
+    n_usable_cores: int = 1,
+) -> float:
     """What a call would cost in the caller now, to judge a running pool against.
 
     The probe's figure, unless the workers show calls have become slower since: for calls
     that compute, by their CPU time (their wall time also counts the cores the workers and
-    the parent take from each other, which serial would not pay); for calls that wait, by
-    their wall time (waiting is not shared). Never below the probe's figure.
+    the parent take from each other, which serial would not pay), stretched by the share of
+    their wall time that processes outside this ``map()`` took (``outside_slowdown``: the
+    pool's ``n_workers`` on ``n_usable_cores``; the defaults count none); for calls that
+    wait, by their wall time (waiting is not shared). Never below the probe's figure.
     """
     if worker_wall_s > 0 and worker_cpu_s / worker_wall_s < CPU_BOUND_SHARE:
         now_s = worker_wall_s
     else:
-        now_s = worker_cpu_s
+        now_s = worker_cpu_s * outside_slowdown(
+            worker_wall_s=worker_wall_s,
+            worker_cpu_s=worker_cpu_s,
+            n_workers=n_workers,
+            n_usable_cores=n_usable_cores,
+        )
     return max(probed_s, now_s)
 
 
@@ -373,6 +354,7 @@ class Steering:
         CPU seconds with ``voluntary_switches``)."""
         expected_cpu_s = self.observed_cpu_s_per_item or self.plan.measurements.cpu_s_per_item
         rate_s = unrun_s_per_item(
+            budget_factor=CHUNK_BUDGET_FACTOR,
             recent_s_per_item=recent_s_per_item,
             n_ran=n_ran,
             cpu_s=cpu_s,
@@ -445,6 +427,8 @@ class Steering:
             probed_s=plan.measurements.wall_s_per_item,
             worker_wall_s=self.observed_s_per_item,
             worker_cpu_s=self.observed_cpu_s_per_item,
+            n_workers=plan.n_workers,
+            n_usable_cores=plan.n_usable_cores,
         )
         if not pool_is_losing(
             parent_s_per_item=parent_s_per_item,
