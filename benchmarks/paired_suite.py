@@ -4,11 +4,13 @@ back to back in every round, for a machine too noisy for two medians taken minut
     python -m benchmarks.paired_suite --from benchmarks/results/latest.json --rounds 10
     python -m benchmarks.paired_suite --from benchmarks/results/quarter.json --rounds 10
 
-For each workload of ``workloads.LONG_NAMES`` (or ``--workloads``) found in a report of
-``run.py`` (``--from``; its ``--scale`` is used), the candidates are serial and the ``--top``
-grid points with the best medians in that report. Every round runs the candidates and ours
-once each, in a shuffled order, each in a fresh process (the child ``run.py`` uses); the
-round's oracle is the fastest candidate of that round, and the round's ratio is ours over it.
+For each workload of ``workloads.LONG_NAMES`` (or ``--workloads``) found in the reports of
+``run.py`` given (``--from``, one or more of the same ``--scale``, which is used), the
+candidates are serial and the ``--top`` grid points with the best medians in each report (a
+report from a loaded machine may rank odd points first: give a quieter one beside it).
+Every round runs the candidates and ours once each, in a shuffled order, each in a fresh
+process (the child ``run.py`` uses); the round's oracle is the fastest candidate of that
+round, and the round's ratio is ours over it.
 Taking the fastest of several noisy candidates per round favours the oracle, so the ratios
 lean against ours. Printed: per workload the median ratio and its quartiles, then the
 geometric mean of the medians and the worst median against the issue's bounds for the
@@ -75,7 +77,9 @@ def pair_rounds(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--from", dest="report", type=Path, required=True, help="run.py JSON")
+    parser.add_argument(
+        "--from", dest="reports", type=Path, nargs="+", required=True, help="run.py JSON(s)"
+    )
     parser.add_argument("--rounds", type=int, default=10, help="rounds per workload")
     parser.add_argument("--top", type=int, default=2, help="grid points per workload")
     parser.add_argument("--workloads", help="comma-separated (default: workloads.LONG_NAMES)")
@@ -83,10 +87,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.top < 0:
         parser.error("--rounds must be at least 1 and --top at least 0")
-    report = json.loads(args.report.read_text())
-    scale = float(report["config"].get("scale") or 1.0)
+    reports = [json.loads(path.read_text()) for path in args.reports]
+    scales = {float(report["config"].get("scale") or 1.0) for report in reports}
+    if len(scales) != 1:
+        parser.error(f"the reports were run at different scales: {sorted(scales)}")
+    scale = scales.pop()
     wanted = args.workloads.split(",") if args.workloads else list(workloads.LONG_NAMES)
-    by_name = {w["name"]: w for w in report["workloads"] if not w["skipped"]}
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for report in reports:
+        for w in report["workloads"]:
+            if not w["skipped"]:
+                by_name.setdefault(w["name"], []).append(w)
     rng = random.Random(args.seed)
     load = f", load {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     print(f"paired suite at scale {scale:g}, {args.rounds} rounds{load}")
@@ -95,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         if name not in by_name:
             print(f"{name:18s} not in the report")
             continue
-        names = candidates(by_name[name], args.top)
+        names = list(dict.fromkeys(c for w in by_name[name] for c in candidates(w, args.top)))
         ratios, problems = pair_rounds(name, names, args.rounds, scale, rng)
         for problem in problems:
             print(f"  {name}: {problem}")
