@@ -1,6 +1,7 @@
 """Paired comparison of two or more contenders on one workload: for small differences.
 
     python -m benchmarks.paired skewed_tail oracle_w2_c16 ours --pairs 40
+    python -m benchmarks.paired cpu_5ms_x300 oracle_w2_c19 ours --scale 0.25
 
 Runs the contenders (names of ``run.py``'s contenders or oracle grid points such as
 ``oracle_w2_c16``) one after another, in a fresh process each, ``--pairs`` times, and prints
@@ -24,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("contenders", nargs="+", help="the first is the reference")
     parser.add_argument("--pairs", type=int, default=20, help="rounds (default 20)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="per child, s")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="times the workload's items (as run.py's)"
+    )
     args = parser.parse_args(argv)
     if len(args.contenders) < 2:
         parser.error("name at least two contenders: a reference, then the ones to compare")
@@ -33,7 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     for round_no in range(1, args.pairs + 1):
         times: dict[str, float] = {}
         for name in args.contenders:
-            record = run_child(["--workload", args.workload, "--contender", name], args.timeout)
+            record = run_child(
+                ["--workload", args.workload, "--contender", name, "--scale", str(args.scale)],
+                args.timeout,
+            )
             if record.get("status") != "ok":
                 print(f"round {round_no}: {name} failed: {record.get('error')}")
                 break

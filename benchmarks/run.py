@@ -65,7 +65,26 @@ LEFTOVER_GRACE_S = 1.0
 # Average cores used by processes outside the benchmark above which the report warns.
 FOREIGN_LOAD_WARN = 0.2
 
+# The time cap: a contender's or grid point's *first* run on a workload is stopped once it
+# takes CAP_FACTOR times the best time measured so far on that workload (at least CAP_MIN_S),
+# reported as '>cap' with the cap it exceeded, and not repeated. Such a configuration is far
+# beyond the grid's pruning bound (PRUNE_FACTOR_FULL = 2x) and can neither be the oracle nor
+# change a verdict; without the cap, big_fn_partial's chunksize-1 configurations (a 200 MB fn
+# pickled per item) took ~108 s a run, and trivial_200k's ~20 s. Serial (the reference) and
+# ours (the subject) are never capped: their real times are what the tables are about. A
+# configuration that completed a first run is not capped later (its later runs are within
+# reach of the best by then, and a run slowed by outside load must not turn into '>cap').
+CAP_FACTOR = 10.0
+CAP_MIN_S = 5.0
+CAP_EXEMPT = ("serial", "ours")
+
+# Issue 14's suite targets on ours' ratio to the oracle: long jobs (the full sizes of
+# workloads.LONG_NAMES) and short jobs (the same at a quarter of their sizes).
+LONG_GEOMEAN, LONG_WORST = 0.90, 1.15
+SHORT_GEOMEAN, SHORT_WORST = 1.05, 1.30
+
 STATUS_OK = "ok"
+STATUS_CAPPED = "capped"
 
 
 @dataclass
@@ -75,8 +94,11 @@ class Series:
     name: str
     times_s: list[float] = field(default_factory=list)
     status: str = STATUS_OK
-    """``ok``, ``error``, ``timeout``, ``fail`` (results differ from serial) or ``skip``."""
+    """``ok``, ``error``, ``timeout``, ``fail`` (results differ from serial), ``skip`` or
+    ``capped`` (stopped at the time cap: slower than ``cap_s``, see ``CAP_FACTOR``)."""
     error: str | None = None
+    cap_s: float | None = None
+    """The cap its first run exceeded (status ``capped``): its time is above this."""
     hashes: set[str] = field(default_factory=set)
     n_results: int | None = None
     pruned: bool = False
@@ -95,6 +117,7 @@ class Series:
             "error": self.error,
             "times_s": self.times_s,
             "median_s": self.median_s,
+            "cap_s": self.cap_s,
             "n_reps": len(self.times_s),
             "repeated": not self.pruned,
             "n_results": self.n_results,
@@ -211,6 +234,7 @@ def _add(series: Series, record: dict[str, Any], reference_hash: str | None) -> 
     if record["status"] != STATUS_OK:
         series.status = record["status"]
         series.error = record.get("error")
+        series.cap_s = record.get("cap_s")
         return
     series.times_s.append(record["seconds"])
     series.hashes.add(record["hash"])
@@ -258,9 +282,20 @@ def bench_workload(
 
     def run_one(name: str, target: Series) -> None:
         nonlocal reference
+        done = [s for s in (*series.values(), *grid.values()) if s.times_s]
+        cap_s = time_cap_s(name, target, [min(s.times_s) for s in done], timeout_s)
         record = run_child(
-            ["--workload", workload.name, "--contender", name, "--scale", str(scale)], timeout_s
+            ["--workload", workload.name, "--contender", name, "--scale", str(scale)],
+            timeout_s if cap_s is None else cap_s,
         )
+        if cap_s is not None and record.get("status") == "timeout":
+            record = {
+                "status": STATUS_CAPPED,
+                "error": f"stopped after {cap_s:.1f} s (the cap: {CAP_FACTOR:g}x the best time "
+                f"so far, at least {CAP_MIN_S:g} s)",
+                "cap_s": cap_s,
+                "leftover_processes": record.get("leftover_processes", 0),
+            }
         if name == "serial" and reference is None and record.get("status") == STATUS_OK:
             reference = record["hash"]
         _add(target, record, reference)
@@ -296,11 +331,30 @@ def bench_workload(
         "noise": _noise([*series.values(), *grid.values()]),
         "reference_hash": reference,
         "contenders": {
-            name: {**s.to_dict(), "ratio_to_oracle": _ratio(s.median_s, oracle_s)}
+            name: {
+                **s.to_dict(),
+                "ratio_to_oracle": _ratio(s.median_s, oracle_s),
+                "ratio_at_least": _ratio(s.cap_s, oracle_s),
+            }
             for name, s in series.items()
         },
         "oracle": oracle_record,
     }
+
+
+def time_cap_s(
+    name: str, target: Series, best_times_s: Sequence[float], timeout_s: float
+) -> float | None:
+    """The wall-time cap for the next run of ``name``, or ``None`` when it runs uncapped.
+
+    Only a configuration's first run is capped (see ``CAP_FACTOR``), never serial's or
+    ours', and only once some run of the workload has finished; the cap never exceeds the
+    child timeout (a run that reaches the timeout is reported as a timeout).
+    """
+    if name in CAP_EXEMPT or target.times_s or not best_times_s:
+        return None
+    cap_s = max(CAP_MIN_S, CAP_FACTOR * min(best_times_s))
+    return cap_s if cap_s < timeout_s else None
 
 
 def _cpu_accounts() -> tuple[float, float, float] | None:
@@ -405,6 +459,9 @@ def _progress_line(
     grid_times = [s.times_s[-1] for s in grid.values() if s.times_s]
     if grid_times:
         parts.append(f"grid best {_fmt_s(min(grid_times))}")
+    n_capped = sum(s.status == STATUS_CAPPED for s in grid.values())
+    if n_capped:
+        parts.append(f"{n_capped} grid point(s) >cap")
     return f"  [{name}] rep {rep + 1}/{reps}: " + ", ".join(parts)
 
 
@@ -429,10 +486,26 @@ def _fmt_ratio(ratio: float) -> str:
     return f"{ratio:.2f}"
 
 
-def _cell(entry: dict[str, Any], value: str) -> str:
+def _cell(entry: dict[str, Any], value: str, capped: str = ">cap") -> str:
+    """A table cell: ``value``, or ``capped`` (a lower bound) or the status when not ok."""
+    if entry["status"] == STATUS_CAPPED:
+        return capped
     if entry["status"] != STATUS_OK:
         return entry["status"].upper() if entry["status"] != "skip" else "skip"
     return value + ("*" if not entry["repeated"] and entry["n_reps"] == 1 else "")
+
+
+def _capped_ratio(entry: dict[str, Any]) -> str:
+    """The cell of a capped run in the ratio table: '>' and the ratio its cap stands for."""
+    at_least = entry.get("ratio_at_least")
+    return ">cap" if at_least is None else ">" + _fmt_ratio(at_least)
+
+
+def _n_capped(w: dict[str, Any]) -> int:
+    """Grid points of workload ``w`` stopped at the time cap."""
+    if not w["oracle"]:
+        return 0
+    return sum(p["status"] == STATUS_CAPPED for p in w["oracle"]["grid"].values())
 
 
 def summarize(results: list[dict[str, Any]], names: Sequence[str]) -> dict[str, Any]:
@@ -442,6 +515,7 @@ def summarize(results: list[dict[str, Any]], names: Sequence[str]) -> dict[str, 
         ratios: list[tuple[float, str]] = []
         n_ok = 0
         n_total = 0
+        n_capped = 0
         for w in results:
             if w["skipped"] or name not in w["contenders"]:
                 continue
@@ -452,6 +526,10 @@ def summarize(results: list[dict[str, Any]], names: Sequence[str]) -> dict[str, 
             n_ok += entry["status"] == STATUS_OK
             if entry["ratio_to_oracle"] is not None:
                 ratios.append((entry["ratio_to_oracle"], w["name"]))
+            elif entry["status"] == STATUS_CAPPED and entry.get("ratio_at_least") is not None:
+                # A lower bound: leaving it out would flatter the contender.
+                ratios.append((entry["ratio_at_least"], w["name"]))
+                n_capped += 1
         geomean = math.exp(statistics.fmean(math.log(r) for r, _ in ratios)) if ratios else None
         worst = max(ratios) if ratios else None
         summary[name] = {
@@ -459,6 +537,7 @@ def summarize(results: list[dict[str, Any]], names: Sequence[str]) -> dict[str, 
             "worst_ratio": None if worst is None else worst[0],
             "worst_workload": None if worst is None else worst[1],
             "n_ratios": len(ratios),
+            "n_capped": n_capped,
             "n_ok": n_ok,
             "n_workloads": n_total,
         }
@@ -520,35 +599,54 @@ def targets(results: list[dict[str, Any]], scale: float = 1.0) -> list[dict[str,
             value,
             _le(value, 1.0),
         )
-    long_ratios = [
-        r
-        for w in results
-        if w["name"] in workloads.LONG_NAMES and not w["skipped"]
-        for r in [(w["contenders"].get("ours") or {}).get("ratio_to_oracle")]
-        if r is not None
-    ]
-    if long_ratios:
-        geomean = math.exp(statistics.fmean(math.log(r) for r in long_ratios))
-        short = scale < 1.0
-        kind = f"short (scale {scale:g})" if short else "long"
-        label = f"{len(long_ratios)} {kind} jobs"
-        goal_mean, goal_worst = (1.05, 1.30) if short else (0.90, 1.15)
+    # Issue 14's suite targets. At full size the jobs of LONG_NAMES are the long jobs
+    # (0.5-2 s); at a quarter of their sizes (--scale 0.25) the same jobs are the short ones
+    # (0.1-0.5 s) the issue sets the short-job bounds on. At full size the 0.2-0.5 s jobs of
+    # SHORT_NAMES are shown against the short-job bounds as well (the issue's examples of
+    # short jobs; its target itself is stated for the quarter sizes).
+    short = scale < 1.0
+    suites = [(workloads.LONG_NAMES, short, "")]
+    if scale == 1.0:
+        suites.append((workloads.SHORT_NAMES, True, ", 0.2-0.5 s jobs"))
+    for names, as_short, note in suites:
+        ratios = _ours_ratios(results, names)
+        if not ratios:
+            continue
+        kind = "short" if as_short else "long"
+        label = f"{len(ratios)} {kind} jobs"
+        if scale != 1.0:
+            label += f" (scale {scale:g})"
+        goal_mean, goal_worst = (
+            (SHORT_GEOMEAN, SHORT_WORST) if as_short else (LONG_GEOMEAN, LONG_WORST)
+        )
+        geomean = math.exp(statistics.fmean(math.log(r) for r, _ in ratios))
         add(
             label,
             "ours: geomean ratio to oracle",
-            f"<= {goal_mean} (issue 14)",
+            f"<= {goal_mean} (issue 14{note})",
             geomean,
             _le(geomean, goal_mean),
         )
-        worst = max(long_ratios)
+        worst, worst_name = max(ratios)
         add(
             label,
-            "ours: worst ratio to oracle",
-            f"<= {goal_worst} (issue 14)",
+            f"ours: worst ({worst_name})",
+            f"<= {goal_worst} (issue 14{note})",
             worst,
             _le(worst, goal_worst),
         )
     return rows
+
+
+def _ours_ratios(results: list[dict[str, Any]], names: Sequence[str]) -> list[tuple[float, str]]:
+    """Ours' ratios to the oracle, with the workload, on the measured ones among ``names``."""
+    return [
+        (r, w["name"])
+        for w in results
+        if w["name"] in names and not w["skipped"]
+        for r in [(w["contenders"].get("ours") or {}).get("ratio_to_oracle")]
+        if r is not None
+    ]
 
 
 def _div(a: float | None, b: float | None) -> float | None:
@@ -590,23 +688,39 @@ def render(report: dict[str, Any]) -> str:
     )
     out.append("")
     out.append("ratio to oracle = median end-to-end time / oracle's (lower is better; < 1 beats")
-    out.append("the fork ProcessPoolExecutor grid; '*' = measured once, hopeless after run 1)")
-    header = ["workload", "oracle", "best config", *names]
+    out.append("the fork ProcessPoolExecutor grid; '*' = measured once, hopeless after run 1;")
+    out.append(
+        f"'>X' = stopped at the time cap ({CAP_FACTOR:g}x the best so far, >= {CAP_MIN_S:g} s),"
+    )
+    out.append(
+        "so its ratio is above X; 'capped' = grid points stopped so, left out of the oracle;"
+    )
+    out.append("geomean/worst with '>' include such lower bounds)")
+    header = ["workload", "oracle", "best config", "capped", *names]
     rows = []
     for w in results:
         o = w["oracle"]
         cells = [w["name"], _fmt_s(o["median_s"]) if o else "-", _config_str(o)]
+        cells.append(str(_n_capped(w)) if o else "-")
         for name in names:
             entry = w["contenders"][name]
             r = entry["ratio_to_oracle"]
-            cells.append(_cell(entry, _fmt_ratio(r) if r is not None else "-"))
+            cells.append(
+                _cell(entry, _fmt_ratio(r) if r is not None else "-", _capped_ratio(entry))
+            )
         rows.append(cells)
     summary = report["summary"]
-    rows.append(["geomean", "", "", *(_opt_ratio(summary[n]["geomean_ratio"]) for n in names)])
-    rows.append(["worst", "", "", *(_opt_ratio(summary[n]["worst_ratio"]) for n in names)])
+
+    def bound(name: str, key: str) -> str:
+        text = _opt_ratio(summary[name][key])
+        return ">" + text if summary[name]["n_capped"] and text != "-" else text
+
+    rows.append(["geomean", "", "", "", *(bound(n, "geomean_ratio") for n in names)])
+    rows.append(["worst", "", "", "", *(bound(n, "worst_ratio") for n in names)])
     rows.append(
         [
             "ok/run",
+            "",
             "",
             "",
             *(f"{summary[n]['n_ok']}/{summary[n]['n_workloads']}" for n in names),
@@ -624,7 +738,7 @@ def render(report: dict[str, Any]) -> str:
             str(w["n_items"]),
             "-" if w["noise"] is None else f"{w['noise']:.0%}",
             "-" if w["foreign_load_cores"] is None else f"{w['foreign_load_cores']:.2f}",
-            *(_cell(w["contenders"][n], _fmt_s(w["contenders"][n]["median_s"])) for n in names),
+            *(_time_cell(w["contenders"][n]) for n in names),
         ]
         for w in results
     ]
@@ -641,7 +755,7 @@ def render(report: dict[str, Any]) -> str:
             met = {True: "MET", False: "MISSED", None: "n/a"}[t["met"]]
             value = "-" if t["value"] is None else f"{t['value']:.3g}"
             out.append(
-                f"  {t['workload']:<14} {t['what']:<28} {value:>8}  target {t['target']:<32} {met}"
+                f"  {t['workload']:<24} {t['what']:<32} {value:>6}  target {t['target']:<30} {met}"
             )
     busy = [
         (w["foreign_load_cores"], w["name"])
@@ -662,6 +776,11 @@ def render(report: dict[str, Any]) -> str:
         out.append("problems")
         out.extend(f"  {p}" for p in problems)
     return "\n".join(out)
+
+
+def _time_cell(entry: dict[str, Any]) -> str:
+    capped = ">cap" if entry.get("cap_s") is None else ">" + _fmt_s(entry["cap_s"])
+    return _cell(entry, _fmt_s(entry["median_s"]), capped)
 
 
 def _opt_ratio(value: float | None) -> str:
@@ -737,14 +856,20 @@ def plot(report: dict[str, Any], path: Path) -> str | None:
     width = 0.8 / len(names)
     cmap = plt.get_cmap("tab10")
     for j, name in enumerate(names):
-        xs, ys = [], []
+        xs, ys, capped_xs, capped_ys = [], [], [], []
         for i, w in enumerate(results):
-            ratio = w["contenders"][name]["ratio_to_oracle"]
-            if ratio is not None:
-                xs.append(i - 0.4 + width * (j + 0.5))
-                ys.append(ratio)
+            entry = w["contenders"][name]
+            x = i - 0.4 + width * (j + 0.5)
+            if entry["ratio_to_oracle"] is not None:
+                xs.append(x)
+                ys.append(entry["ratio_to_oracle"])
+            elif entry["status"] == STATUS_CAPPED and entry.get("ratio_at_least") is not None:
+                capped_xs.append(x)
+                capped_ys.append(entry["ratio_at_least"])
         edge = "black" if name == "ours" else None
         ax.bar(xs, ys, width, label=name, color=cmap(j % 10), edgecolor=edge, linewidth=1.2)
+        # Stopped at the time cap: a hatched bar up to the lower bound its cap gives.
+        ax.bar(capped_xs, capped_ys, width, color="none", edgecolor=cmap(j % 10), hatch="//")
     ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
     ax.set_yscale("log")
     ax.set_xticks(range(len(results)))
@@ -754,7 +879,7 @@ def plot(report: dict[str, Any], path: Path) -> str | None:
     ax.set_title(
         f"End-to-end map time relative to the best fork-pool/serial configuration\n"
         f"{machine['cpu_count']} CPUs, Python {machine['python']}, {report['date'][:10]}, "
-        f"median of {report['config']['reps']}",
+        f"median of {report['config']['reps']}; hatched: stopped at the time cap, at least this",
         fontsize=10,
     )
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)

@@ -65,6 +65,7 @@ def compare(
     labels: tuple[str, str],
     rounds: int,
     timeout_s: float,
+    scale: float = 1.0,
 ) -> list[str]:
     """Run the rounds; return the table's lines."""
     lines = [
@@ -79,7 +80,7 @@ def compare(
             record_of: dict[int, dict[str, object]] = {}
             for side in order:
                 record_of[side] = run_child(
-                    ["--workload", name, "--contender", "ours"],
+                    ["--workload", name, "--contender", "ours", "--scale", str(scale)],
                     timeout_s,
                     source_dir=sources[side],
                 )
@@ -126,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated workload names (default: all)",
     )
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="per child, s")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="times every workload's items (as run.py's)"
+    )
     args = parser.parse_args(argv)
     names = [n for n in args.workloads.split(",") if n]
     unknown = [n for n in names if n not in workloads.BY_NAME]
@@ -135,7 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
     with _source_of(args.first) as first, _source_of(args.second) as second:
         lines = compare(
-            names, (first, second), (args.first, args.second), args.rounds, args.timeout
+            names,
+            (first, second),
+            (args.first, args.second),
+            args.rounds,
+            args.timeout,
+            args.scale,
         )
     print()
     print("\n".join(lines))

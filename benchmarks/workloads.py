@@ -313,6 +313,16 @@ LONG_NAMES: tuple[str, ...] = (
 )
 """The 0.5-2 s jobs whose geometric mean ratio to the oracle the issues set targets on."""
 
+SHORT_NAMES: tuple[str, ...] = (
+    "late_slow_short",
+    "cpu_5ms_x80",
+    "trivial_50k",
+    "generator_1ms_x500",
+)
+"""The jobs of 0.2-0.5 s at full size (issue 14's examples of short jobs); ``run.py`` shows
+them against the short-job bounds at full size. The overhead probes (``trivial_200k``,
+``trivial_20``) and these are in neither suite at a quarter of their sizes."""
+
 BY_NAME: dict[str, Workload] = {w.name: w for w in WORKLOADS}
 
 

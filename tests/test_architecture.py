@@ -22,6 +22,7 @@ LAYERS = {
     "_fn_cost": "policy",
     "_serial_watch": "policy",
     "_after_shutdown": "policy",
+    "_contention": "policy",
     "_input": "mechanism",
     "_arg_copies": "mechanism",
     "_probe": "mechanism",

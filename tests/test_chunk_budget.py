@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from amorsize_executor import AdaptiveProcessPoolExecutor, _cost_model, _steering
+from amorsize_executor import AdaptiveProcessPoolExecutor, _contention, _cost_model, _steering
 from amorsize_executor._chunk_worker import ChunkPayload, run_chunk
 from amorsize_executor._pool_backend import PoolBackend
 
@@ -127,6 +127,78 @@ def test_a_mildly_slow_stretch_is_spread_over_every_worker() -> None:
     assert _steering.split_unrun(
         n_unrun=30, recent_s_per_item=1e-3, n_workers=4, task_roundtrip_s=0.0
     ) == [8, 8, 8, 6]
+
+
+def test_a_stop_from_stolen_time_splits_at_the_expected_rate() -> None:
+    # 463 calls of 43 µs: a 40 ms budget. The worker lost the CPU for 20 ms during one call
+    # (the stretch before the stop: 20 ms per call), but ran only 20 ms of CPU, half of what
+    # its own calls would need to use up the budget: the calls were not slow.
+    rate = _contention.unrun_s_per_item(
+        budget_factor=_steering.CHUNK_BUDGET_FACTOR,
+        recent_s_per_item=0.02,
+        n_ran=463,
+        cpu_s=0.02,
+        voluntary_switches=3,
+        expected_s_per_item=43e-6,
+        expected_cpu_s_per_item=43e-6,
+    )
+    assert rate == 43e-6
+    # Hence the rest goes out as a piece per worker, not as 300 pieces of one call.
+    assert _steering.split_unrun(
+        n_unrun=300, recent_s_per_item=rate, n_workers=2, task_roundtrip_s=2e-4
+    ) == [150, 150]
+
+
+def test_a_stop_from_slow_calls_keeps_the_stretch_rate() -> None:
+    common = {"recent_s_per_item": 0.02, "expected_s_per_item": 2e-4}
+    # 100 calls of 0.2 ms, then slow ones: 60 ms of CPU, past twice the expected 20 ms.
+    slow = _contention.unrun_s_per_item(
+        budget_factor=_steering.CHUNK_BUDGET_FACTOR,
+        n_ran=102,
+        cpu_s=0.06,
+        voluntary_switches=0,
+        expected_cpu_s_per_item=2e-4,
+        **common,
+    )
+    assert slow == 0.02
+    # Calls that wait (a voluntary switch per call): their wall time is their cost.
+    waiting = _contention.unrun_s_per_item(
+        budget_factor=_steering.CHUNK_BUDGET_FACTOR,
+        n_ran=10,
+        cpu_s=1e-4,
+        voluntary_switches=10,
+        expected_cpu_s_per_item=1e-5,
+        **common,
+    )
+    assert waiting == 0.02
+    # Unknown switches (not Linux) or nothing run: the stretch's rate, as before.
+    for n_ran, switches in ((10, None), (0, 0)):
+        unknown = _contention.unrun_s_per_item(
+            budget_factor=_steering.CHUNK_BUDGET_FACTOR,
+            n_ran=n_ran,
+            cpu_s=1e-4,
+            voluntary_switches=switches,
+            expected_cpu_s_per_item=2e-4,
+            **common,
+        )
+        assert unknown == 0.02
+
+
+def test_steering_splits_a_preempted_chunk_at_its_running_rate() -> None:
+    from .conftest import make_measurements
+
+    plan = _cost_model.plan_map(
+        make_facts(n_logical_cores=2, n_physical_cores=2, n_affinity_cores=2),
+        make_measurements(wall_s_per_item=43e-6, cpu_s_per_item=43e-6),
+        n_items=7500,
+        n_items_lower_bound=1,
+    )
+    assert plan.mode == "parallel" and plan.n_workers == 2
+    steering = _steering.Steering(plan, chunksize=None, buffersize=None)
+    preempted = {"n_ran": 463, "cpu_s": 0.02, "voluntary_switches": 2}
+    assert steering.split_sizes(300, 0.02, **preempted) == [150, 150]
+    # The same stop without the worker's figures: single calls, as for a slow stretch.
+    assert steering.split_sizes(300, 0.02) == [1] * 300
 
 
 @given(
@@ -321,6 +393,34 @@ def test_the_serial_figure_follows_calls_that_got_slower() -> None:
     # Never below the probe's figure.
     assert now(probed_s=2e-3, worker_wall_s=1e-3, worker_cpu_s=1e-3) == 2e-3
     assert now(probed_s=2e-3, worker_wall_s=0.0, worker_cpu_s=0.0) == 2e-3
+
+
+def test_the_serial_figure_counts_cores_taken_by_other_processes() -> None:
+    now = _steering.serial_s_per_item_now
+    # 5 ms calls on 2 workers and 2 cores; the workers' calls took 9 ms of wall time. The
+    # pool's own crowding (2 workers and the parent on 2 cores) explains 1.5x of that 1.8x;
+    # the rest was taken by other processes, which would take it from the caller too.
+    loaded = now(
+        probed_s=5e-3, worker_wall_s=9e-3, worker_cpu_s=5e-3, n_workers=2, n_usable_cores=2
+    )
+    assert loaded == pytest.approx(5e-3 * 1.8 / 1.5)
+    # So 6.1 ms per result from the pool is not a loss (it was by CPU time alone: 5.5 ms).
+    enough = {"n_chunks_measured": 100, "measured_s": 1.0}
+    assert not _steering.pool_is_losing(
+        parent_s_per_item=6.1e-3, serial_s_per_item=loaded, **enough
+    )
+    assert _steering.pool_is_losing(parent_s_per_item=6.1e-3, serial_s_per_item=5e-3, **enough)
+    # A slowdown the pool's own processes explain (a parent busy receiving large results):
+    # the CPU time, as before, so such a pool can still lose to serial.
+    crowded = now(
+        probed_s=3e-3, worker_wall_s=4.5e-3, worker_cpu_s=3e-3, n_workers=2, n_usable_cores=2
+    )
+    assert crowded == 3e-3
+    # One worker on 4 cores: the pool cannot crowd itself; all of it came from outside.
+    alone = _contention.outside_slowdown(
+        worker_wall_s=3e-3, worker_cpu_s=2e-3, n_workers=1, n_usable_cores=4
+    )
+    assert alone == pytest.approx(1.5)
 
 
 def test_closing_an_unstarted_result_iterator_cancels_what_map_sent() -> None:

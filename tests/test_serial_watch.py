@@ -173,8 +173,10 @@ def test_a_stream_kept_serial_only_by_the_start_cost_starts_workers() -> None:
     assert cm.plan_map(facts, work, n_items=None, n_items_lower_bound=64).mode == "serial"
     assert prestart(facts, work, n_items_assumed=64, max_workers=None) == 4
     assert prestart(facts, work, n_items_assumed=64, max_workers=2) == 2
-    # 32 items (32 ms) would end before a worker is ready: the caller could wait for it.
-    assert prestart(facts, work, n_items_assumed=32, max_workers=None) == 0
+    # 32 items (32 ms) take more than half a 50 ms start: the workers are nearly ready by
+    # the next re-plan. 24 items (24 ms) take less: a stream ending there would wait.
+    assert prestart(facts, work, n_items_assumed=32, max_workers=None) == 4
+    assert prestart(facts, work, n_items_assumed=24, max_workers=None) == 0
     trivial = make_measurements(wall_s_per_item=1e-6, cpu_s_per_item=1e-6)
     assert prestart(facts, trivial, n_items_assumed=10**6, max_workers=None) == 0
 

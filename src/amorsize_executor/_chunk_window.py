@@ -353,7 +353,14 @@ class ChunkWindow:
         chunk.n_items = result.n_results
         self.in_flight_items -= len(rest)
         pieces: list[Chunk] = []
-        for size in steering.split_sizes(len(rest), result.recent_s_per_item):
+        sizes = steering.split_sizes(
+            len(rest),
+            result.recent_s_per_item,
+            n_ran=result.n_results,
+            cpu_s=result.cpu_s,
+            voluntary_switches=result.voluntary_switches,
+        )
+        for size in sizes:
             piece = self._submit_items(first_index, rest[:size])
             if piece is None:
                 break  # the error is recorded at the piece's position

@@ -35,6 +35,18 @@ a safe sign of real work. It lets jobs of sub-millisecond calls start their work
 the probe too (a 0.2 ms call: the pool forks about 3 ms earlier)."""
 
 
+PRESTART_STREAM_START_SHARE = 0.5
+"""A serial stream starts workers in the background once the items it assumes are left (as
+many again as it has read) take this share of a worker's start serially. At the re-plan
+after which the caller computes as long again, the workers are then ready or nearly so by
+the next re-plan, and a stream that ends right there has run at least half a start's worth
+of items. Measured with 1 ms items (generator_1ms at a quarter of its size, 250 items,
+fork start about 20 ms): at a full start's worth, whether the re-plan at 24 items qualified
+(21 ms against 20-22 ms) was a coin toss, and a miss moved the switch from 40 items to 72
+(151-162 ms against 175 ms, the oracle 120 ms); at half, the workers start at 13 items and
+the stream switches at 24."""
+
+
 def workers_to_start_early(
     *,
     fastest_call_s: float,
@@ -81,12 +93,13 @@ def workers_to_prestart_for_stream(
     switches one doubling earlier without the caller ever waiting for a start. If the input
     ends first, the workers were started for nothing (they stay for the next ``map()``).
 
-    Only when those items take at least one worker's start (``worker_start_s``) serially:
-    then the workers are ready by the next re-plan, so the switch it makes does not wait for
-    them; earlier, a stream that ends soon would have the caller wait for a start it did not
-    need.
+    Only when those items take at least ``PRESTART_STREAM_START_SHARE`` of a worker's start
+    (``worker_start_s``) serially: then the workers are ready, or nearly, by the next re-plan
+    (the caller computes those items and the next timed ones meanwhile); earlier, a stream
+    that ends soon would have the caller wait for most of a start it did not need.
     """
-    if _cost_model.predict_serial_s(measurements, n_items_assumed) < facts.worker_start_s:
+    serial_s = _cost_model.predict_serial_s(measurements, n_items_assumed)
+    if serial_s < PRESTART_STREAM_START_SHARE * facts.worker_start_s:
         return 0
     n_warm = max(facts.n_logical_cores, max_workers or 0)
     warm = _cost_model.plan_map(

@@ -15,6 +15,7 @@ import math
 from dataclasses import replace
 
 from . import _cost_model
+from ._contention import outside_slowdown, unrun_s_per_item
 from ._cost_model import (
     CPU_BOUND_SHARE,
     MAX_CHUNK_ITEMS,
@@ -185,18 +186,32 @@ more about a neighbour's burst than about the pool (a 2-core CI run once saw the
 20 ms of 1 ms calls look slower than serial)."""
 
 
-def serial_s_per_item_now(*, probed_s: float, worker_wall_s: float, worker_cpu_s: float) -> float:
+def serial_s_per_item_now(
+    *,
+    probed_s: float,
+    worker_wall_s: float,
+    worker_cpu_s: float,
+    n_workers: int = 1,
+    n_usable_cores: int = 1,
+) -> float:
     """What a call would cost in the caller now, to judge a running pool against.
 
     The probe's figure, unless the workers show calls have become slower since: for calls
     that compute, by their CPU time (their wall time also counts the cores the workers and
-    the parent take from each other, which serial would not pay); for calls that wait, by
-    their wall time (waiting is not shared). Never below the probe's figure.
+    the parent take from each other, which serial would not pay), stretched by the share of
+    their wall time that processes outside this ``map()`` took (``outside_slowdown``: the
+    pool's ``n_workers`` on ``n_usable_cores``; the defaults count none); for calls that
+    wait, by their wall time (waiting is not shared). Never below the probe's figure.
     """
     if worker_wall_s > 0 and worker_cpu_s / worker_wall_s < CPU_BOUND_SHARE:
         now_s = worker_wall_s
     else:
-        now_s = worker_cpu_s
+        now_s = worker_cpu_s * outside_slowdown(
+            worker_wall_s=worker_wall_s,
+            worker_cpu_s=worker_cpu_s,
+            n_workers=n_workers,
+            n_usable_cores=n_usable_cores,
+        )
     return max(probed_s, now_s)
 
 
@@ -324,11 +339,32 @@ class Steering:
         )
         return budget_s, budget_check_every(s_per_item)
 
-    def split_sizes(self, n_unrun: int, recent_s_per_item: float) -> list[int]:
-        """Sizes of the chunks that carry a stopped chunk's ``n_unrun`` unstarted items."""
+    def split_sizes(
+        self,
+        n_unrun: int,
+        recent_s_per_item: float,
+        *,
+        n_ran: int = 0,
+        cpu_s: float = 0.0,
+        voluntary_switches: int | None = None,
+    ) -> list[int]:
+        """Sizes of the chunks that carry a stopped chunk's ``n_unrun`` unstarted items,
+        from the rate of its last stretch, or the running estimate when the stop came from
+        time other processes took (``unrun_s_per_item``: ``n_ran`` items run in ``cpu_s``
+        CPU seconds with ``voluntary_switches``)."""
+        expected_cpu_s = self.observed_cpu_s_per_item or self.plan.measurements.cpu_s_per_item
+        rate_s = unrun_s_per_item(
+            budget_factor=CHUNK_BUDGET_FACTOR,
+            recent_s_per_item=recent_s_per_item,
+            n_ran=n_ran,
+            cpu_s=cpu_s,
+            voluntary_switches=voluntary_switches,
+            expected_s_per_item=self.s_per_item,
+            expected_cpu_s_per_item=expected_cpu_s,
+        )
         return split_unrun(
             n_unrun=n_unrun,
-            recent_s_per_item=recent_s_per_item,
+            recent_s_per_item=rate_s,
             n_workers=self.plan.n_workers,
             task_roundtrip_s=self.plan.facts.task_roundtrip_s,
         )
@@ -391,6 +427,8 @@ class Steering:
             probed_s=plan.measurements.wall_s_per_item,
             worker_wall_s=self.observed_s_per_item,
             worker_cpu_s=self.observed_cpu_s_per_item,
+            n_workers=plan.n_workers,
+            n_usable_cores=plan.n_usable_cores,
         )
         if not pool_is_losing(
             parent_s_per_item=parent_s_per_item,
