@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from amorsize_executor import _probe
+from amorsize_executor import _probe, _probe_calls
 
 
 class ScriptedClock:
@@ -487,3 +487,30 @@ def test_many_fast_results_are_sized_on_a_sample() -> None:
     # Every one of the first 16, then one in 8: 46 of 256.
     assert sized == [2 * i for i in range(256) if i < 16 or i % 8 == 0]
     assert outcome.measurements.result_bytes == 10.0
+
+
+class _CountsItsPickling:
+    """A result whose pickling is counted: it pickles as ``bytes`` of ``n_bytes``."""
+
+    n_reduced = 0
+
+    def __init__(self, n_bytes: int) -> None:
+        self.n_bytes = n_bytes
+
+    def __reduce__(self) -> tuple[object, tuple[bytes]]:
+        type(self).n_reduced += 1
+        return bytes, (b"x" * self.n_bytes,)
+
+
+@pytest.mark.parametrize(
+    ("n_bytes", "n_pickled"),
+    [(100, 1), (_probe_calls.BUFFERED_RESULT_BYTES + 1, 2)],
+    ids=["small: counted only", "large: also pickled for real"],
+)
+def test_a_large_result_is_pickled_for_real_when_sized(n_bytes: int, n_pickled: int) -> None:
+    # Counting does not copy a large bytes object into a buffer, as a chunk's pickle does:
+    # the sizer pickles such a result once more, for real, so its time counts that copy.
+    _CountsItsPickling.n_reduced = 0
+    size = _probe_calls.PickledSize()(_CountsItsPickling(n_bytes))
+    assert _CountsItsPickling.n_reduced == n_pickled
+    assert size >= n_bytes

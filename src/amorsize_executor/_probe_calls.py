@@ -41,6 +41,14 @@ bytes (12 of overhead and 3 or more of opcodes), an unframed one at most 5."""
 
 MIN_FRAMED_DUMP_BYTES = 15
 
+BUFFERED_RESULT_BYTES = 64 * 1024
+"""Results at least this large are also pickled for real when sized: the counter takes a
+large ``bytes`` or array as one write without copying it, so its time says nothing of the
+copy into a chunk's pickle, which for 1 MiB results is most of their pickling cost (measured
+on the 2-core VM, big_results_1mb: 7-10 µs a result counted, against 0.5-0.9 ms pickled in a
+list as a chunk does; planned on the counter's figure, that job went to a pool that lost to
+serial). Below it, the copy is a small share of what the counter's pass costs anyway."""
+
 SIZED_FIRST_RESULTS = 16
 """Results whose pickled size the probe measures, every one, before it samples: sizing one
 costs about 0.5 µs (most of a trivial call's hand-on), and a mean over 16 is close enough
@@ -94,6 +102,10 @@ class PickledSize:
             # The memo holds every object pickled: cleared, it keeps no result alive.
             self._pickler.clear_memo()
         n_bytes = self._n_bytes
+        if n_bytes >= BUFFERED_RESULT_BYTES:
+            # Counting skips what a chunk pays for a large result: copying it into the
+            # pickle's buffer (and that buffer's growth). Timed by the caller: a real dump.
+            cloudpickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
         if n_bytes >= MIN_FRAMED_DUMP_BYTES:
             return float(n_bytes - PER_DUMP_OVERHEAD_BYTES)
         return float(max(0, n_bytes - UNFRAMED_DUMP_OVERHEAD_BYTES))
