@@ -6,7 +6,8 @@ an ``initializer``, ``isolate=True``): small first chunks, several in flight, un
           ▲                                  │ its outcome
           └── another, while not done ◄── took(outcome): done? ──► measurements() ──► plan
 
-The first ``PROBE_SINGLE_CHUNKS`` chunks hold one item each, and the probe does not end
+Unless the user gave a ``chunksize`` (then every chunk has that size, as in the stdlib),
+the first ``PROBE_SINGLE_CHUNKS`` chunks hold one item each, and the probe does not end
 before it has sent them, so the first results reach the consumer one by one, as they would
 from the stdlib's ``chunksize=1`` (in a job of up to ``PROBE_SINGLE_CHUNKS + 1`` items, an
 item that waits for the consumer to have received the ones before it never shares their
@@ -49,8 +50,8 @@ class WorkerProbe:
         n_slots: probe chunks kept in flight (two per worker started for the run).
         under_deadline: the run has a ``timeout`` and automatic chunks: one item a chunk
             (``_steering.capped_chunksize``; item sizes count once a plan knows its workers).
-        chunksize: the user's ``chunksize``, which no probe chunk exceeds (``chunksize=1``
-            delivers every result on its own, probe or not), or ``None``.
+        chunksize: the user's ``chunksize``, the size of every probe chunk (no single-item
+            ones then: the stdlib's results come a chunk at a time too), or ``None``.
         wall_clock: the clock of the probe's budget.
     """
 
@@ -70,7 +71,9 @@ class WorkerProbe:
         self._wall_clock = wall_clock
         self._chunks: list[_ChunkFigures] = []
         self._cold_first = False
-        self._size = 1
+        # A chunk size the user gave is every chunk's, the probe's too, as in the stdlib
+        # (whose results come a chunk at a time then as well).
+        self._size = chunksize or 1
         self._n_sent = 0
         self._n_items_sent = 0
         self._n_in_flight = 0
@@ -119,7 +122,7 @@ class WorkerProbe:
         warm = chunks[1:] if self._cold_first else chunks
         # Not before the single-item chunks are sent: a plan made sooner could put the last
         # items of a short job into one chunk, each held until the slowest is done.
-        if not self.done and self._n_sent >= PROBE_SINGLE_CHUNKS:
+        if not self.done and (self._n_sent >= PROBE_SINGLE_CHUNKS or self._chunksize):
             self.done = _probe.probe_is_done(
                 n_items=sum(chunk.n_results for chunk in chunks),
                 n_warm_samples=len(warm),

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from amorsize_executor import AdaptiveProcessPoolExecutor
-from amorsize_executor._worker_probe import PROBE_SINGLE_CHUNKS
 
 from ..conftest import make_facts
 from . import _work
@@ -142,9 +141,9 @@ def test_explicit_chunksize_is_used_when_the_probe_runs_in_the_caller() -> None:
     assert sizes and all(size == 3 for size in sizes[:-1]) and sizes[-1] <= 3, sizes
 
 
-def test_explicit_chunksize_is_used_after_the_probe_chunks_when_fn_runs_only_in_workers() -> None:
-    """Documented: the probe's own chunks (one item each at first) come first; no chunk is
-    larger than the size asked for, and every later chunk has that size, except the last."""
+def test_explicit_chunksize_sizes_the_probe_chunks_too_when_fn_runs_only_in_workers() -> None:
+    """Documented: every chunk has the size asked for, the probe's in a worker included,
+    except the last."""
     with AdaptiveProcessPoolExecutor(max_workers=2, system_facts=make_facts(), isolate=True) as ex:
         results = list(ex.map(_work.square, range(2000), chunksize=3))
         plan = ex.last_plan
@@ -152,12 +151,7 @@ def test_explicit_chunksize_is_used_after_the_probe_chunks_when_fn_runs_only_in_
     assert plan is not None and plan.outcome is not None
     sizes = list(plan.outcome.chunksizes)
     assert sum(sizes) == 2000
-    n_single = 0
-    while n_single < len(sizes) and sizes[n_single] == 1:
-        n_single += 1
-    assert 1 <= n_single <= PROBE_SINGLE_CHUNKS, sizes
-    rest = sizes[n_single:]
-    assert rest and all(size == 3 for size in rest[:-1]) and rest[-1] <= 3, sizes
+    assert all(size == 3 for size in sizes[:-1]) and sizes[-1] <= 3, sizes
 
 
 # -- closing the result iterator ----------------------------------------------------------------
