@@ -343,6 +343,11 @@ def _load_fn(payload: ChunkPayload) -> Callable[..., Any]:
     return fn
 
 
+class OriginalTraceback(Exception):
+    """The formatted traceback of an exception that cannot be pickled, as plain text: what a
+    stand-in for it is chained to, so that the worker's traceback still shows ``fn``'s frames."""
+
+
 def call_pickled(fn_bytes: bytes, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run one ``submit()``ted call whose function travelled as ``dumps_callable`` bytes."""
     forget_ended()  # a large fn of a map() that has ended is not kept for submit()s
@@ -353,9 +358,13 @@ def call_pickled(fn_bytes: bytes, args: tuple[Any, ...], kwargs: dict[str, Any])
         if _round_trips(exc):
             raise
         # Would reach the parent as the pool's generic "failed to un-serialize" error: a
-        # stand-in keeps the type's name and the message, and the traceback text (with the
-        # original exception's, chained) travels as its __cause__.
-        raise UnpicklableExceptionError(None, type(exc).__qualname__, str(exc)) from exc
+        # stand-in keeps the type's name and the message. It is raised outside this block and
+        # chained to a text copy of the original traceback, never to the object itself: where
+        # tblib's pickling is installed (distributed does so on import), an exception's cause
+        # and context are pickled with it, and the original is what cannot be pickled.
+        stand_in = UnpicklableExceptionError(None, type(exc).__qualname__, str(exc))
+        original = OriginalTraceback("".join(traceback.format_exception(exc)))
+    raise stand_in from original
 
 
 def _voluntary_switches() -> int | None:

@@ -202,6 +202,39 @@ def test_submit_keeps_the_name_message_and_traceback_of_an_unpicklable_exception
         assert ex.submit(abs, -4).result(timeout=60) == 4
 
 
+def test_an_unpicklable_exception_keeps_its_name_where_tblib_pickles_exceptions() -> None:
+    # distributed installs tblib's exception pickling on import, which pickles an exception's
+    # cause and context with it: the stand-in must not drag the original (holding a lock)
+    # along, or the worker dies sending it and the pool breaks.
+    pytest.importorskip("tblib")
+    proc = _run_script(
+        """
+        import threading
+        import tblib.pickling_support
+        from amorsize_executor import AdaptiveProcessPoolExecutor, UnpicklableExceptionError
+
+        tblib.pickling_support.install()
+
+        class LockHoldingError(Exception):
+            def __init__(self, message):
+                super().__init__(message)
+                self.lock = threading.Lock()
+
+        def raise_lock_holding(x):
+            raise LockHoldingError(f"locked at {x}")
+
+        with AdaptiveProcessPoolExecutor(max_workers=1) as ex:
+            error = ex.submit(raise_lock_holding, 5).exception(timeout=60)
+            assert isinstance(error, UnpicklableExceptionError), repr(error)
+            assert error.type_name == "LockHoldingError" and "locked at 5" in str(error)
+            assert "raise_lock_holding" in str(error.__cause__), str(error.__cause__)
+            assert ex.submit(abs, -4).result(timeout=60) == 4
+        print("ok")
+        """
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
 # -- map(fn) with no iterables ----------------------------------------------------------------
 
 

@@ -56,10 +56,15 @@ class LockHoldingError(Exception):
 
 class TwoArgumentError(Exception):
     """Pickles, but cannot be unpickled: ``__init__`` needs two arguments and ``args`` holds
-    one."""
+    one. The explicit ``__reduce__`` (the default one's result) keeps it so where tblib's
+    exception pickling is installed too (``distributed`` installs it on import), which would
+    otherwise rebuild it without calling ``__init__``."""
 
     def __init__(self, what: str, where: int) -> None:
         super().__init__(f"{what} at {where}")
+
+    def __reduce__(self) -> tuple[type[TwoArgumentError], tuple[object, ...]]:
+        return (type(self), self.args)
 
 
 def raise_lock_holding_at(x: int, bad: int) -> int:
