@@ -420,7 +420,11 @@ def _failure_from(offset: int, exc: BaseException, kind: str) -> ChunkFailure:
         # The traceback is carried as text; the frames would hold references to locals.
         exc.__traceback__ = None
         return ChunkFailure(offset, exc, tb_text, kind, type(exc).__qualname__)
-    return ChunkFailure(offset, _safe_exception(exc), tb_text, "exception", type(exc).__qualname__)
+    # The type's name travels beside the message, which is the exception's own (as in
+    # submit()'s stand-in), not prefixed with the name a second time.
+    return ChunkFailure(
+        offset, RuntimeError(str(exc)), tb_text, "exception", type(exc).__qualname__
+    )
 
 
 def _safe_exception(exc: BaseException) -> BaseException:

@@ -54,6 +54,9 @@ def test_an_exception_that_cannot_be_pickled_back(
         assert error.index == BAD
         assert error.type_name == type_name
         assert f"item {BAD}" in str(error) and type_name in str(error)
+        # The message is the exception's own, as submit()'s stand-in has it.
+        assert str(error).count(type_name) == 1, str(error)
+        assert error.message.endswith(f"at {BAD}"), error.message
         # The worker's traceback still arrives, naming the function that raised.
         assert isinstance(error.__cause__, amorsize_executor.RemoteTraceback)
         assert fn.__name__ in str(error.__cause__)  # type: ignore[attr-defined]
