@@ -49,9 +49,18 @@ def test_immutable_batches_need_no_copy(objects: list[Any]) -> None:
         [1, (2, (3, {4: 5}))],
         [frozenset({1}), bytearray(b"x")],
         [Number(3)],
+        [1, 2, Number(3)],
         [object()],
     ],
-    ids=["list", "list-in-tuple", "dict-deep-in-tuples", "bytearray", "int-subclass", "object"],
+    ids=[
+        "list",
+        "list-in-tuple",
+        "dict-deep-in-tuples",
+        "bytearray",
+        "int-subclass",
+        "ints-then-a-subclass",
+        "object",
+    ],
 )
 def test_batches_holding_anything_that_can_change_do(objects: list[Any]) -> None:
     assert not all_immutable(objects)
