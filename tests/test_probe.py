@@ -343,6 +343,22 @@ def test_one_stopping_rule_stops_on_trust_count_or_budget() -> None:
     assert not rule(
         n_items=2, n_warm_samples=0, elapsed_s=0.02, trusted=False, workers_waiting=True
     )
+    # A full group of trivial calls is as good a figure as more of them would give.
+    assert rule(n_items=128, n_warm_samples=6, elapsed_s=1e-4, trusted=False, trivial_calls=True)
+    assert not rule(n_items=128, n_warm_samples=6, elapsed_s=1e-4, trusted=False)
+
+
+@pytest.mark.parametrize(
+    ("call_s", "n_probed"),
+    [(2.0**-23, 128), (2.0**-20, _probe.PROBE_MAX_ITEMS)],
+    ids=["trivial: 0.12 µs", "fast: 0.95 µs"],
+)
+def test_trivial_calls_end_the_probe_after_a_full_group(call_s: float, n_probed: int) -> None:
+    clock = ScriptedClock()
+    outcome = run(timed_fn(clock, lambda x: call_s), items(10_000), clock)
+    # Groups of 1 (timed), 1 (traced), 2, 4, ... 32, then the first full one of 64: 128.
+    assert outcome.measurements.n_probed == n_probed
+    assert outcome.measurements.wall_s_per_item == call_s
 
 
 def test_warm_workers_end_the_probe_after_two_calls() -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import cloudpickle
 
 from ._meters import count_voluntary_switches, measure_peak_memory
-from ._probe_calls import HandOns, PickledSize, next_in_sample
+from ._probe_calls import HandOns, PickledSize, in_sample
 from ._records import WorkMeasurements
 
 PROBE_BUDGET_S = 0.03
@@ -49,6 +49,15 @@ FAST_CALL_S = 50e-6
 reads and a context-switch count cost about 1-2 µs, which would swamp a 0.1 µs call."""
 
 MAX_BATCH_ITEMS = 64
+
+TRIVIAL_CALL_S = 0.5e-6
+"""Calls faster than this cost less than handing their results on in the caller (about
+0.5 µs a result, measured on the 2-core VM: two clock reads, the collector's pause lifted
+and resumed, a share of the results' sizing): once a full group of them (``MAX_BATCH_ITEMS``,
+128 calls in all) was timed, the probe stops short of the count cap. Their figure is as
+good as the probe gets it (a group of 64 such calls is what every later group repeats), and
+a serial run times groups of its own as the count doubles (``_serial_run``); the other 128
+hand-ons would cost more than twice the calls' own time (x*x+1: 65 of 225 µs of the probe)."""
 
 WAITING_WORKERS_MIN_S = 0.002
 """With workers warm, the probe stops once it has two calls and this much time: each
@@ -221,7 +230,7 @@ def _probe_items(
         )
         if tracing:
             traced, memory_bytes = True, n_bytes
-        probed_args.extend(_sampled(batch, n_before, hand_ons.n_results))
+        probed_args.extend(in_sample(batch, n_before, hand_ons.n_results))
         # Time away from fn (the consumer, pickling) is neither fn's nor the budget's.
         start_s += hand_ons.wall_s - away_s
         if error is not None:
@@ -258,6 +267,7 @@ def _probe_items(
             budget_s=budget_s,
             max_items=max_items,
             workers_waiting=workers_waiting(),
+            trivial_calls=timed.ends_on_trivial_calls,
         ):
             break
 
@@ -276,20 +286,6 @@ def _probe_items(
         voluntary_switches_per_item=switches_per_call,
     )
     return ProbeOutcome([], error, measurements, exhausted, n_pulled)
-
-
-def _sampled(batch: list[tuple[Any, ...]], n_before: int, n_after: int) -> list[tuple[Any, ...]]:
-    """The items of ``batch`` (its first at count ``n_before``, its last run at
-    ``n_after - 1``) that the probe pickles at its end: a sample, as the results sized
-    (``next_in_sample``). The others are freed as the probe goes, so a long probe does not
-    keep hundreds of argument tuples alive (the collector counts each, and a collection
-    among large young lists costs milliseconds: 1.5 ms among 200k-item lists, measured)."""
-    sample = []
-    index = next_in_sample(n_before)
-    while index < n_after:
-        sample.append(batch[index - n_before])
-        index = next_in_sample(index + 1)
-    return sample
 
 
 def _measure_items(
@@ -382,8 +378,11 @@ class _TimedCalls:
     """Wall and CPU seconds of the memory-metered call (the second): an upper bound of a warm
     call, its wall time carrying the meter's two file reads."""
     cold_first: bool = False
+    n_last_group: int = 0
+    """Calls in the last group timed."""
 
     def add_group(self, n_calls: int, wall_s: float, cpu_s: float, n_switches: int | None) -> None:
+        self.n_last_group = n_calls
         if self.first_call is None:
             self.first_call = (wall_s / n_calls, cpu_s / n_calls, n_switches)
         self.group_means_s.append(wall_s / n_calls)
@@ -392,6 +391,11 @@ class _TimedCalls:
         self.n_calls += n_calls
         if self.n_switches is not None:
             self.n_switches = None if n_switches is None else self.n_switches + n_switches
+
+    @property
+    def ends_on_trivial_calls(self) -> bool:
+        """The last group timed was a full one of calls faster than ``TRIVIAL_CALL_S``."""
+        return self.n_last_group == MAX_BATCH_ITEMS and self.group_means_s[-1] < TRIVIAL_CALL_S
 
     def add_traced(self, wall_s: float, cpu_s: float) -> None:
         self.traced_call = (wall_s, cpu_s)
@@ -447,6 +451,7 @@ def probe_is_done(
     max_items: int = PROBE_MAX_ITEMS,
     lone_call_ok: bool = False,
     workers_waiting: bool = False,
+    trivial_calls: bool = False,
 ) -> bool:
     """The probe's stopping rule, for the probe in the caller and the one in a worker
     (``_worker_probe``): stop once the figure can be trusted, ``max_items`` were measured,
@@ -467,6 +472,8 @@ def probe_is_done(
             the chunk size, and a second probe chunk would keep the other workers idle).
         workers_waiting: warm workers are there while the probe runs (idle, or busy with
             other work): two calls and ``WAITING_WORKERS_MIN_S`` are enough.
+        trivial_calls: the last sample was a full group of calls faster than
+            ``TRIVIAL_CALL_S`` (in the caller, where handing each result on costs more).
     """
     if n_items >= max_items:
         return True
@@ -474,7 +481,7 @@ def probe_is_done(
         return False
     if workers_waiting and n_items >= 2 and elapsed_s >= WAITING_WORKERS_MIN_S:
         return True
-    return trusted or elapsed_s >= budget_s
+    return trusted or trivial_calls or elapsed_s >= budget_s
 
 
 def _is_stable(samples: list[float], elapsed_s: float) -> bool:
