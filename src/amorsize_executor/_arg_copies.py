@@ -296,11 +296,29 @@ class CallerItems:
         return self._n_batch
 
     def _handed_out(self, items: list[Any], first_index: int, *, bare: bool) -> Iterator[Any]:
-        copies, error = copied(items, first_index, bare=bare)
-        if error is None:
-            return iter(copies)
-        self._source.close()
-        return chain(copies, _raising(error))
+        if len(items) <= COPY_BLOCK_ITEMS or all_immutable(items):
+            copies, error = copied(items, first_index, bare=bare)
+            if error is None:
+                return iter(copies)
+            self._source.close()
+            return chain(copies, _raising(error))
+        # Copied a block at a time as fn reaches it: each block's copies are freed once fn
+        # has had them, while young, instead of a whole batch of them (16k lists in
+        # trivial_lists_200k) outliving the collector's youngest generation: 72 -> 57 ms
+        # there, most of it collections (173 young, 15 middle, one full one of 12 ms,
+        # against 22-44 young and 2 middle; the 2-core VM, loaded).
+        return chain.from_iterable(self._copied_blocks(items, first_index, bare=bare))
+
+    def _copied_blocks(
+        self, items: list[Any], first_index: int, *, bare: bool
+    ) -> Iterator[list[Any]]:
+        for start in range(0, len(items), COPY_BLOCK_ITEMS):
+            block = items[start : start + COPY_BLOCK_ITEMS]
+            copies, error = copied(block, first_index + start, bare=bare)
+            yield copies
+            if error is not None:
+                self._source.close()
+                raise error
 
 
 def for_caller(
