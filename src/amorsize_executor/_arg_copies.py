@@ -129,6 +129,13 @@ def copied(
     """
     if all_immutable(items):
         return items, None
+    return copies_of(items, first_index, bare=bare)
+
+
+def copies_of(
+    items: list[T], first_index: int, *, bare: bool
+) -> tuple[list[T], UnpicklableItemError | None]:
+    """``copied`` without the check: copies of every one of ``items``."""
     try:
         if len(items) <= COPY_BLOCK_ITEMS:
             return _round_trip(items), None
@@ -296,8 +303,10 @@ class CallerItems:
         return self._n_batch
 
     def _handed_out(self, items: list[Any], first_index: int, *, bare: bool) -> Iterator[Any]:
-        if len(items) <= COPY_BLOCK_ITEMS or all_immutable(items):
-            copies, error = copied(items, first_index, bare=bare)
+        if all_immutable(items):
+            return iter(items)
+        if len(items) <= COPY_BLOCK_ITEMS:
+            copies, error = copies_of(items, first_index, bare=bare)
             if error is None:
                 return iter(copies)
             self._source.close()
