@@ -4,6 +4,7 @@ where an item that cannot be copied is reported, and ``CallerItems`` over a ``So
 from __future__ import annotations
 
 import threading
+import weakref
 from itertools import repeat
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from amorsize_executor import UnpicklableItemError
 from amorsize_executor._arg_copies import (
+    COPY_BLOCK_ITEMS,
     MAX_NESTING,
     CallerItems,
     all_immutable,
@@ -49,9 +51,18 @@ def test_immutable_batches_need_no_copy(objects: list[Any]) -> None:
         [1, (2, (3, {4: 5}))],
         [frozenset({1}), bytearray(b"x")],
         [Number(3)],
+        [1, 2, Number(3)],
         [object()],
     ],
-    ids=["list", "list-in-tuple", "dict-deep-in-tuples", "bytearray", "int-subclass", "object"],
+    ids=[
+        "list",
+        "list-in-tuple",
+        "dict-deep-in-tuples",
+        "bytearray",
+        "int-subclass",
+        "ints-then-a-subclass",
+        "object",
+    ],
 )
 def test_batches_holding_anything_that_can_change_do(objects: list[Any]) -> None:
     assert not all_immutable(objects)
@@ -192,4 +203,42 @@ def test_a_large_single_batch_raises_at_the_item_that_cannot_be_copied() -> None
         for item in batch:
             got.append(item)
     assert got == values[:6000] and not any(g is v for g, v in zip(got, values, strict=False))
+    assert source.exhausted
+
+
+class Box:
+    """A mutable item that can be referenced weakly (a list cannot)."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+def test_a_large_batch_is_copied_a_block_at_a_time_as_fn_reaches_it() -> None:
+    # Each block's copies are made when the first of them is asked for, and let go once
+    # handed on: a batch's copies do not all outlive the collector's youngest generation.
+    # An item that cannot be copied still raises at its position, after the ones before it.
+    n_items = 3 * COPY_BLOCK_ITEMS + 10
+    bad_at = 2 * COPY_BLOCK_ITEMS + 5
+    items: list[Any] = [Box(i) for i in range(n_items)]
+    items[bad_at] = threading.Lock()
+    source = Source((items,))
+    taken = CallerItems(source).single_batch(n_items)
+    assert taken is not None
+    copies, n_taken = taken
+    assert n_taken == n_items
+    first = next(copies)
+    assert first.value == 0 and first is not items[0]
+    ref = weakref.ref(first)
+    del first
+    for _ in range(COPY_BLOCK_ITEMS - 1):
+        next(copies)
+    assert ref() is not None  # its block is still being handed on
+    assert next(copies).value == COPY_BLOCK_ITEMS  # the second block's first
+    assert ref() is None
+    delivered = []
+    with pytest.raises(UnpicklableItemError) as info:
+        for copy in copies:
+            delivered.append(copy.value)
+    assert delivered == list(range(COPY_BLOCK_ITEMS + 1, bad_at))
+    assert info.value.index == bad_at
     assert source.exhausted

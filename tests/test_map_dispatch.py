@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import threading
 import time
 from collections.abc import Iterator
@@ -325,3 +326,17 @@ def test_a_map_probing_in_workers_at_shutdown_sends_the_rest_before_the_pool_clo
         fake_backend.hold = False
         fake_backend.release()
     assert list(results) == [2 * x for x in range(100)]
+
+
+def test_the_results_tell_list_how_many_are_coming_when_the_input_has_a_length(
+    fake_backend: FakeBackend,
+) -> None:
+    # list() sizes its list once from the hint instead of growing it as results come.
+    with executor(fake_backend, SERIAL) as ex:
+        results = ex.map(abs, [-3, -2, -1, 0, 1])
+        assert operator.length_hint(results, -1) == 5
+        assert list(results) == [3, 2, 1, 0, 1]
+        assert operator.length_hint(results, -1) == 0
+        unknown = ex.map(abs, (x for x in [-1, 2]))
+        assert operator.length_hint(unknown, -1) == -1
+        assert list(unknown) == [1, 2]

@@ -343,6 +343,22 @@ def test_one_stopping_rule_stops_on_trust_count_or_budget() -> None:
     assert not rule(
         n_items=2, n_warm_samples=0, elapsed_s=0.02, trusted=False, workers_waiting=True
     )
+    # A full group of trivial calls is as good a figure as more of them would give.
+    assert rule(n_items=128, n_warm_samples=6, elapsed_s=1e-4, trusted=False, trivial_calls=True)
+    assert not rule(n_items=128, n_warm_samples=6, elapsed_s=1e-4, trusted=False)
+
+
+@pytest.mark.parametrize(
+    ("call_s", "n_probed"),
+    [(2.0**-23, 128), (2.0**-20, _probe.PROBE_MAX_ITEMS)],
+    ids=["trivial: 0.12 µs", "fast: 0.95 µs"],
+)
+def test_trivial_calls_end_the_probe_after_a_full_group(call_s: float, n_probed: int) -> None:
+    clock = ScriptedClock()
+    outcome = run(timed_fn(clock, lambda x: call_s), items(10_000), clock)
+    # Groups of 1 (timed), 1 (traced), 2, 4, ... 32, then the first full one of 64: 128.
+    assert outcome.measurements.n_probed == n_probed
+    assert outcome.measurements.wall_s_per_item == call_s
 
 
 def test_warm_workers_end_the_probe_after_two_calls() -> None:
@@ -514,3 +530,103 @@ def test_a_large_result_is_pickled_for_real_when_sized(n_bytes: int, n_pickled: 
     size = _probe_calls.PickledSize()(_CountsItsPickling(n_bytes))
     assert _CountsItsPickling.n_reduced == n_pickled
     assert size >= n_bytes
+
+
+# -- quick hand-ons: a quick consumer's results handed on for two wall-clock reads ----------
+
+
+class CountedClock(ScriptedClock):
+    """A scripted clock that counts its reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n_reads = 0
+
+    def __call__(self) -> float:
+        self.n_reads += 1
+        return self.now_s
+
+
+def consume(
+    gen: Any, on_result: Callable[[int, Any], None] = lambda i, r: None
+) -> tuple[list[Any], _probe.ProbeOutcome]:
+    """Read ``gen`` (a probe stream) to its end, telling ``on_result`` of each result."""
+    results: list[Any] = []
+    while True:
+        try:
+            result = next(gen)
+        except StopIteration as stop:
+            return results, stop.value
+        on_result(len(results), result)
+        results.append(result)
+
+
+def test_a_quick_consumer_lets_groups_of_fast_calls_leave_the_cpu_clock_alone() -> None:
+    clock, cpu = ScriptedClock(), CountedClock()
+    # Durations that are powers of two: the clock's sums are exact, whatever the gaps.
+    fn = timed_fn(clock, lambda x: 2.0**-20, cpu_share=0.5, cpu=cpu)
+    gen = _probe.probe_stream(
+        fn, items(10_000), wall_clock=clock, cpu_clock=cpu, measure_memory=no_memory
+    )
+    results, outcome = consume(gen)
+    m = outcome.measurements
+    assert results == [2 * x for x in range(_probe.PROBE_MAX_ITEMS)]
+    assert m.wall_s_per_item == 2.0**-20
+    assert m.cpu_s_per_item == 2.0**-21
+    # Both clocks around every hand-on would be 2 CPU reads a result (512 here); a quick
+    # group reads the CPU clock twice in all. The first call and the traced one are each
+    # a group of their own, read around their hand-on, and the calibration reads it too.
+    assert cpu.n_reads <= 2 * 10 + 2 * 2 + _probe_calls.N_CALIBRATION_READS
+
+
+def test_a_hand_on_that_turns_out_slow_makes_its_quick_group_no_sample() -> None:
+    clock, cpu = ScriptedClock(), CountedClock()
+    fn = timed_fn(clock, lambda x: 2.0**-20, cpu_share=0.5, cpu=cpu)
+    gen = _probe.probe_stream(
+        fn, items(10_000), wall_clock=clock, cpu_clock=cpu, measure_memory=no_memory
+    )
+    n_reads: list[int] = []
+
+    def sleeps_once(index: int, result: Any) -> None:
+        n_reads.append(cpu.n_reads)
+        if index == 40:  # inside the group of 32 calls (items 32-63), a quick one so far
+            clock.now_s += 0.001  # the consumer waits, off the CPU: no CPU time passes
+
+    results, outcome = consume(gen, sleeps_once)
+    m = outcome.measurements
+    assert len(results) == _probe.PROBE_MAX_ITEMS
+    # Counted as CPU time, the millisecond away would have cut the calls' CPU time to
+    # nothing; the group is left out instead, and every other one measures exactly.
+    assert m.wall_s_per_item == 2.0**-20
+    assert m.cpu_s_per_item == 2.0**-21
+    # The group after it, of 32 calls again (items 64-95: a group that is no sample does
+    # not double the next), read the CPU clock around each hand-on; the one after that
+    # (96-159) was quick again.
+    assert n_reads[95] - n_reads[64] == 2 * (95 - 64)
+    assert n_reads[159] - n_reads[96] == 0
+
+
+def test_the_probe_sizes_results_and_pickles_items_on_one_sample() -> None:
+    assert [_probe_calls.next_in_sample(n) for n in (0, 15, 16, 17, 24, 25)] == [
+        0,
+        15,
+        16,
+        24,
+        24,
+        32,
+    ]
+    clock, cpu = ScriptedClock(), ScriptedClock()
+    pickled: list[list[tuple[Any, ...]]] = []
+
+    def dumps(obj: Any) -> bytes:
+        pickled.append(obj)
+        clock.now_s += 20e-6 * (1 + len(obj))  # a call's fixed 20 µs, then 20 µs an item
+        return b"x" * (10 * (1 + len(obj)))
+
+    _, outcome = stream(timed_fn(clock, lambda x: 1e-6), 10_000, clock, cpu, dumps=dumps)
+    sample = [(i,) for i in range(256) if i < 16 or i % 8 == 0]
+    assert pickled == [sample, []]  # the sample, then nothing: a call's fixed cost
+    m = outcome.measurements
+    assert m.item_bytes == 10
+    # 20 µs an item: the call's fixed cost left out, the time divided among the sample.
+    assert m.pickle_s_per_item == pytest.approx(20e-6)

@@ -15,13 +15,15 @@ No copies for a backend whose workers are threads of this process (``for_caller`
 gets the caller's objects on every path of such a ``map()``, as in ``ThreadPoolExecutor``.
 
 The check costs about 10 ns an item (the 2-core reference VM, CPython 3.11, batches of ints
-inside a serial run: ``countOf(map(type, batch), int)`` 10.5 ns, ``set(map(type, batch))``
-14.5 ns). No cheaper exact test exists in pure Python: each is a pass over the items with a
-C call per item (``map(type, ...)`` alone is 9 ns), and the C loops that look at types
+inside a serial run: ``countOf(map(type, batch), int)`` 10.1 ns, ``set(map(type, batch))``
+13.3 ns). No cheaper exact test exists in pure Python: each is a pass over the items with a
+C call per item (``map(type, ...)`` alone is 7-8 ns), and the C loops that look at types
 without a call per item (``sum``, ``array.array``, ``marshal``) call user code or accept
-subclasses. So a job of trivial calls over a list of numbers pays 10-15% more than before
-(benchmarks, ``trivial_200k``); an input known immutable before it is read (``range``,
-``str``, ``bytes``) pays nothing.
+subclasses (``marshal`` with a stride test of its output would be exact for ints, at 7 ns,
+but it calls an item's ``__buffer__`` on 3.12 and walks nested containers whole). So a job
+of trivial calls over a list of numbers pays about 15% of its serial time more than it would
+without copies (benchmarks, ``trivial_200k``: about 2 ms of 12-14 ms); an input known
+immutable before it is read (``range``, ``str``, ``bytes``) pays nothing.
 
 What it must not do: copy for threads, or read an item the run did not ask for (beyond the
 block it is copying).
@@ -91,7 +93,10 @@ def all_immutable(objects: list[Any]) -> bool:
         if first in IMMUTABLE_ATOMS and countOf(map(type, level), first) == len(level):
             # One immutable type throughout, the common case: counting it costs about 4 ns
             # an object less than collecting the types into a set (10.5 against 14.5 ns in
-            # a serial run's batches of ints, reference VM, CPython 3.11).
+            # a serial run's batches of ints, reference VM, CPython 3.11). Listing the types
+            # first and counting the list is no faster in a run: the list of a batch's types
+            # is a fresh 128 KiB allocation for each batch of 16k items (its page faults
+            # made 12 batches of ints 3.2-3.5 ms against 2.8-3.0 in a fresh process).
             return True
         types = set(map(type, level))
         if types <= IMMUTABLE_ATOMS:
@@ -122,6 +127,13 @@ def copied(
     """
     if all_immutable(items):
         return items, None
+    return copies_of(items, first_index, bare=bare)
+
+
+def copies_of(
+    items: list[T], first_index: int, *, bare: bool
+) -> tuple[list[T], UnpicklableItemError | None]:
+    """``copied`` without the check: copies of every one of ``items``."""
     try:
         if len(items) <= COPY_BLOCK_ITEMS:
             return _round_trip(items), None
@@ -217,7 +229,10 @@ class CallerItems:
         """The next argument tuple, copied; an item that cannot be copied raises (the probe
         delivers it at its position, as an input error)."""
         args = next(self._source)
-        if IMMUTABLE_ATOMS.issuperset(map(type, args)):
+        if len(args) == 1:  # one input: its item looked at alone, without a ``map``
+            if type(args[0]) in IMMUTABLE_ATOMS:
+                return args
+        elif IMMUTABLE_ATOMS.issuperset(map(type, args)):
             return args
         copies, error = copied([args], self._source.n_pulled - 1, bare=False)
         if error is not None:
@@ -286,11 +301,31 @@ class CallerItems:
         return self._n_batch
 
     def _handed_out(self, items: list[Any], first_index: int, *, bare: bool) -> Iterator[Any]:
-        copies, error = copied(items, first_index, bare=bare)
-        if error is None:
-            return iter(copies)
-        self._source.close()
-        return chain(copies, _raising(error))
+        if all_immutable(items):
+            return iter(items)
+        if len(items) <= COPY_BLOCK_ITEMS:
+            copies, error = copies_of(items, first_index, bare=bare)
+            if error is None:
+                return iter(copies)
+            self._source.close()
+            return chain(copies, _raising(error))
+        # Copied a block at a time as fn reaches it: each block's copies are freed once fn
+        # has had them, while young, instead of a whole batch of them (16k lists in
+        # trivial_lists_200k) outliving the collector's youngest generation: 72 -> 57 ms
+        # there, most of it collections (173 young, 15 middle, one full one of 12 ms,
+        # against 22-44 young and 2 middle; the 2-core VM, loaded).
+        return chain.from_iterable(self._copied_blocks(items, first_index, bare=bare))
+
+    def _copied_blocks(
+        self, items: list[Any], first_index: int, *, bare: bool
+    ) -> Iterator[list[Any]]:
+        for start in range(0, len(items), COPY_BLOCK_ITEMS):
+            block = items[start : start + COPY_BLOCK_ITEMS]
+            copies, error = copied(block, first_index + start, bare=bare)
+            yield copies
+            if error is not None:
+                self._source.close()
+                raise error
 
 
 def for_caller(

@@ -25,7 +25,7 @@ from typing import Any
 import cloudpickle
 
 from ._meters import count_voluntary_switches, measure_peak_memory
-from ._probe_calls import HandOns, PickledSize
+from ._probe_calls import HandOns, PickledSize, in_sample
 from ._records import WorkMeasurements
 
 PROBE_BUDGET_S = 0.03
@@ -49,6 +49,15 @@ FAST_CALL_S = 50e-6
 reads and a context-switch count cost about 1-2 µs, which would swamp a 0.1 µs call."""
 
 MAX_BATCH_ITEMS = 64
+
+TRIVIAL_CALL_S = 0.5e-6
+"""Calls faster than this cost less than handing their results on in the caller (about
+0.5 µs a result, measured on the 2-core VM: two clock reads, the collector's pause lifted
+and resumed, a share of the results' sizing): once a full group of them (``MAX_BATCH_ITEMS``,
+128 calls in all) was timed, the probe stops short of the count cap. Their figure is as
+good as the probe gets it (a group of 64 such calls is what every later group repeats), and
+a serial run times groups of its own as the count doubles (``_serial_run``); the other 128
+hand-ons would cost more than twice the calls' own time (x*x+1: 65 of 225 µs of the probe)."""
 
 WAITING_WORKERS_MIN_S = 0.002
 """With workers warm, the probe stops once it has two calls and this much time: each
@@ -126,7 +135,8 @@ def probe_stream(
     to measure its size, by ``result_size``, by default one reused pickler, for a sample of
     the results: ``_probe_calls.HandOns.sizes_result``) counts neither as ``fn``'s wall or
     CPU time nor against the budget (``_probe_calls``). The items' arguments are pickled
-    once at the end, as one list (``dumps``), as a chunk is.
+    once at the end, as one list (``dumps``), as a chunk is: those of the same sample
+    (``_probe_calls.next_in_sample``).
 
     The second call runs under ``measure_memory`` (peak resident memory by default) to learn
     how much memory a call needs; its timing is left out of the means because the meter's
@@ -220,31 +230,34 @@ def _probe_items(
         )
         if tracing:
             traced, memory_bytes = True, n_bytes
-        probed_args.extend(batch[: hand_ons.n_results - n_before])
+        probed_args.extend(in_sample(batch, n_before, hand_ons.n_results))
         # Time away from fn (the consumer, pickling) is neither fn's nor the budget's.
         start_s += hand_ons.wall_s - away_s
         if error is not None:
             break  # a partial batch's time is not a clean sample
         error = input_error
-        # Per call: a timed group is one call, or a few of a fast function.
-        call = (wall_s / len(batch), cpu_s / len(batch))
-        if tracing:
-            timed.add_traced(*call)
-        # Starting workers is not probing: it does not spend the probe's budget.
-        start_s += early.report(call, tracing=tracing)
-        if not tracing:
-            switches1 = switches()
-            n_switches = None if switches0 is None or switches1 is None else switches1 - switches0
-            timed.add_group(len(batch), wall_s, cpu_s, n_switches)
-            if timed.group_means_s[-1] < FAST_CALL_S:
-                # Clock reads cost about a microsecond: time fast calls in growing groups.
-                batch_size = min(2 * batch_size, MAX_BATCH_ITEMS)
-            lone = timed.n_calls == 1 and not exhausted and error is None
-            if plan_on_lone_call is not None and lone:
-                lone_call_memory = plan_on_lone_call(*call)
-                if lone_call_memory is not None:
-                    memory_bytes = lone_call_memory
-                    break
+        if cpu_s is not None:  # None: a quick group's hand-on was slow, no sample
+            # Per call: a timed group is one call, or a few of a fast function.
+            call = (wall_s / len(batch), cpu_s / len(batch))
+            if tracing:
+                timed.add_traced(*call)
+            # Starting workers is not probing: it does not spend the probe's budget.
+            start_s += early.report(call, tracing=tracing)
+            if not tracing:
+                switches1 = switches()
+                n_switches = (
+                    None if switches0 is None or switches1 is None else switches1 - switches0
+                )
+                timed.add_group(len(batch), wall_s, cpu_s, n_switches)
+                if timed.group_means_s[-1] < FAST_CALL_S:
+                    # Clock reads cost about a microsecond: time fast calls in growing groups.
+                    batch_size = min(2 * batch_size, MAX_BATCH_ITEMS)
+                lone = timed.n_calls == 1 and not exhausted and error is None
+                if plan_on_lone_call is not None and lone:
+                    lone_call_memory = plan_on_lone_call(*call)
+                    if lone_call_memory is not None:
+                        memory_bytes = lone_call_memory
+                        break
         elapsed_s = wall_clock() - start_s
         if probe_is_done(
             n_items=hand_ons.n_results,
@@ -254,6 +267,7 @@ def _probe_items(
             budget_s=budget_s,
             max_items=max_items,
             workers_waiting=workers_waiting(),
+            trivial_calls=timed.ends_on_trivial_calls,
         ):
             break
 
@@ -266,8 +280,7 @@ def _probe_items(
         cpu_s_per_item=max(0.0, cpu_s),
         item_bytes=item_bytes,
         result_bytes=hand_ons.result_bytes / n_sized if n_sized else 0.0,
-        pickle_s_per_item=(args_pickle_s / n_results if n_results else 0.0)
-        + (hand_ons.pickle_s / n_sized if n_sized else 0.0),
+        pickle_s_per_item=args_pickle_s + (hand_ons.pickle_s / n_sized if n_sized else 0.0),
         memory_bytes_per_call=memory_bytes,
         first_call_extra_s=cold_extra_s,
         voluntary_switches_per_item=switches_per_call,
@@ -280,20 +293,27 @@ def _measure_items(
     dumps: Callable[[object], bytes],
     wall_clock: Callable[[], float],
 ) -> tuple[float, float]:
-    """Mean pickled bytes of an item's arguments, and the seconds pickling them took in all.
+    """Pickled bytes and pickling seconds of an item's arguments, as means over ``args``.
 
     Pickled as one list, as a chunk is: pickling items one by one would charge each tiny
-    item the fixed cost of a ``dumps`` call, many times what it costs inside a chunk. A
+    item the fixed cost of a ``dumps`` call, many times what it costs inside a chunk. That
+    fixed cost (an empty list pickled, after the items, so it runs warm) is left out: a
+    chunk of many items pays it once, and the sample is smaller than a fast job's chunks. A
     size that cannot be pickled is ``inf``.
     """
     if not args:
         return 0.0, 0.0
     start_s = wall_clock()
     try:
-        n_bytes = len(dumps(args)) / len(args)
+        n_bytes = float(len(dumps(args)))
     except Exception:
         n_bytes = math.inf
-    return n_bytes, wall_clock() - start_s
+    pickle_s = wall_clock() - start_s
+    if n_bytes != math.inf:
+        start_s = wall_clock()
+        n_bytes -= len(dumps([]))
+        pickle_s -= wall_clock() - start_s
+    return n_bytes / len(args), max(0.0, pickle_s) / len(args)
 
 
 def _take(
@@ -358,8 +378,11 @@ class _TimedCalls:
     """Wall and CPU seconds of the memory-metered call (the second): an upper bound of a warm
     call, its wall time carrying the meter's two file reads."""
     cold_first: bool = False
+    n_last_group: int = 0
+    """Calls in the last group timed."""
 
     def add_group(self, n_calls: int, wall_s: float, cpu_s: float, n_switches: int | None) -> None:
+        self.n_last_group = n_calls
         if self.first_call is None:
             self.first_call = (wall_s / n_calls, cpu_s / n_calls, n_switches)
         self.group_means_s.append(wall_s / n_calls)
@@ -368,6 +391,11 @@ class _TimedCalls:
         self.n_calls += n_calls
         if self.n_switches is not None:
             self.n_switches = None if n_switches is None else self.n_switches + n_switches
+
+    @property
+    def ends_on_trivial_calls(self) -> bool:
+        """The last group timed was a full one of calls faster than ``TRIVIAL_CALL_S``."""
+        return self.n_last_group == MAX_BATCH_ITEMS and self.group_means_s[-1] < TRIVIAL_CALL_S
 
     def add_traced(self, wall_s: float, cpu_s: float) -> None:
         self.traced_call = (wall_s, cpu_s)
@@ -423,6 +451,7 @@ def probe_is_done(
     max_items: int = PROBE_MAX_ITEMS,
     lone_call_ok: bool = False,
     workers_waiting: bool = False,
+    trivial_calls: bool = False,
 ) -> bool:
     """The probe's stopping rule, for the probe in the caller and the one in a worker
     (``_worker_probe``): stop once the figure can be trusted, ``max_items`` were measured,
@@ -443,6 +472,8 @@ def probe_is_done(
             the chunk size, and a second probe chunk would keep the other workers idle).
         workers_waiting: warm workers are there while the probe runs (idle, or busy with
             other work): two calls and ``WAITING_WORKERS_MIN_S`` are enough.
+        trivial_calls: the last sample was a full group of calls faster than
+            ``TRIVIAL_CALL_S`` (in the caller, where handing each result on costs more).
     """
     if n_items >= max_items:
         return True
@@ -450,7 +481,7 @@ def probe_is_done(
         return False
     if workers_waiting and n_items >= 2 and elapsed_s >= WAITING_WORKERS_MIN_S:
         return True
-    return trusted or elapsed_s >= budget_s
+    return trusted or trivial_calls or elapsed_s >= budget_s
 
 
 def _is_stable(samples: list[float], elapsed_s: float) -> bool:
