@@ -140,31 +140,60 @@ write takes milliseconds (4-12 ms on the loaded 2-core VM); the bound only keeps
 system (a stale network home directory) from hanging ``shutdown``."""
 
 
-def _record_off_result_path(
-    record: Callable[[str, float], None], start_method: str, seconds: float
-) -> threading.Thread | None:
-    """Call ``record(start_method, seconds)`` in a thread of its own.
+class _StartRecorder:
+    """Records a new pool's start cost (``record(start_method, seconds)``) from a thread of
+    its own, started before the pool forks its workers.
 
-    The caller is a done-callback, run by the pool's thread that delivers results: a record
-    that writes the on-disk start-cost cache there (4-12 ms on the loaded 2-core VM,
-    2026-12-02) held back the first result of every fresh pool by as much, since the
-    probe's answer arrives just before it. The thread is not a daemon, so a write under
-    way when the program ends completes (it leaves no temporary file behind); at interpreter
-    shutdown, when no thread can start, the sample is dropped (a cache can afford it).
-    Returns the thread (``shutdown(wait=True)`` joins it), or ``None`` when none started.
+    The first answer's done-callback runs on the pool's thread that delivers results: a
+    record that wrote the on-disk start-cost cache there (4-12 ms on the loaded 2-core VM,
+    2026-12-02) held back the first result of every fresh pool by as much. Starting the
+    writing thread from that callback was still on that path: a thread's start waits until
+    it runs, which took 0.5-1.5 ms once the new workers were competing for the cores, and
+    30 tiny ``submit()`` calls in a fresh pool finished 1.4 ms later than with no record at
+    all (medians of 15, 2026-12-02). Started before the fork, the thread starts on idle
+    cores, and the callback only notes the time and wakes it.
+
+    A daemon: a cache directory that hangs (a stale network home) must not hang the exit.
+    At interpreter shutdown, when no thread can start, nothing is recorded (a cache can
+    afford it); ``shutdown(wait=True)`` joins the thread (see ``close``).
     """
-    # A daemon: a cache directory that hangs (a stale network home) must not hang the exit.
-    thread = threading.Thread(
-        target=record, args=(start_method, seconds), name="amorsize-record-start", daemon=True
-    )
-    try:
-        thread.start()
-        return thread
-    except RuntimeError:  # the interpreter is shutting down
-        logger.debug(
-            "start cost of a %s pool not recorded: interpreter shutting down", start_method
+
+    def __init__(
+        self, record: Callable[[str, float], None], start_method: str, started_s: float
+    ) -> None:
+        self._record = record
+        self._start_method = start_method
+        self._started_s = started_s
+        self._answered_s: float | None = None
+        self._woken = threading.Event()
+        self.thread: threading.Thread | None = threading.Thread(
+            target=self._run, name="amorsize-record-start", daemon=True
         )
-        return None
+        try:
+            self.thread.start()
+        except RuntimeError:  # the interpreter is shutting down
+            logger.debug(
+                "start cost of a %s pool not recorded: interpreter shutting down", start_method
+            )
+            self.thread = None
+
+    def on_answer(self, future: Future[Any]) -> None:
+        """The first answer's done-callback: note when it came, and wake the thread."""
+        if not future.cancelled() and future.exception() is None:
+            self._answered_s = time.perf_counter()
+        self._woken.set()
+
+    def close(self) -> None:
+        """Wake the thread if no answer did (it then records nothing), and wait for a
+        record under way, at most ``RECORD_JOIN_TIMEOUT_S``."""
+        self._woken.set()
+        if self.thread is not None:
+            self.thread.join(RECORD_JOIN_TIMEOUT_S)
+
+    def _run(self) -> None:
+        self._woken.wait()
+        if self._answered_s is not None:
+            self._record(self._start_method, self._answered_s - self._started_s)
 
 
 class PoolBackend:
@@ -215,8 +244,8 @@ class PoolBackend:
         self._closed = False
         self._first_answer: Future[Any] | None = None
         """The pool's own no-op that times the first worker's start (not the user's work)."""
-        # Threads writing a start-cost sample (see ``_record_off_result_path``).
-        self._record_threads: list[threading.Thread] = []
+        # One per pool started: each writes its pool's start-cost sample.
+        self._recorders: list[_StartRecorder] = []
 
     # -- what the backend contract declares (see ``_backend.Backend``) ----------------------
 
@@ -296,21 +325,15 @@ class PoolBackend:
             self._broken = False
             method = self.start_method
             logger.debug("started a %s pool of %d worker(s)", method, n_workers)
+            recorder = _StartRecorder(self._record_start_s, method, started_s)
+            self._recorders.append(recorder)
             # The first no-op answered tells how long a worker takes to start on this
             # machine; submitting it forks the workers.
             first_answer = self._pool.submit(int)
             self._first_answer = first_answer
         _LIVE_BACKENDS.add(self)
         _register_exit_hook_once()
-        record, record_threads = self._record_start_s, self._record_threads
-
-        def on_answer(future: Future[Any]) -> None:
-            if not future.cancelled() and future.exception() is None:
-                thread = _record_off_result_path(record, method, time.perf_counter() - started_s)
-                if thread is not None:
-                    record_threads.append(thread)
-
-        first_answer.add_done_callback(on_answer)
+        first_answer.add_done_callback(recorder.on_answer)
 
     def _make_pool(
         self, n_workers: int, context: BaseContext | None
@@ -452,5 +475,5 @@ class PoolBackend:
         if wait:
             # The pool's result thread has stopped, so no record starts after this; waiting
             # for the ones under way lets a caller read the sample its pool stored (doctor).
-            for thread in self._record_threads:
-                thread.join(RECORD_JOIN_TIMEOUT_S)
+            for recorder in self._recorders:
+                recorder.close()
