@@ -23,6 +23,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures.process import ProcessPoolExecutor as StdlibProcessPool
 from multiprocessing.context import BaseContext
 from typing import Any
 
@@ -359,7 +360,10 @@ class PoolBackend:
         if _start_method_of(context) == "fork" and _in_loky_worker():
             # A pool nested in a worker of a loky pool: loky refuses to fork there
             # (LokyRecursionError), the stdlib pool forks as it does in its own workers.
-            return concurrent.futures.ProcessPoolExecutor(
+            # The stdlib's class as imported here: a program that put an executor (ours)
+            # in ``concurrent.futures.ProcessPoolExecutor``'s place (tqdm's process_map is
+            # run that way) would otherwise make this call itself.
+            return StdlibProcessPool(
                 n_workers, mp_context=context, initializer=init_worker, initargs=initargs
             )
         with warnings.catch_warnings():
