@@ -11,6 +11,7 @@ Which start method to use is the facade's decision, passed in as ``choose_contex
 
 from __future__ import annotations
 
+import _thread
 import concurrent.futures
 import contextlib
 import gc
@@ -143,20 +144,19 @@ system (a stale network home directory) from hanging ``shutdown``."""
 
 class _StartRecorder:
     """Records a new pool's start cost (``record(start_method, seconds)``) from a thread of
-    its own, started before the pool forks its workers.
+    its own, started by the first answer's done-callback without waiting for it to run.
 
-    The first answer's done-callback runs on the pool's thread that delivers results: a
-    record that wrote the on-disk start-cost cache there (4-12 ms on the loaded 2-core VM,
-    2026-12-02) held back the first result of every fresh pool by as much. Starting the
-    writing thread from that callback was still on that path: a thread's start waits until
-    it runs, which took 0.5-1.5 ms once the new workers were competing for the cores, and
-    30 tiny ``submit()`` calls in a fresh pool finished 1.4 ms later than with no record at
-    all (medians of 15, 2026-12-02). Started before the fork, the thread starts on idle
-    cores, and the callback only notes the time and wakes it.
+    That callback runs on the pool's thread that delivers results: a record that wrote the
+    on-disk start-cost cache there (4-12 ms on the loaded 2-core VM, 2026-12-02) held back
+    the first result of every fresh pool by as much. A ``threading.Thread`` started there was
+    still on that path, since ``start()`` waits until the new thread runs: 0.5-1.5 ms once the
+    new workers held the cores (30 tiny ``submit()`` calls in a fresh pool finished 1.4 ms
+    later than with no record at all, medians of 15), and up to 3 ms when started before the
+    fork on the loaded VM instead. ``_thread.start_new_thread`` returns at once.
 
-    A daemon: a cache directory that hangs (a stale network home) must not hang the exit.
-    At interpreter shutdown, when no thread can start, nothing is recorded (a cache can
-    afford it); ``shutdown(wait=True)`` joins the thread (see ``close``).
+    Such a thread is a daemon: a cache directory that hangs (a stale network home) must not
+    hang the exit. At interpreter shutdown, when no thread can start, nothing is recorded (a
+    cache can afford it); ``shutdown(wait=True)`` waits for a record under way (``close``).
     """
 
     def __init__(
@@ -165,36 +165,37 @@ class _StartRecorder:
         self._record = record
         self._start_method = start_method
         self._started_s = started_s
-        self._answered_s: float | None = None
-        self._woken = threading.Event()
-        self.thread: threading.Thread | None = threading.Thread(
-            target=self._run, name="amorsize-record-start", daemon=True
-        )
-        try:
-            self.thread.start()
-        except RuntimeError:  # the interpreter is shutting down
-            logger.debug(
-                "start cost of a %s pool not recorded: interpreter shutting down", start_method
-            )
-            self.thread = None
+        self._recording = False
+        self._recorded = threading.Event()
 
     def on_answer(self, future: Future[Any]) -> None:
-        """The first answer's done-callback: note when it came, and wake the thread."""
-        if not future.cancelled() and future.exception() is None:
-            self._answered_s = time.perf_counter()
-        self._woken.set()
+        """The first answer's done-callback: start the record of how long it took."""
+        if future.cancelled() or future.exception() is not None:
+            return
+        seconds = time.perf_counter() - self._started_s
+        try:
+            _thread.start_new_thread(self._run, (seconds,))
+        except RuntimeError:  # the interpreter is shutting down
+            logger.debug(
+                "start cost of a %s pool not recorded: interpreter shutting down",
+                self._start_method,
+            )
+            return
+        self._recording = True
 
     def close(self) -> None:
-        """Wake the thread if no answer did (it then records nothing), and wait for a
-        record under way, at most ``RECORD_JOIN_TIMEOUT_S``."""
-        self._woken.set()
-        if self.thread is not None:
-            self.thread.join(RECORD_JOIN_TIMEOUT_S)
+        """Wait for a record under way, at most ``RECORD_JOIN_TIMEOUT_S`` (the pool has
+        stopped: its callback ran, or never will)."""
+        if self._recording:
+            self._recorded.wait(RECORD_JOIN_TIMEOUT_S)
 
-    def _run(self) -> None:
-        self._woken.wait()
-        if self._answered_s is not None:
-            self._record(self._start_method, self._answered_s - self._started_s)
+    def _run(self, seconds: float) -> None:
+        try:
+            self._record(self._start_method, seconds)
+        except Exception as exc:  # a cache must never reach the user
+            logger.debug("start cost of a %s pool not recorded: %r", self._start_method, exc)
+        finally:
+            self._recorded.set()
 
 
 class PoolBackend:
@@ -326,14 +327,14 @@ class PoolBackend:
             self._broken = False
             method = self.start_method
             logger.debug("started a %s pool of %d worker(s)", method, n_workers)
-            recorder = _StartRecorder(self._record_start_s, method, started_s)
-            self._recorders.append(recorder)
             # The first no-op answered tells how long a worker takes to start on this
             # machine; submitting it forks the workers.
             first_answer = self._pool.submit(int)
             self._first_answer = first_answer
         _LIVE_BACKENDS.add(self)
         _register_exit_hook_once()
+        recorder = _StartRecorder(self._record_start_s, method, started_s)
+        self._recorders.append(recorder)
         first_answer.add_done_callback(recorder.on_answer)
 
     def _make_pool(
