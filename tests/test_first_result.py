@@ -4,7 +4,12 @@ to the on-disk cache) runs off the thread that delivers results."""
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
+from typing import Any
 
+import pytest
+
+from amorsize_executor import _pool_backend
 from amorsize_executor._pool_backend import PoolBackend
 
 
@@ -37,3 +42,38 @@ def test_the_first_result_arrives_while_the_start_cost_record_is_still_running()
         release.set()
         backend.shutdown()
     assert recorded == ["loky"]
+
+
+def test_the_record_thread_is_started_without_waiting_for_it_to_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The callback runs on the thread that delivers results: a ``threading.Thread`` start
+    there waits until the new thread runs (0.5-1.5 ms while new workers hold the cores)."""
+    started: list[tuple[Any, tuple[Any, ...]]] = []
+    monkeypatch.setattr(
+        _pool_backend._thread, "start_new_thread", lambda fn, args: started.append((fn, args))
+    )
+    recorded: list[tuple[str, float]] = []
+    recorder = _pool_backend._StartRecorder(
+        lambda method, seconds: recorded.append((method, seconds)), "fork", 0.0
+    )
+    answer: Future[int] = Future()
+    answer.set_result(0)
+    recorder.on_answer(answer)
+    assert len(started) == 1 and not recorded  # started, not run: nothing waited for it
+    fn, args = started[0]
+    fn(*args)
+    recorder.close()
+    assert [method for method, _ in recorded] == ["fork"]
+
+
+def test_no_record_and_no_wait_without_an_answer() -> None:
+    recorded: list[str] = []
+    recorder = _pool_backend._StartRecorder(
+        lambda method, seconds: recorded.append(method), "fork", 0.0
+    )
+    answer: Future[int] = Future()
+    answer.cancel()
+    recorder.on_answer(answer)
+    recorder.close()  # returns at once: no record was started
+    assert not recorded

@@ -75,6 +75,24 @@ def test_only_the_last_five_samples_are_kept(cache_path: Path) -> None:
     assert cache.load_worker_start_s("loky", cache_path) == 0.3
 
 
+def test_a_new_pool_records_a_sample_unless_a_full_set_already_spans_it(
+    cache_path: Path,
+) -> None:
+    for seconds in (0.01, 0.02, 0.03):
+        cache.record_worker_start_s("fork", seconds, cache_path)
+    assert read_document(cache_path)["worker_start_s"]["fork"] == [0.01, 0.02, 0.03]
+    for seconds in (0.015, 0.025):  # fewer than five stored: recorded
+        cache.record_worker_start_s("fork", seconds, cache_path)
+    full = [0.01, 0.02, 0.03, 0.015, 0.025]
+    assert read_document(cache_path)["worker_start_s"]["fork"] == full
+    cache.record_worker_start_s("fork", 0.022, cache_path)  # within 0.01-0.03: not written
+    assert read_document(cache_path)["worker_start_s"]["fork"] == full
+    cache.record_worker_start_s("fork", 0.05, cache_path)  # outside: a change, recorded
+    assert read_document(cache_path)["worker_start_s"]["fork"] == [*full[1:], 0.05]
+    with pytest.raises(ValueError, match="got -1"):
+        cache.record_worker_start_s("fork", -1.0, cache_path)
+
+
 def test_file_is_versioned_fingerprinted_json(cache_path: Path) -> None:
     cache.store_worker_start_s("forkserver", 0.05, cache_path)
     document = read_document(cache_path)

@@ -144,7 +144,7 @@ class AdaptiveProcessPoolExecutor(Executor):
                     default_workers=self._default_workers,
                     worker_thread_env=self._worker_thread_env,
                     choose_context=choose_context,
-                    record_start_s=_start_cost_cache.store_worker_start_s,
+                    record_start_s=_start_cost_cache.record_worker_start_s,
                 )
             )
         self._start_options = (mp_context, max_tasks_per_child)  # for explain()'s reason
@@ -165,7 +165,7 @@ class AdaptiveProcessPoolExecutor(Executor):
                 max_tasks_per_child=max_tasks_per_child,
                 default_workers=self._default_workers,
                 choose_context=None if max_tasks_per_child is not None else choose_context,
-                record_start_s=_start_cost_cache.store_worker_start_s,
+                record_start_s=_start_cost_cache.record_worker_start_s,
                 worker_thread_env=self._worker_thread_env,
             )
         )

@@ -11,6 +11,7 @@ Which start method to use is the facade's decision, passed in as ``choose_contex
 
 from __future__ import annotations
 
+import _thread
 import concurrent.futures
 import contextlib
 import gc
@@ -23,6 +24,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures.process import ProcessPoolExecutor as StdlibProcessPool
 from multiprocessing.context import BaseContext
 from typing import Any
 
@@ -140,31 +142,60 @@ write takes milliseconds (4-12 ms on the loaded 2-core VM); the bound only keeps
 system (a stale network home directory) from hanging ``shutdown``."""
 
 
-def _record_off_result_path(
-    record: Callable[[str, float], None], start_method: str, seconds: float
-) -> threading.Thread | None:
-    """Call ``record(start_method, seconds)`` in a thread of its own.
+class _StartRecorder:
+    """Records a new pool's start cost (``record(start_method, seconds)``) from a thread of
+    its own, started by the first answer's done-callback without waiting for it to run.
 
-    The caller is a done-callback, run by the pool's thread that delivers results: a record
-    that writes the on-disk start-cost cache there (4-12 ms on the loaded 2-core VM,
-    2026-12-02) held back the first result of every fresh pool by as much, since the
-    probe's answer arrives just before it. The thread is not a daemon, so a write under
-    way when the program ends completes (it leaves no temporary file behind); at interpreter
-    shutdown, when no thread can start, the sample is dropped (a cache can afford it).
-    Returns the thread (``shutdown(wait=True)`` joins it), or ``None`` when none started.
+    That callback runs on the pool's thread that delivers results: a record that wrote the
+    on-disk start-cost cache there (4-12 ms on the loaded 2-core VM, 2026-12-02) held back
+    the first result of every fresh pool by as much. A ``threading.Thread`` started there was
+    still on that path, since ``start()`` waits until the new thread runs: 0.5-1.5 ms once the
+    new workers held the cores (30 tiny ``submit()`` calls in a fresh pool finished 1.4 ms
+    later than with no record at all, medians of 15), and up to 3 ms when started before the
+    fork on the loaded VM instead. ``_thread.start_new_thread`` returns at once.
+
+    Such a thread is a daemon: a cache directory that hangs (a stale network home) must not
+    hang the exit. At interpreter shutdown, when no thread can start, nothing is recorded (a
+    cache can afford it); ``shutdown(wait=True)`` waits for a record under way (``close``).
     """
-    # A daemon: a cache directory that hangs (a stale network home) must not hang the exit.
-    thread = threading.Thread(
-        target=record, args=(start_method, seconds), name="amorsize-record-start", daemon=True
-    )
-    try:
-        thread.start()
-        return thread
-    except RuntimeError:  # the interpreter is shutting down
-        logger.debug(
-            "start cost of a %s pool not recorded: interpreter shutting down", start_method
-        )
-        return None
+
+    def __init__(
+        self, record: Callable[[str, float], None], start_method: str, started_s: float
+    ) -> None:
+        self._record = record
+        self._start_method = start_method
+        self._started_s = started_s
+        self._recording = False
+        self._recorded = threading.Event()
+
+    def on_answer(self, future: Future[Any]) -> None:
+        """The first answer's done-callback: start the record of how long it took."""
+        if future.cancelled() or future.exception() is not None:
+            return
+        seconds = time.perf_counter() - self._started_s
+        try:
+            _thread.start_new_thread(self._run, (seconds,))
+        except RuntimeError:  # the interpreter is shutting down
+            logger.debug(
+                "start cost of a %s pool not recorded: interpreter shutting down",
+                self._start_method,
+            )
+            return
+        self._recording = True
+
+    def close(self) -> None:
+        """Wait for a record under way, at most ``RECORD_JOIN_TIMEOUT_S`` (the pool has
+        stopped: its callback ran, or never will)."""
+        if self._recording:
+            self._recorded.wait(RECORD_JOIN_TIMEOUT_S)
+
+    def _run(self, seconds: float) -> None:
+        try:
+            self._record(self._start_method, seconds)
+        except Exception as exc:  # a cache must never reach the user
+            logger.debug("start cost of a %s pool not recorded: %r", self._start_method, exc)
+        finally:
+            self._recorded.set()
 
 
 class PoolBackend:
@@ -215,8 +246,8 @@ class PoolBackend:
         self._closed = False
         self._first_answer: Future[Any] | None = None
         """The pool's own no-op that times the first worker's start (not the user's work)."""
-        # Threads writing a start-cost sample (see ``_record_off_result_path``).
-        self._record_threads: list[threading.Thread] = []
+        # One per pool started: each writes its pool's start-cost sample.
+        self._recorders: list[_StartRecorder] = []
 
     # -- what the backend contract declares (see ``_backend.Backend``) ----------------------
 
@@ -302,15 +333,9 @@ class PoolBackend:
             self._first_answer = first_answer
         _LIVE_BACKENDS.add(self)
         _register_exit_hook_once()
-        record, record_threads = self._record_start_s, self._record_threads
-
-        def on_answer(future: Future[Any]) -> None:
-            if not future.cancelled() and future.exception() is None:
-                thread = _record_off_result_path(record, method, time.perf_counter() - started_s)
-                if thread is not None:
-                    record_threads.append(thread)
-
-        first_answer.add_done_callback(on_answer)
+        recorder = _StartRecorder(self._record_start_s, method, started_s)
+        self._recorders.append(recorder)
+        first_answer.add_done_callback(recorder.on_answer)
 
     def _make_pool(
         self, n_workers: int, context: BaseContext | None
@@ -336,7 +361,10 @@ class PoolBackend:
         if _start_method_of(context) == "fork" and _in_loky_worker():
             # A pool nested in a worker of a loky pool: loky refuses to fork there
             # (LokyRecursionError), the stdlib pool forks as it does in its own workers.
-            return concurrent.futures.ProcessPoolExecutor(
+            # The stdlib's class as imported here: a program that put an executor (ours)
+            # in ``concurrent.futures.ProcessPoolExecutor``'s place (tqdm's process_map is
+            # run that way) would otherwise make this call itself.
+            return StdlibProcessPool(
                 n_workers, mp_context=context, initializer=init_worker, initargs=initargs
             )
         with warnings.catch_warnings():
@@ -452,5 +480,5 @@ class PoolBackend:
         if wait:
             # The pool's result thread has stopped, so no record starts after this; waiting
             # for the ones under way lets a caller read the sample its pool stored (doctor).
-            for thread in self._record_threads:
-                thread.join(RECORD_JOIN_TIMEOUT_S)
+            for recorder in self._recorders:
+                recorder.close()

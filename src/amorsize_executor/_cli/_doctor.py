@@ -99,6 +99,13 @@ def _context_for(method: str) -> BaseContext | None:
     return multiprocessing.get_context(method)
 
 
+_NOT_STORED = (
+    "not stored: the cached samples already span it, or the cache file could not be written"
+)
+"""Why a measurement may leave the cache as it was (``_start_cost_cache.record_worker_start_s``
+skips a sample within the range of a full set)."""
+
+
 def _measure_worker_start(method: str, start: _StartChoice) -> dict[str, Any]:
     """Start a 1-worker pool and time it until a no-op answers. The executor's backend
     stores the figure in the start-cost cache, as it does for every new pool; that stored
@@ -270,7 +277,7 @@ def _format_doctor(machine: Mapping[str, Any]) -> str:
                     "measured now",
                     f"{_seconds_text(measured.get('worker_start_s'))} to start 1 "
                     f"{measured.get('start_method')} worker and run a no-op "
-                    f"({'stored' if measured.get('stored', True) else 'not stored'})",
+                    f"({'stored' if measured.get('stored', True) else _NOT_STORED})",
                 )
             )
     cache_state = "exists" if workers.get("cache_exists") else "not written yet"
