@@ -123,10 +123,10 @@ def test_a_slow_stretch_after_the_last_count_replan_is_caught_within_a_few_items
     assert plan is not None and plan.outcome is not None
     assert plan.outcome.switched_to_parallel
     dispatched = sorted(args[0] for args in fake_backend.items_dispatched)
-    # The first slow call is item 270. The part holding it puts the run behind; the next
-    # batch's first 8 calls, timed alone (270-282 hold three slow ones), confirm it and the
-    # re-plan sends the rest to the pool.
-    assert 270 < dispatched[0] <= 285
+    # The first slow call is item 270. The part holding it (5 calls of 0.2 ms) puts the run
+    # behind; the re-check times the next calls alone, the first slow one (275 at the
+    # latest) confirms it, and the re-plan sends the rest to the pool.
+    assert 270 < dispatched[0] <= 276
     assert dispatched == list(range(dispatched[0], 300))
 
 
@@ -215,3 +215,163 @@ def test_a_stream_switches_a_doubling_earlier_once_its_workers_are_warm(
     dispatched_cold, _ = run_stream(cold, 3000)
     assert len(prestarted.prepared) == 2 and len(cold.prepared) == 1
     assert dispatched[0] < dispatched_cold[0]
+
+
+# -- the re-check after the run fell behind -------------------------------------------------
+
+
+def test_a_recheck_lasts_as_long_as_the_stretch_or_until_the_calls_overshoot() -> None:
+    watch = sw.SerialWatch(s_per_item=2e-4, margin_s=0.0128)
+    assert watch.observe(1e-3, 5) is None
+    rate = watch.observe(0.0408, 5)  # one call of 40 ms among five
+    assert rate == pytest.approx(0.0408 / 5)
+    watch.start_recheck()
+    assert watch.recheck_s == pytest.approx(0.0408)
+    assert watch.excess_s == 0.0 and watch.stretch_items == 0
+    # Calls on time: not over until they have run as long as the stretch.
+    assert not watch.recheck_over(0.0402, 201)
+    assert watch.recheck_over(0.0408, 204)
+    # One slow call overshoots by more than the margin: over at once.
+    assert watch.recheck_over(0.0402, 2)
+    assert not watch.recheck_over(0.0102, 2)
+    watch.rebase(2e-4)
+    assert watch.recheck_s == 0.0
+
+
+def test_a_recheck_after_one_long_pause_lasts_a_few_margins() -> None:
+    watch = sw.SerialWatch(s_per_item=2e-4, margin_s=0.01)
+    assert watch.observe(10.0, 5) is not None  # one 10 s call (or a pause)
+    watch.start_recheck()
+    assert watch.recheck_s == pytest.approx(sw.RECHECK_MAX_MARGINS * 0.01)
+
+
+def slow_stretch(clock: ScriptedClock, slow_from: int, every: int, x: int) -> int:
+    """0.2 ms calls; from ``slow_from`` on, one in ``every`` takes 50 ms."""
+    slow = x >= slow_from and (x - slow_from) % every == 0
+    clock.now_s += 0.05 if slow else 2e-4
+    return 2 * x
+
+
+def first_dispatched(
+    slow_from: int, every: int, backend: FakeBackend, n_items: int = 300
+) -> int | None:
+    """The first item a pool ran in a known-length job of ``slow_stretch`` calls on a
+    4-core machine with a 30 ms start (``None``: it all ran serially)."""
+    clock = ScriptedClock()
+    machine = make_facts(worker_start_s=0.03, task_roundtrip_s=2e-4, ipc_bytes_per_s=5e8)
+
+    def read_facts(backend: FakeBackend) -> SystemFacts:
+        return dataclasses.replace(machine, n_warm_workers=backend.n_warm_workers)
+
+    fn = functools.partial(slow_stretch, clock, slow_from, every)
+    results, plan = run_map(
+        fn, range(n_items), backend, clock, read_facts=read_facts, local_machine=False
+    )
+    assert results == [2 * x for x in range(n_items)]
+    backend.last_plan = plan  # type: ignore[attr-defined]
+    dispatched = sorted(args[0] for args in backend.items_dispatched)
+    if not dispatched:
+        return None
+    assert dispatched == list(range(dispatched[0], n_items))
+    return dispatched[0]
+
+
+def test_a_contiguous_slow_stretch_is_caught_within_one_part_and_one_call(
+    fake_backend: FakeBackend,
+) -> None:
+    # Parts hold 1 ms of predicted work (5 calls of 0.2 ms): the part that starts at or
+    # before item 150 puts the run behind, and the re-check's first call (slow) confirms.
+    first = first_dispatched(150, 1, fake_backend)
+    assert first is not None and 150 < first <= 150 + 5 + 1
+
+
+def test_rare_slow_calls_are_confirmed_by_a_recheck_as_long_as_their_stretch(
+    fake_backend: FakeBackend,
+) -> None:
+    # One call in 20 takes 50 ms: a re-check of a fixed handful of calls would see only
+    # fast ones after each slow call, and the run would stay serial to the end. Lasting as
+    # long as the stretch, it reaches the next slow call.
+    first = first_dispatched(100, 20, fake_backend)
+    assert first is not None and first <= 100 + 20 + 5 + 1
+
+
+def test_workers_start_when_the_run_falls_behind_and_the_switch_finds_them_warm(
+    fake_backend: FakeBackend,
+) -> None:
+    first = first_dispatched(270, 5, fake_backend)
+    assert first is not None and first <= 276
+    # Started by the watch, before the re-check's calls: the switch plans with them warm
+    # (its own ``prepare`` finds them there).
+    assert fake_backend.prepared == [4, 4]
+    plan = fake_backend.last_plan  # type: ignore[attr-defined]
+    assert plan.outcome.switched_to_parallel and plan.facts.n_warm_workers == 4
+
+
+def test_no_start_when_behind_if_a_pool_cannot_win_the_items_left(
+    fake_backend: FakeBackend,
+) -> None:
+    # The slow stretch begins at the last part: no item is left to win.
+    assert first_dispatched(296, 1, fake_backend) is None
+    assert fake_backend.prepared == []
+
+
+def test_a_slow_consumer_does_not_pass_for_slow_calls(fake_backend: FakeBackend) -> None:
+    """The consumer spends 1 ms on each result of 0.2 ms calls (300 of them: a serial plan):
+    every part is behind, but the re-checks time the calls alone, find them on time, and
+    the run stays serial."""
+    clock = ScriptedClock()
+    machine = make_facts(worker_start_s=0.03, task_roundtrip_s=2e-4, ipc_bytes_per_s=5e8)
+    fn = functools.partial(slow_stretch, clock, 10**9, 1)
+    run = MapRun(
+        fn,
+        Source((range(300),)),
+        backend=fake_backend,
+        read_facts=lambda backend: dataclasses.replace(
+            machine, n_warm_workers=backend.n_warm_workers
+        ),
+        options=MapOptions(
+            max_workers=None,
+            chunksize=None,
+            buffersize=None,
+            deadline_s=None,
+            serial_allowed=True,
+            drain_on_shutdown=True,
+            local_machine=False,
+        ),
+        publish_plan=lambda plan: None,
+        clocks=RunClocks(wall=clock, cpu=clock, monotonic=clock),
+    )
+    run.start()
+    results = []
+    for result in run.results():
+        clock.now_s += 1e-3
+        results.append(result)
+    assert results == [2 * x for x in range(300)]
+    assert fake_backend.items_dispatched == []
+    # At 1.2 ms a result lately, a pool would win: the first time the run fell behind, its
+    # workers started in the background (once per run), for the next map().
+    assert fake_backend.prepared == [4]
+
+
+def test_the_start_when_behind_is_judged_at_the_stretch_rate() -> None:
+    from .conftest import make_measurements
+
+    facts = make_facts(worker_start_s=0.03, task_roundtrip_s=2e-4, ipc_bytes_per_s=5e8)
+    work = make_measurements(wall_s_per_item=2e-4, cpu_s_per_item=2e-4)
+
+    def start(lately_s: float, n_left: int | None, max_workers: int | None = None) -> int:
+        return _early_start.workers_to_start_when_behind(
+            facts,
+            work,
+            lately_s_per_item=lately_s,
+            n_items_left=n_left,
+            n_items_assumed=300,
+            max_workers=max_workers,
+        )
+
+    assert start(8e-3, 25) > 0  # 25 items at 8 ms: 200 ms, a pool wins
+    assert start(8e-3, 25, max_workers=2) == 2
+    assert start(8e-3, 2) == 0  # two items left: a 30 ms start cannot pay
+    assert start(2e-4, 1000) == 0  # not behind at all
+    assert start(4e-4, 30) == 0  # 12 ms of work left
+    assert start(8e-3, None) == 4  # a stream: planned for at least the 300 read

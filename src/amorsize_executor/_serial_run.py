@@ -77,6 +77,8 @@ class SerialRun:
         wall_clock, cpu_clock: the clocks the timed groups read.
         watch: the clock check of the rest of each batch (``_serial_watch.SerialWatch``),
             or ``None`` for none (after a pool lost to serial).
+        on_behind: told the stretch's seconds per call when the watch finds the run
+            behind its prediction, before the re-check's calls run; or ``None``.
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class SerialRun:
         wall_clock: Callable[[], float] = time.perf_counter,
         cpu_clock: Callable[[], float] = time.process_time,
         watch: SerialWatch | None = None,
+        on_behind: Callable[[float], None] | None = None,
     ) -> None:
         self._fn = fn
         self._source = source
@@ -103,6 +106,7 @@ class SerialRun:
         self._wall_clock = wall_clock
         self._cpu_clock = cpu_clock
         self._watch = watch
+        self._on_behind = on_behind
         self.failed = False
         """An exception ended the stream inside a checked loop: nothing more may follow."""
         self.n_checked = 0
@@ -133,12 +137,17 @@ class SerialRun:
             n_group = timed_group_items(self._planned_s_per_item)
             if self._buffersize is not None:
                 n_group = min(n_group, self._buffersize)
+            # After the run fell behind, the calls are timed one by one (``_recheck``).
+            rechecking = self._watch is not None and self._watch.recheck_s > 0
             # One iterable with a length: the group runs at C speed too (``list.extend``
             # keeps the results made before an exception).
-            single = source.single_batch(min(n_group, n_batch))
+            single = None if rechecking else source.single_batch(min(n_group, n_batch))
             t0, c0 = perf(), cpu()
             try:
-                if single is not None:
+                if rechecking:
+                    n_most = n_batch if self._buffersize is None else self._buffersize
+                    self._recheck(timed, min(n_batch, n_most), t0)
+                elif single is not None:
                     timed.extend(map(fn, single[0]))
                 else:
                     for args in source.iter_up_to(min(n_group, n_batch)):
@@ -207,6 +216,19 @@ class SerialRun:
                 # includes the consumer's) and re-plan on them.
                 return
 
+    def _recheck(self, timed: list[Any], n_items: int, started_s: float) -> None:
+        """A timed group after the run fell behind: up to ``n_items`` calls into ``timed``,
+        one at a time with a clock read after each, until the watch says the re-check is
+        over (``SerialWatch.recheck_over``: the calls overshot, or ran on time long enough)."""
+        fn, source, perf = self._fn, self._source, self._wall_clock
+        watch = self._watch
+        assert watch is not None
+        for n_called in range(1, n_items + 1):
+            for args in source.iter_up_to(1):
+                timed.append(fn(*args))
+            if len(timed) < n_called or watch.recheck_over(perf() - started_s, n_called):
+                return
+
     def _behind_prediction(self, watch: SerialWatch, elapsed_s: float, n_items: int) -> bool:
         """Count a part's time; whether the run is behind its prediction by more than the
         watch's margin (the watch then starts over)."""
@@ -220,7 +242,9 @@ class SerialRun:
             self._source.n_pulled,
             format_seconds(stretch_s_per_item),
         )
-        watch.rebase(watch.s_per_item)
+        watch.start_recheck()
+        if self._on_behind is not None:
+            self._on_behind(stretch_s_per_item)
         return True
 
     def _checked_calls(self, n_items: int) -> Iterator[Any]:

@@ -9,8 +9,16 @@ so a slow stretch later in the input (a few items a hundred times slower) goes u
 prediction: each batch adds ``elapsed - n * s_per_item``, and the sum never goes below zero,
 so batches on time do not build credit against a later stretch, and a stretch is measured
 from the moment it started. Once the excess exceeds ``margin_s`` (the predicted cost of
-starting a pool, so that a switch could have paid for itself already), the run is behind: it
-times its next calls alone (a part's time includes the consumer's) and re-plans on them.
+starting a pool, so that a switch could have paid for itself already), the run is behind.
+
+A part's time includes the consumer's (results are handed out lazily), so being behind is a
+suspicion, not proof: the run then re-checks, timing its next calls alone, one clock read
+per call, and re-plans on them. The re-check ends as soon as those calls alone overshoot
+their prediction by the margin (confirmed: the rate of the calls so far is the figure to
+re-plan on, after as few slow calls as the margin allows), or once it has run as long as the
+stretch that raised the suspicion (``recheck_s``, at most ``RECHECK_MAX_MARGINS`` margins):
+calls that stay on time that long were not what made the stretch slow (a slow consumer, a
+pause), and the re-plan finds their rate unchanged.
 """
 
 from __future__ import annotations
@@ -30,6 +38,14 @@ SERIAL_OVERSHOOT_MIN_S = 0.01
 """The excess that triggers a re-plan is never below this: less is within the noise of a
 shared machine (a preemption lasts a scheduler slice of a few ms), and each re-plan costs
 about 50 µs."""
+
+
+RECHECK_MAX_MARGINS = 4.0
+"""A re-check lasts as long as the stretch that raised the suspicion, but no more than this
+many margins: a stretch of one long call (a pause, one huge item) need not hold the results
+of a re-check back as long. Over four margins of calls, an excess of one margin is a rate a
+third above the prediction (4 against 3), the change a known-length serial run re-plans on
+(``_steering.REVISIT_CHANGE``, 0.3): a slower rate is confirmed within the re-check."""
 
 
 def serial_check_items(s_per_item: float) -> int:
@@ -55,6 +71,9 @@ class SerialWatch:
     margin_s: float
     """Excess that triggers a re-plan (``overshoot_margin_s``)."""
     excess_s: float = 0.0
+    recheck_s: float = 0.0
+    """While positive, the run is re-checking: its next calls are timed alone for up to this
+    many seconds (``recheck_over``)."""
     stretch_s: float = 0.0
     """Seconds since the excess was last zero."""
     stretch_items: int = 0
@@ -75,6 +94,19 @@ class SerialWatch:
             return self.stretch_s / self.stretch_items
         return None
 
+    def start_recheck(self) -> None:
+        """The run is behind (``observe`` returned a rate): time the next calls alone for as
+        long as the stretch lasted (at most ``RECHECK_MAX_MARGINS`` margins), counting the
+        excess afresh."""
+        self.recheck_s = min(self.stretch_s, RECHECK_MAX_MARGINS * self.margin_s)
+        self.excess_s, self.stretch_s, self.stretch_items = 0.0, 0.0, 0
+
+    def recheck_over(self, elapsed_s: float, n_items: int) -> bool:
+        """Whether a re-check may stop after ``n_items`` calls timed alone took
+        ``elapsed_s``: they overshot their prediction by the margin (the slowness is the
+        calls'), or they have run for ``recheck_s`` (it was not)."""
+        return elapsed_s - n_items * self.s_per_item > self.margin_s or elapsed_s >= self.recheck_s
+
     def check_items(self) -> int:
         """Calls to run before the next look at the clock (``serial_check_items``)."""
         return serial_check_items(self.s_per_item)
@@ -83,3 +115,4 @@ class SerialWatch:
         """A re-plan kept the run serial at ``s_per_item``: predict that from now on."""
         self.s_per_item = s_per_item
         self.excess_s, self.stretch_s, self.stretch_items = 0.0, 0.0, 0
+        self.recheck_s = 0.0
