@@ -1,7 +1,8 @@
 """When workers start before a pool is planned: during the probe, or in the background of a
-serial stream, so that a pool that is all but certain does not make the caller wait for its
-start; and when the probe may stop after one long call (``lone_call_is_enough``), so the
-workers take the few items left at once instead of after a second call in the caller.
+serial stream or of a serial run that fell behind its prediction, so that a pool that is all
+but certain does not make the caller wait for its start; and when the probe may stop after
+one long call (``lone_call_is_enough``), so the workers take the few items left at once
+instead of after a second call in the caller.
 
 Policy layer: pure functions of the probe's first figures, the facts and the item counts; no
 clock, no I/O, no process (``_planning`` asks them and starts the workers).
