@@ -238,6 +238,14 @@ def test_a_recheck_lasts_as_long_as_the_stretch_or_until_the_calls_overshoot() -
     assert watch.recheck_s == 0.0
 
 
+def test_a_recheck_reads_the_clock_after_each_call_unless_calls_are_trivial() -> None:
+    assert sw.SerialWatch(s_per_item=2e-4, margin_s=0.01).recheck_step_items() == 1
+    assert sw.SerialWatch(s_per_item=1e-7, margin_s=0.01).recheck_step_items() == int(
+        sw.RECHECK_STEP_S / 1e-7
+    )
+    assert sw.SerialWatch(s_per_item=0.0, margin_s=0.01).recheck_step_items() == 1
+
+
 def test_a_recheck_after_one_long_pause_lasts_a_few_margins() -> None:
     watch = sw.SerialWatch(s_per_item=2e-4, margin_s=0.01)
     assert watch.observe(10.0, 5) is not None  # one 10 s call (or a pause)

@@ -218,15 +218,20 @@ class SerialRun:
 
     def _recheck(self, timed: list[Any], n_items: int, started_s: float) -> None:
         """A timed group after the run fell behind: up to ``n_items`` calls into ``timed``,
-        one at a time with a clock read after each, until the watch says the re-check is
-        over (``SerialWatch.recheck_over``: the calls overshot, or ran on time long enough)."""
+        with a clock read after each step of calls (``SerialWatch.recheck_step_items``),
+        until the watch says the re-check is over (``SerialWatch.recheck_over``: the calls
+        overshot, or ran on time long enough)."""
         fn, source, perf = self._fn, self._source, self._wall_clock
         watch = self._watch
         assert watch is not None
-        for n_called in range(1, n_items + 1):
-            for args in source.iter_up_to(1):
+        step = watch.recheck_step_items()
+        while len(timed) < n_items:
+            n_before = len(timed)
+            for args in source.iter_up_to(min(step, n_items - n_before)):
                 timed.append(fn(*args))
-            if len(timed) < n_called or watch.recheck_over(perf() - started_s, n_called):
+            if len(timed) - n_before < step and len(timed) < n_items:
+                return  # the input ended
+            if watch.recheck_over(perf() - started_s, len(timed)):
                 return
 
     def _behind_prediction(self, watch: SerialWatch, elapsed_s: float, n_items: int) -> bool:

@@ -48,6 +48,13 @@ third above the prediction (4 against 3), the change a known-length serial run r
 (``_steering.REVISIT_CHANGE``, 0.3): a slower rate is confirmed within the re-check."""
 
 
+RECHECK_STEP_S = 5e-5
+"""A re-check reads the clock after calls worth this much predicted work (at least one
+call): for calls of 50 µs or more, after each; faster calls go in groups, so that the read
+(about 0.1 µs) and the step (about 0.5 µs) do not make trivial calls look several times
+slower than they are (the same bound as the probe's ``FAST_CALL_S``)."""
+
+
 def serial_check_items(s_per_item: float) -> int:
     """Calls per serial batch between two looks at the clock: ``SERIAL_CHECK_S`` of
     predicted work, at least one call."""
@@ -106,6 +113,12 @@ class SerialWatch:
         ``elapsed_s``: they overshot their prediction by the margin (the slowness is the
         calls'), or they have run for ``recheck_s`` (it was not)."""
         return elapsed_s - n_items * self.s_per_item > self.margin_s or elapsed_s >= self.recheck_s
+
+    def recheck_step_items(self) -> int:
+        """Calls between two clock reads of a re-check (``RECHECK_STEP_S``)."""
+        if self.s_per_item <= 0 or not math.isfinite(self.s_per_item):
+            return 1
+        return max(1, int(RECHECK_STEP_S / self.s_per_item))
 
     def check_items(self) -> int:
         """Calls to run before the next look at the clock (``serial_check_items``)."""
