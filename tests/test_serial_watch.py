@@ -272,11 +272,10 @@ def first_dispatched(
         return dataclasses.replace(machine, n_warm_workers=backend.n_warm_workers)
 
     fn = functools.partial(slow_stretch, clock, slow_from, every)
-    results, plan = run_map(
+    results, _ = run_map(
         fn, range(n_items), backend, clock, read_facts=read_facts, local_machine=False
     )
     assert results == [2 * x for x in range(n_items)]
-    backend.last_plan = plan  # type: ignore[attr-defined]
     dispatched = sorted(args[0] for args in backend.items_dispatched)
     if not dispatched:
         return None
@@ -301,26 +300,6 @@ def test_rare_slow_calls_are_confirmed_by_a_recheck_as_long_as_their_stretch(
     # long as the stretch, it reaches the next slow call.
     first = first_dispatched(100, 20, fake_backend)
     assert first is not None and first <= 100 + 20 + 5 + 1
-
-
-def test_workers_start_when_the_run_falls_behind_and_the_switch_finds_them_warm(
-    fake_backend: FakeBackend,
-) -> None:
-    first = first_dispatched(270, 5, fake_backend)
-    assert first is not None and first <= 276
-    # Started by the watch, before the re-check's calls: the switch plans with them warm
-    # (its own ``prepare`` finds them there).
-    assert fake_backend.prepared == [4, 4]
-    plan = fake_backend.last_plan  # type: ignore[attr-defined]
-    assert plan.outcome.switched_to_parallel and plan.facts.n_warm_workers == 4
-
-
-def test_no_start_when_behind_if_a_pool_cannot_win_the_items_left(
-    fake_backend: FakeBackend,
-) -> None:
-    # The slow stretch begins at the last part: no item is left to win.
-    assert first_dispatched(296, 1, fake_backend) is None
-    assert fake_backend.prepared == []
 
 
 def test_a_slow_consumer_does_not_pass_for_slow_calls(fake_backend: FakeBackend) -> None:
@@ -356,30 +335,4 @@ def test_a_slow_consumer_does_not_pass_for_slow_calls(fake_backend: FakeBackend)
         results.append(result)
     assert results == [2 * x for x in range(300)]
     assert fake_backend.items_dispatched == []
-    # At 1.2 ms a result lately, a pool would win: the first time the run fell behind, its
-    # workers started in the background (once per run), for the next map().
-    assert fake_backend.prepared == [4]
-
-
-def test_the_start_when_behind_is_judged_at_the_stretch_rate() -> None:
-    from .conftest import make_measurements
-
-    facts = make_facts(worker_start_s=0.03, task_roundtrip_s=2e-4, ipc_bytes_per_s=5e8)
-    work = make_measurements(wall_s_per_item=2e-4, cpu_s_per_item=2e-4)
-
-    def start(lately_s: float, n_left: int | None, max_workers: int | None = None) -> int:
-        return _early_start.workers_to_start_when_behind(
-            facts,
-            work,
-            lately_s_per_item=lately_s,
-            n_items_left=n_left,
-            n_items_assumed=300,
-            max_workers=max_workers,
-        )
-
-    assert start(8e-3, 25) > 0  # 25 items at 8 ms: 200 ms, a pool wins
-    assert start(8e-3, 25, max_workers=2) == 2
-    assert start(8e-3, 2) == 0  # two items left: a 30 ms start cannot pay
-    assert start(2e-4, 1000) == 0  # not behind at all
-    assert start(4e-4, 30) == 0  # 12 ms of work left
-    assert start(8e-3, None) == 4  # a stream: planned for at least the 300 read
+    assert fake_backend.prepared == []

@@ -1,8 +1,7 @@
 """When workers start before a pool is planned: during the probe, or in the background of a
-serial stream or of a serial run that fell behind its prediction, so that a pool that is all
-but certain does not make the caller wait for its start; and when the probe may stop after
-one long call (``lone_call_is_enough``), so the workers take the few items left at once
-instead of after a second call in the caller.
+serial stream, so that a pool that is all but certain does not make the caller wait for its
+start; and when the probe may stop after one long call (``lone_call_is_enough``), so the
+workers take the few items left at once instead of after a second call in the caller.
 
 Policy layer: pure functions of the probe's first figures, the facts and the item counts; no
 clock, no I/O, no process (``_planning`` asks them and starts the workers).
@@ -111,47 +110,6 @@ def workers_to_prestart_for_stream(
         max_workers=max_workers,
     )
     return warm.n_workers if warm.mode == "parallel" else 0
-
-
-def workers_to_start_when_behind(
-    facts: SystemFacts,
-    measurements: WorkMeasurements,
-    *,
-    lately_s_per_item: float,
-    n_items_left: int | None,
-    n_items_assumed: int,
-    max_workers: int | None,
-) -> int:
-    """How many workers to start in the background when a serial run has fallen behind its
-    prediction (``_serial_watch``), while it re-checks its calls (0: none).
-
-    ``lately_s_per_item`` is the rate of the stretch that put it behind: an upper bound of
-    its calls' rate, since it counts the consumer's time between results too. When a pool
-    would not win the items left (``n_items_left``, or ``n_items_assumed`` for an input of
-    unknown length) even at that rate, the re-check cannot turn the plan parallel, and
-    nothing starts. When it would, the workers start now: the re-check (a few calls, up to
-    as long as the stretch lasted) runs while they start, so a re-check that confirms the
-    slowness switches to warm workers instead of making the caller wait for their start.
-    A re-check that does not confirm it leaves them for the next ``map()``.
-    """
-    planned_s = measurements.wall_s_per_item
-    if lately_s_per_item <= planned_s:
-        return 0
-    # The calls' CPU share as the probe measured it (the stretch was timed on the wall).
-    cpu_share = measurements.cpu_s_per_item / planned_s if planned_s > 0 else 1.0
-    lately = replace(
-        measurements,
-        wall_s_per_item=lately_s_per_item,
-        cpu_s_per_item=lately_s_per_item * cpu_share,
-    )
-    plan = _cost_model.plan_map(
-        facts,
-        lately,
-        n_items=n_items_left,
-        n_items_lower_bound=max(1, n_items_assumed),
-        max_workers=max_workers,
-    )
-    return plan.n_workers if plan.mode == "parallel" else 0
 
 
 LONE_CALL_START_MULTIPLE = 10.0

@@ -202,13 +202,12 @@ class MapRun:
     def _serial_segments(self) -> Iterator[Iterable[Any]]:
         """The rest of the input in the caller (``SerialRun``), until it ends or a pool
         takes over (``_on_serial_timed``)."""
-        plan = self._plan
-        assert plan is not None
+        assert self._plan is not None
         window = self._window
         self._serial = SerialRun(
             self._fn,
             self._caller_items,
-            planned_s_per_item=plan.measurements.wall_s_per_item,
+            planned_s_per_item=self._plan.measurements.wall_s_per_item,
             buffersize=self._options.buffersize,
             on_progress=self._options.on_progress,
             delivered=self._delivered,
@@ -216,10 +215,7 @@ class MapRun:
             wall_clock=self._clocks.wall,
             cpu_clock=self._clocks.cpu,
             # The clock check of this serial run; none once a pool lost to it.
-            watch=None if self._fell_back else _serial_watch_of(plan),
-            on_behind=lambda lately_s: (
-                None if self._shutdown else self._planner.start_workers_when_behind(plan, lately_s)
-            ),
+            watch=None if self._fell_back else _serial_watch_of(self._plan),
         )
         return self._serial.segments(stopped=lambda: window.error is not None)
 

@@ -274,40 +274,6 @@ class Planner:
             except Exception as exc:  # a guess only: the next re-plan starts what it needs
                 logger.debug("stream prestart failed (%s)", exc)
 
-    def start_workers_when_behind(self, plan: Plan, lately_s_per_item: float) -> None:
-        """A serial run fell behind ``plan``'s prediction, at ``lately_s_per_item`` lately:
-        start the workers in the background while it re-checks its calls, when a pool would
-        win the items left at that rate (``_early_start.workers_to_start_when_behind``);
-        once per run (the early starts share the one)."""
-        if (
-            self._started_early
-            or self._prepare is None
-            or self._in_process
-            or not self._limits.serial_allowed
-        ):
-            return
-        source = self._source
-        try:
-            facts = plan.facts if plan.facts.was_read else self._read_facts()
-        except Exception as exc:
-            logger.debug("start when behind skipped: facts unreadable (%s)", exc)
-            return
-        n_workers = _early_start.workers_to_start_when_behind(
-            facts,
-            plan.measurements,
-            lately_s_per_item=lately_s_per_item,
-            n_items_left=source.n_remaining if source.n_total is not None else None,
-            n_items_assumed=max(plan.n_items_assumed, source.n_pulled),
-            max_workers=self._limits.max_workers,
-        )
-        if n_workers:
-            self._started_early = True
-            logger.debug("starting %d worker(s) while the serial run re-checks", n_workers)
-            try:
-                self._prepare(n_workers)
-            except Exception as exc:  # a guess only: a switch starts what it needs
-                logger.debug("start when behind failed (%s)", exc)
-
     def _plan_with(
         self,
         facts: SystemFacts,

@@ -77,8 +77,6 @@ class SerialRun:
         wall_clock, cpu_clock: the clocks the timed groups read.
         watch: the clock check of the rest of each batch (``_serial_watch.SerialWatch``),
             or ``None`` for none (after a pool lost to serial).
-        on_behind: told the stretch's seconds per call when the watch finds the run
-            behind its prediction, before the re-check's calls run; or ``None``.
     """
 
     def __init__(
@@ -94,7 +92,6 @@ class SerialRun:
         wall_clock: Callable[[], float] = time.perf_counter,
         cpu_clock: Callable[[], float] = time.process_time,
         watch: SerialWatch | None = None,
-        on_behind: Callable[[float], None] | None = None,
     ) -> None:
         self._fn = fn
         self._source = source
@@ -106,7 +103,6 @@ class SerialRun:
         self._wall_clock = wall_clock
         self._cpu_clock = cpu_clock
         self._watch = watch
-        self._on_behind = on_behind
         self.failed = False
         """An exception ended the stream inside a checked loop: nothing more may follow."""
         self.n_checked = 0
@@ -248,8 +244,6 @@ class SerialRun:
             format_seconds(stretch_s_per_item),
         )
         watch.start_recheck()
-        if self._on_behind is not None:
-            self._on_behind(stretch_s_per_item)
         return True
 
     def _checked_calls(self, n_items: int) -> Iterator[Any]:
