@@ -27,7 +27,7 @@ from . import _probe
 from ._arg_copies import CallerItems
 from ._input import Source
 from ._records import format_seconds
-from ._serial_watch import SerialWatch
+from ._serial_watch import RECHECK_MAX_ITEMS, SerialWatch
 
 logger = logging.getLogger("amorsize_executor")
 
@@ -141,8 +141,8 @@ class SerialRun:
             t0, c0 = perf(), cpu()
             try:
                 if rechecking:
-                    n_most = n_batch if self._buffersize is None else self._buffersize
-                    self._recheck(timed, min(n_batch, n_most), t0)
+                    n_most = min(n_batch, RECHECK_MAX_ITEMS, self._buffersize or n_batch)
+                    self._recheck(timed, n_most, t0)
                 elif single is not None:
                     timed.extend(map(fn, single[0]))
                 else:
@@ -222,10 +222,14 @@ class SerialRun:
         assert watch is not None
         step = watch.recheck_step_items()
         while len(timed) < n_items:
-            n_before = len(timed)
-            for args in source.iter_up_to(min(step, n_items - n_before)):
-                timed.append(fn(*args))
-            if len(timed) - n_before < step and len(timed) < n_items:
+            n_before, n_step = len(timed), min(step, n_items - len(timed))
+            single = source.single_batch(n_step)
+            if single is not None:
+                timed.extend(map(fn, single[0]))  # C speed, as the timed groups
+            else:
+                for args in source.iter_up_to(n_step):
+                    timed.append(fn(*args))
+            if len(timed) - n_before < n_step:
                 return  # the input ended
             if watch.recheck_over(perf() - started_s, len(timed)):
                 return

@@ -48,6 +48,11 @@ third above the prediction (4 against 3), the change a known-length serial run r
 (``_steering.REVISIT_CHANGE``, 0.3): a slower rate is confirmed within the re-check."""
 
 
+RECHECK_MAX_ITEMS = 4096
+"""Nor more calls than this, as the largest timed group of a serial batch: their results wait
+in a list until the re-check ends, and a stretch of fast calls lasting a few margins would
+otherwise hold hundreds of thousands."""
+
 RECHECK_STEP_S = 5e-5
 """A re-check reads the clock after calls worth this much predicted work (at least one
 call): for calls of 50 µs or more, after each; faster calls go in groups, so that the read
