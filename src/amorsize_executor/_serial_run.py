@@ -7,8 +7,9 @@
                rest of the batch ──► map(fn, items) at C speed  (fast calls, no progress)
                                  └─► checked loop: the first exception ends the stream
                ... in parts of bounded predicted time (``_serial_watch``): a look at the
-                   clock between two parts; a run behind its prediction ends the batch, so
-                   the next batch's timed calls re-plan
+                   clock between two parts; a run behind its prediction ends the batch, and
+                   the next batch's timed calls re-check it (a look at the clock after each
+                   step of calls, until they overshoot or stay on time as long) and re-plan
 
 ``SerialRun`` is handed the function, the input, the figures it needs and two clocks (wall,
 CPU; injectable: the clock check reads the wall clock); it never reads the run's state, and
@@ -133,7 +134,7 @@ class SerialRun:
             n_group = timed_group_items(self._planned_s_per_item)
             if self._buffersize is not None:
                 n_group = min(n_group, self._buffersize)
-            # After the run fell behind, the calls are timed one by one (``_recheck``).
+            # After the run fell behind, the calls are timed in steps (``_recheck``).
             rechecking = self._watch is not None and self._watch.recheck_s > 0
             # One iterable with a length: the group runs at C speed too (``list.extend``
             # keeps the results made before an exception).

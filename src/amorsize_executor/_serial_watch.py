@@ -12,13 +12,14 @@ from the moment it started. Once the excess exceeds ``margin_s`` (the predicted 
 starting a pool, so that a switch could have paid for itself already), the run is behind.
 
 A part's time includes the consumer's (results are handed out lazily), so being behind is a
-suspicion, not proof: the run then re-checks, timing its next calls alone, one clock read
-per call, and re-plans on them. The re-check ends as soon as those calls alone overshoot
-their prediction by the margin (confirmed: the rate of the calls so far is the figure to
-re-plan on, after as few slow calls as the margin allows), or once it has run as long as the
-stretch that raised the suspicion (``recheck_s``, at most ``RECHECK_MAX_MARGINS`` margins):
-calls that stay on time that long were not what made the stretch slow (a slow consumer, a
-pause), and the re-plan finds their rate unchanged.
+suspicion, not proof: the run then re-checks, timing its next calls alone with a look at the
+clock after each step of them (``RECHECK_STEP_S``), and re-plans on them. The re-check ends
+as soon as those calls alone overshoot their prediction by the margin (confirmed: the rate
+of the calls so far is the figure to re-plan on, after as few slow calls as the margin
+allows), or once it has run as long as the stretch that raised the suspicion (``recheck_s``,
+at most ``RECHECK_MAX_MARGINS`` margins and ``RECHECK_MAX_ITEMS`` calls): calls that stay on
+time that long were not what made the stretch slow (a slow consumer, a pause), and the
+re-plan finds their rate unchanged.
 """
 
 from __future__ import annotations
