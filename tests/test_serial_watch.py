@@ -57,6 +57,9 @@ def test_check_items_bound_the_predicted_time_between_two_looks() -> None:
     assert sw.serial_check_items(0.0) > 10**6
     assert sw.overshoot_margin_s(make_facts(worker_start_s=0.2)) == 0.2
     assert sw.overshoot_margin_s(make_facts(worker_start_s=0.0)) == sw.SERIAL_OVERSHOOT_MIN_S
+    # Warm workers: a switch starts nothing, so only the noise floor is waited for.
+    warm = make_facts(worker_start_s=0.2, n_warm_workers=2)
+    assert sw.overshoot_margin_s(warm) == sw.SERIAL_OVERSHOOT_MIN_S
 
 
 class ScriptedClock:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ._cost_model import predict_start_s
 from ._records import SystemFacts
 
 SERIAL_CHECK_S = 1e-3
@@ -70,9 +71,10 @@ def serial_check_items(s_per_item: float) -> int:
 
 
 def overshoot_margin_s(facts: SystemFacts) -> float:
-    """Excess over the serial prediction that justifies a re-plan: a worker's start (what
-    switching costs before it can gain), never below ``SERIAL_OVERSHOOT_MIN_S``."""
-    return max(SERIAL_OVERSHOOT_MIN_S, facts.worker_start_s)
+    """Excess over the serial prediction that justifies a re-plan: what the model predicts a
+    worker's start costs (``_cost_model.predict_start_s``: what switching costs before it
+    can gain; nothing when a worker is warm already), never below ``SERIAL_OVERSHOOT_MIN_S``."""
+    return max(SERIAL_OVERSHOOT_MIN_S, predict_start_s(facts, 1))
 
 
 @dataclass
