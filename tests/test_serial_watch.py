@@ -232,13 +232,25 @@ def test_a_recheck_lasts_as_long_as_the_stretch_or_until_the_calls_overshoot() -
     assert watch.recheck_s == pytest.approx(0.0408)
     assert watch.excess_s == 0.0 and watch.stretch_items == 0
     # Calls on time: not over until they have run as long as the stretch.
-    assert not watch.recheck_over(0.0402, 201)
-    assert watch.recheck_over(0.0408, 204)
+    assert not watch.recheck_over(0.0402, 0.0402, 201)
+    assert watch.recheck_over(0.0408, 0.0408, 204)
     # One slow call overshoots by more than the margin: over at once.
-    assert watch.recheck_over(0.0402, 2)
-    assert not watch.recheck_over(0.0102, 2)
+    assert watch.recheck_over(0.0402, 0.0402, 2)
+    assert not watch.recheck_over(0.0102, 0.0102, 2)
     watch.rebase(2e-4)
     assert watch.recheck_s == 0.0
+
+
+def test_a_preemption_does_not_confirm_a_recheck_of_computing_calls() -> None:
+    computing = sw.SerialWatch(s_per_item=2e-4, margin_s=0.01, cpu_share=1.0, recheck_s=0.04)
+    # Two calls took 20 ms on the wall but 0.4 ms of CPU: another process had the core.
+    assert computing.calls_own_s(0.02, 4e-4) == pytest.approx(4e-4)
+    assert not computing.recheck_over(0.02, 4e-4, 2)
+    assert computing.recheck_over(0.02, 0.02, 2)  # they computed for 20 ms: slow calls
+    # Calls that wait are judged by the wall clock.
+    waiting = sw.SerialWatch(s_per_item=2e-4, margin_s=0.01, recheck_s=0.04)
+    assert waiting.calls_own_s(0.02, 4e-4) == 0.02
+    assert waiting.recheck_over(0.02, 4e-4, 2)
 
 
 def test_a_recheck_reads_the_clock_after_each_call_unless_calls_are_trivial() -> None:
@@ -339,3 +351,58 @@ def test_a_slow_consumer_does_not_pass_for_slow_calls(fake_backend: FakeBackend)
     assert results == [2 * x for x in range(300)]
     assert fake_backend.items_dispatched == []
     assert fake_backend.prepared == []
+
+
+class TwoClocks:
+    """A wall clock and a CPU clock: a call moves both; a preemption moves the wall only."""
+
+    def __init__(self) -> None:
+        self.wall_s = 1000.0
+        self.cpu_s = 10.0
+
+    def wall(self) -> float:
+        return self.wall_s
+
+    def cpu(self) -> float:
+        return self.cpu_s
+
+
+def computes_then_preempted(clocks: TwoClocks, preempted: frozenset[int], x: int) -> int:
+    """0.2 ms of computing; after the items in ``preempted``, another process takes the
+    core for 50 ms."""
+    clocks.wall_s += 2e-4
+    clocks.cpu_s += 2e-4
+    if x in preempted:
+        clocks.wall_s += 0.05
+    return 2 * x
+
+
+def test_preemptions_of_computing_calls_do_not_switch_a_serial_run(
+    fake_backend: FakeBackend,
+) -> None:
+    """Two preemptions of 50 ms, one that puts the run behind and one inside the re-check
+    that follows: the calls' CPU time shows they were on time, and the run stays serial (a
+    re-check on the wall clock alone confirmed it and sent the rest to a pool)."""
+    clocks = TwoClocks()
+    machine = make_facts(worker_start_s=0.03, task_roundtrip_s=2e-4, ipc_bytes_per_s=5e8)
+    fn = functools.partial(computes_then_preempted, clocks, frozenset({100, 103, 106}))
+    run = MapRun(
+        fn,
+        Source((range(300),)),
+        backend=fake_backend,
+        read_facts=lambda backend: machine,
+        options=MapOptions(
+            max_workers=None,
+            chunksize=None,
+            buffersize=None,
+            deadline_s=None,
+            serial_allowed=True,
+            drain_on_shutdown=True,
+            local_machine=False,
+        ),
+        publish_plan=lambda plan: None,
+        clocks=RunClocks(wall=clocks.wall, cpu=clocks.cpu, monotonic=clocks.wall),
+    )
+    run.start()
+    assert list(run.results()) == [2 * x for x in range(300)]
+    assert fake_backend.items_dispatched == []

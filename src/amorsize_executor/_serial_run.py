@@ -143,7 +143,7 @@ class SerialRun:
             try:
                 if rechecking:
                     n_most = min(n_batch, RECHECK_MAX_ITEMS, self._buffersize or n_batch)
-                    self._recheck(timed, n_most, t0)
+                    self._recheck(timed, n_most, t0, c0)
                 elif single is not None:
                     timed.extend(map(fn, single[0]))
                 else:
@@ -155,6 +155,8 @@ class SerialRun:
                     yield handed_on(timed)
                 raise
             timed_s, timed_cpu_s = perf() - t0, cpu() - c0
+            if rechecking and self._watch is not None:
+                timed_s = self._watch.calls_own_s(timed_s, timed_cpu_s)
             n_timed = len(timed)  # handing the results on empties the list
             if timed:
                 self._delivered(n_timed)
@@ -213,12 +215,14 @@ class SerialRun:
                 # includes the consumer's) and re-plan on them.
                 return
 
-    def _recheck(self, timed: list[Any], n_items: int, started_s: float) -> None:
+    def _recheck(
+        self, timed: list[Any], n_items: int, started_s: float, started_cpu_s: float
+    ) -> None:
         """A timed group after the run fell behind: up to ``n_items`` calls into ``timed``,
         with a clock read after each step of calls (``SerialWatch.recheck_step_items``),
         until the watch says the re-check is over (``SerialWatch.recheck_over``: the calls
         overshot, or ran on time long enough)."""
-        fn, source, perf = self._fn, self._source, self._wall_clock
+        fn, source, perf, cpu = self._fn, self._source, self._wall_clock, self._cpu_clock
         watch = self._watch
         assert watch is not None
         step = watch.recheck_step_items()
@@ -232,7 +236,7 @@ class SerialRun:
                     timed.append(fn(*args))
             if len(timed) - n_before < n_step:
                 return  # the input ended
-            if watch.recheck_over(perf() - started_s, len(timed)):
+            if watch.recheck_over(perf() - started_s, cpu() - started_cpu_s, len(timed)):
                 return
 
     def _behind_prediction(self, watch: SerialWatch, elapsed_s: float, n_items: int) -> bool:

@@ -85,6 +85,9 @@ class SerialWatch:
     """Predicted seconds per call."""
     margin_s: float
     """Excess that triggers a re-plan (``overshoot_margin_s``)."""
+    cpu_share: float = 0.0
+    """The planned calls' CPU share when they compute (at least ``CPU_BOUND_SHARE``), else
+    0: a re-check of computing calls counts their CPU time (``calls_own_s``)."""
     excess_s: float = 0.0
     recheck_s: float = 0.0
     """While positive, the run is re-checking: its next calls are timed alone for up to this
@@ -116,11 +119,21 @@ class SerialWatch:
         self.recheck_s = min(self.stretch_s, RECHECK_MAX_MARGINS * self.margin_s)
         self.excess_s, self.stretch_s, self.stretch_items = 0.0, 0.0, 0
 
-    def recheck_over(self, elapsed_s: float, n_items: int) -> bool:
+    def calls_own_s(self, elapsed_s: float, cpu_s: float) -> float:
+        """The seconds of a re-check that its calls themselves took: for calls that compute,
+        no more than their CPU time at the planned share, since time other processes took
+        from the caller (a preemption of 10-20 ms on a busy machine) is not the calls' and
+        would make a few fast calls look slow; for calls that wait, the wall time."""
+        if self.cpu_share <= 0:
+            return elapsed_s
+        return min(elapsed_s, cpu_s / self.cpu_share)
+
+    def recheck_over(self, elapsed_s: float, cpu_s: float, n_items: int) -> bool:
         """Whether a re-check may stop after ``n_items`` calls timed alone took
-        ``elapsed_s``: they overshot their prediction by the margin (the slowness is the
-        calls'), or they have run for ``recheck_s`` (it was not)."""
-        return elapsed_s - n_items * self.s_per_item > self.margin_s or elapsed_s >= self.recheck_s
+        ``elapsed_s`` (``cpu_s`` of CPU time): they overshot their prediction by the margin
+        (the slowness is the calls'), or they have run for ``recheck_s`` (it was not)."""
+        own_s = self.calls_own_s(elapsed_s, cpu_s)
+        return own_s - n_items * self.s_per_item > self.margin_s or elapsed_s >= self.recheck_s
 
     def recheck_step_items(self) -> int:
         """Calls between two clock reads of a re-check (``RECHECK_STEP_S``)."""
