@@ -253,6 +253,16 @@ def test_a_preemption_does_not_confirm_a_recheck_of_computing_calls() -> None:
     assert waiting.recheck_over(0.02, 4e-4, 2)
 
 
+def test_a_recheck_on_time_hands_on_no_more_than_the_prediction() -> None:
+    watch = sw.SerialWatch(s_per_item=1e-7, margin_s=0.01, recheck_s=0.02)
+    # 4096 trivial calls and a pause of 9 ms (under the margin): on time, as predicted.
+    assert watch.recheck_figure_s(0.0094, 0.0094, 4096) == pytest.approx(4096 * 1e-7)
+    # Faster than predicted: what they took.
+    assert watch.recheck_figure_s(2e-4, 2e-4, 4096) == pytest.approx(2e-4)
+    # Overshot by more than the margin: what they took.
+    assert watch.recheck_figure_s(0.0204, 0.0204, 2) == pytest.approx(0.0204)
+
+
 def test_a_recheck_reads_the_clock_after_each_call_unless_calls_are_trivial() -> None:
     assert sw.SerialWatch(s_per_item=2e-4, margin_s=0.01).recheck_step_items() == 1
     assert sw.SerialWatch(s_per_item=1e-7, margin_s=0.01).recheck_step_items() == int(

@@ -156,7 +156,7 @@ class SerialRun:
                 raise
             timed_s, timed_cpu_s = perf() - t0, cpu() - c0
             if rechecking and self._watch is not None:
-                timed_s = self._watch.calls_own_s(timed_s, timed_cpu_s)
+                timed_s = self._watch.recheck_figure_s(timed_s, timed_cpu_s, len(timed))
             n_timed = len(timed)  # handing the results on empties the list
             if timed:
                 self._delivered(n_timed)
