@@ -57,6 +57,9 @@ def test_check_items_bound_the_predicted_time_between_two_looks() -> None:
     assert sw.serial_check_items(0.0) > 10**6
     assert sw.overshoot_margin_s(make_facts(worker_start_s=0.2)) == 0.2
     assert sw.overshoot_margin_s(make_facts(worker_start_s=0.0)) == sw.SERIAL_OVERSHOOT_MIN_S
+    # Warm workers: a switch starts nothing, so only the noise floor is waited for.
+    warm = make_facts(worker_start_s=0.2, n_warm_workers=2)
+    assert sw.overshoot_margin_s(warm) == sw.SERIAL_OVERSHOOT_MIN_S
 
 
 class ScriptedClock:
@@ -123,10 +126,10 @@ def test_a_slow_stretch_after_the_last_count_replan_is_caught_within_a_few_items
     assert plan is not None and plan.outcome is not None
     assert plan.outcome.switched_to_parallel
     dispatched = sorted(args[0] for args in fake_backend.items_dispatched)
-    # The first slow call is item 270. The part holding it puts the run behind; the next
-    # batch's first 8 calls, timed alone (270-282 hold three slow ones), confirm it and the
-    # re-plan sends the rest to the pool.
-    assert 270 < dispatched[0] <= 285
+    # The first slow call is item 270. The part holding it (5 calls of 0.2 ms) puts the run
+    # behind; the re-check times the next calls alone, the first slow one (275 at the
+    # latest) confirms it, and the re-plan sends the rest to the pool.
+    assert 270 < dispatched[0] <= 276
     assert dispatched == list(range(dispatched[0], 300))
 
 
@@ -215,3 +218,201 @@ def test_a_stream_switches_a_doubling_earlier_once_its_workers_are_warm(
     dispatched_cold, _ = run_stream(cold, 3000)
     assert len(prestarted.prepared) == 2 and len(cold.prepared) == 1
     assert dispatched[0] < dispatched_cold[0]
+
+
+# -- the re-check after the run fell behind -------------------------------------------------
+
+
+def test_a_recheck_lasts_as_long_as_the_stretch_or_until_the_calls_overshoot() -> None:
+    watch = sw.SerialWatch(s_per_item=2e-4, margin_s=0.0128)
+    assert watch.observe(1e-3, 5) is None
+    rate = watch.observe(0.0408, 5)  # one call of 40 ms among five
+    assert rate == pytest.approx(0.0408 / 5)
+    watch.start_recheck()
+    assert watch.recheck_s == pytest.approx(0.0408)
+    assert watch.excess_s == 0.0 and watch.stretch_items == 0
+    # Calls on time: not over until they have run as long as the stretch.
+    assert not watch.recheck_over(0.0402, 0.0402, 201)
+    assert watch.recheck_over(0.0408, 0.0408, 204)
+    # One slow call overshoots by more than the margin: over at once.
+    assert watch.recheck_over(0.0402, 0.0402, 2)
+    assert not watch.recheck_over(0.0102, 0.0102, 2)
+    watch.rebase(2e-4)
+    assert watch.recheck_s == 0.0
+
+
+def test_a_preemption_does_not_confirm_a_recheck_of_computing_calls() -> None:
+    computing = sw.SerialWatch(s_per_item=2e-4, margin_s=0.01, cpu_share=1.0, recheck_s=0.04)
+    # Two calls took 20 ms on the wall but 0.4 ms of CPU: another process had the core.
+    assert computing.calls_own_s(0.02, 4e-4) == pytest.approx(4e-4)
+    assert not computing.recheck_over(0.02, 4e-4, 2)
+    assert computing.recheck_over(0.02, 0.02, 2)  # they computed for 20 ms: slow calls
+    # Calls that wait are judged by the wall clock.
+    waiting = sw.SerialWatch(s_per_item=2e-4, margin_s=0.01, recheck_s=0.04)
+    assert waiting.calls_own_s(0.02, 4e-4) == 0.02
+    assert waiting.recheck_over(0.02, 4e-4, 2)
+
+
+def test_a_recheck_on_time_hands_on_no_more_than_the_prediction() -> None:
+    watch = sw.SerialWatch(s_per_item=1e-7, margin_s=0.01, recheck_s=0.02)
+    # 4096 trivial calls and a pause of 9 ms (under the margin): on time, as predicted.
+    assert watch.recheck_figure_s(0.0094, 0.0094, 4096) == pytest.approx(4096 * 1e-7)
+    # Faster than predicted: what they took.
+    assert watch.recheck_figure_s(2e-4, 2e-4, 4096) == pytest.approx(2e-4)
+    # Overshot by more than the margin: what they took.
+    assert watch.recheck_figure_s(0.0204, 0.0204, 2) == pytest.approx(0.0204)
+
+
+def test_a_recheck_reads_the_clock_after_each_call_unless_calls_are_trivial() -> None:
+    assert sw.SerialWatch(s_per_item=2e-4, margin_s=0.01).recheck_step_items() == 1
+    assert sw.SerialWatch(s_per_item=1e-7, margin_s=0.01).recheck_step_items() == int(
+        sw.RECHECK_STEP_S / 1e-7
+    )
+    assert sw.SerialWatch(s_per_item=0.0, margin_s=0.01).recheck_step_items() == 1
+
+
+def test_a_recheck_after_one_long_pause_lasts_a_few_margins() -> None:
+    watch = sw.SerialWatch(s_per_item=2e-4, margin_s=0.01)
+    assert watch.observe(10.0, 5) is not None  # one 10 s call (or a pause)
+    watch.start_recheck()
+    assert watch.recheck_s == pytest.approx(sw.RECHECK_MAX_MARGINS * 0.01)
+
+
+def slow_stretch(clock: ScriptedClock, slow_from: int, every: int, x: int) -> int:
+    """0.2 ms calls; from ``slow_from`` on, one in ``every`` takes 50 ms."""
+    slow = x >= slow_from and (x - slow_from) % every == 0
+    clock.now_s += 0.05 if slow else 2e-4
+    return 2 * x
+
+
+def first_dispatched(
+    slow_from: int, every: int, backend: FakeBackend, n_items: int = 300
+) -> int | None:
+    """The first item a pool ran in a known-length job of ``slow_stretch`` calls on a
+    4-core machine with a 30 ms start (``None``: it all ran serially)."""
+    clock = ScriptedClock()
+    machine = make_facts(worker_start_s=0.03, task_roundtrip_s=2e-4, ipc_bytes_per_s=5e8)
+
+    def read_facts(backend: FakeBackend) -> SystemFacts:
+        return dataclasses.replace(machine, n_warm_workers=backend.n_warm_workers)
+
+    fn = functools.partial(slow_stretch, clock, slow_from, every)
+    results, _ = run_map(
+        fn, range(n_items), backend, clock, read_facts=read_facts, local_machine=False
+    )
+    assert results == [2 * x for x in range(n_items)]
+    dispatched = sorted(args[0] for args in backend.items_dispatched)
+    if not dispatched:
+        return None
+    assert dispatched == list(range(dispatched[0], n_items))
+    return dispatched[0]
+
+
+def test_a_contiguous_slow_stretch_is_caught_within_one_part_and_one_call(
+    fake_backend: FakeBackend,
+) -> None:
+    # Parts hold 1 ms of predicted work (5 calls of 0.2 ms): the part that starts at or
+    # before item 150 puts the run behind, and the re-check's first call (slow) confirms.
+    first = first_dispatched(150, 1, fake_backend)
+    assert first is not None and 150 < first <= 150 + 5 + 1
+
+
+def test_rare_slow_calls_are_confirmed_by_a_recheck_as_long_as_their_stretch(
+    fake_backend: FakeBackend,
+) -> None:
+    # One call in 20 takes 50 ms: a re-check of a fixed handful of calls would see only
+    # fast ones after each slow call, and the run would stay serial to the end. Lasting as
+    # long as the stretch, it reaches the next slow call.
+    first = first_dispatched(100, 20, fake_backend)
+    assert first is not None and first <= 100 + 20 + 5 + 1
+
+
+def test_a_slow_consumer_does_not_pass_for_slow_calls(fake_backend: FakeBackend) -> None:
+    """The consumer spends 1 ms on each result of 0.2 ms calls (300 of them: a serial plan):
+    every part is behind, but the re-checks time the calls alone, find them on time, and
+    the run stays serial."""
+    clock = ScriptedClock()
+    machine = make_facts(worker_start_s=0.03, task_roundtrip_s=2e-4, ipc_bytes_per_s=5e8)
+    fn = functools.partial(slow_stretch, clock, 10**9, 1)
+    run = MapRun(
+        fn,
+        Source((range(300),)),
+        backend=fake_backend,
+        read_facts=lambda backend: dataclasses.replace(
+            machine, n_warm_workers=backend.n_warm_workers
+        ),
+        options=MapOptions(
+            max_workers=None,
+            chunksize=None,
+            buffersize=None,
+            deadline_s=None,
+            serial_allowed=True,
+            drain_on_shutdown=True,
+            local_machine=False,
+        ),
+        publish_plan=lambda plan: None,
+        clocks=RunClocks(wall=clock, cpu=clock, monotonic=clock),
+    )
+    run.start()
+    results = []
+    for result in run.results():
+        clock.now_s += 1e-3
+        results.append(result)
+    assert results == [2 * x for x in range(300)]
+    assert fake_backend.items_dispatched == []
+    assert fake_backend.prepared == []
+
+
+class TwoClocks:
+    """A wall clock and a CPU clock: a call moves both; a preemption moves the wall only."""
+
+    def __init__(self) -> None:
+        self.wall_s = 1000.0
+        self.cpu_s = 10.0
+
+    def wall(self) -> float:
+        return self.wall_s
+
+    def cpu(self) -> float:
+        return self.cpu_s
+
+
+def computes_then_preempted(clocks: TwoClocks, preempted: frozenset[int], x: int) -> int:
+    """0.2 ms of computing; after the items in ``preempted``, another process takes the
+    core for 50 ms."""
+    clocks.wall_s += 2e-4
+    clocks.cpu_s += 2e-4
+    if x in preempted:
+        clocks.wall_s += 0.05
+    return 2 * x
+
+
+def test_preemptions_of_computing_calls_do_not_switch_a_serial_run(
+    fake_backend: FakeBackend,
+) -> None:
+    """Two preemptions of 50 ms, one that puts the run behind and one inside the re-check
+    that follows: the calls' CPU time shows they were on time, and the run stays serial (a
+    re-check on the wall clock alone confirmed it and sent the rest to a pool)."""
+    clocks = TwoClocks()
+    machine = make_facts(worker_start_s=0.03, task_roundtrip_s=2e-4, ipc_bytes_per_s=5e8)
+    fn = functools.partial(computes_then_preempted, clocks, frozenset({100, 103, 106}))
+    run = MapRun(
+        fn,
+        Source((range(300),)),
+        backend=fake_backend,
+        read_facts=lambda backend: machine,
+        options=MapOptions(
+            max_workers=None,
+            chunksize=None,
+            buffersize=None,
+            deadline_s=None,
+            serial_allowed=True,
+            drain_on_shutdown=True,
+            local_machine=False,
+        ),
+        publish_plan=lambda plan: None,
+        clocks=RunClocks(wall=clocks.wall, cpu=clocks.cpu, monotonic=clocks.wall),
+    )
+    run.start()
+    assert list(run.results()) == [2 * x for x in range(300)]
+    assert fake_backend.items_dispatched == []

@@ -37,6 +37,7 @@ from . import _arg_copies, _fn_cost, _serial_watch
 from ._after_shutdown import after_shutdown_message, serial_after_shutdown
 from ._backend import Backend
 from ._chunk_window import ChunkWindow
+from ._cost_model import CPU_BOUND_SHARE
 from ._fn_for_workers import FnForWorkers
 from ._input import Source
 from ._planning import PlanLimits, Planner
@@ -493,6 +494,9 @@ def _outcome_of(
 
 def _serial_watch_of(plan: Plan) -> _serial_watch.SerialWatch:
     """The clock check of a serial run held to ``plan``'s per-item time."""
+    cpu_share = plan.measurements.cpu_share
     return _serial_watch.SerialWatch(
-        plan.measurements.wall_s_per_item, _serial_watch.overshoot_margin_s(plan.facts)
+        plan.measurements.wall_s_per_item,
+        _serial_watch.overshoot_margin_s(plan.facts),
+        cpu_share=cpu_share if cpu_share >= CPU_BOUND_SHARE else 0.0,
     )

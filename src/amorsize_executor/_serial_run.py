@@ -7,8 +7,9 @@
                rest of the batch ──► map(fn, items) at C speed  (fast calls, no progress)
                                  └─► checked loop: the first exception ends the stream
                ... in parts of bounded predicted time (``_serial_watch``): a look at the
-                   clock between two parts; a run behind its prediction ends the batch, so
-                   the next batch's timed calls re-plan
+                   clock between two parts; a run behind its prediction ends the batch, and
+                   the next batch's timed calls re-check it (a look at the clock after each
+                   step of calls, until they overshoot or stay on time as long) and re-plan
 
 ``SerialRun`` is handed the function, the input, the figures it needs and two clocks (wall,
 CPU; injectable: the clock check reads the wall clock); it never reads the run's state, and
@@ -27,7 +28,7 @@ from . import _probe
 from ._arg_copies import CallerItems
 from ._input import Source
 from ._records import format_seconds
-from ._serial_watch import SerialWatch
+from ._serial_watch import RECHECK_MAX_ITEMS, SerialWatch
 
 logger = logging.getLogger("amorsize_executor")
 
@@ -133,12 +134,17 @@ class SerialRun:
             n_group = timed_group_items(self._planned_s_per_item)
             if self._buffersize is not None:
                 n_group = min(n_group, self._buffersize)
+            # After the run fell behind, the calls are timed in steps (``_recheck``).
+            rechecking = self._watch is not None and self._watch.recheck_s > 0
             # One iterable with a length: the group runs at C speed too (``list.extend``
             # keeps the results made before an exception).
-            single = source.single_batch(min(n_group, n_batch))
+            single = None if rechecking else source.single_batch(min(n_group, n_batch))
             t0, c0 = perf(), cpu()
             try:
-                if single is not None:
+                if rechecking:
+                    n_most = min(n_batch, RECHECK_MAX_ITEMS, self._buffersize or n_batch)
+                    self._recheck(timed, n_most, t0, c0)
+                elif single is not None:
                     timed.extend(map(fn, single[0]))
                 else:
                     for args in source.iter_up_to(min(n_group, n_batch)):
@@ -149,6 +155,8 @@ class SerialRun:
                     yield handed_on(timed)
                 raise
             timed_s, timed_cpu_s = perf() - t0, cpu() - c0
+            if rechecking and self._watch is not None:
+                timed_s = self._watch.recheck_figure_s(timed_s, timed_cpu_s, len(timed))
             n_timed = len(timed)  # handing the results on empties the list
             if timed:
                 self._delivered(n_timed)
@@ -207,6 +215,30 @@ class SerialRun:
                 # includes the consumer's) and re-plan on them.
                 return
 
+    def _recheck(
+        self, timed: list[Any], n_items: int, started_s: float, started_cpu_s: float
+    ) -> None:
+        """A timed group after the run fell behind: up to ``n_items`` calls into ``timed``,
+        with a clock read after each step of calls (``SerialWatch.recheck_step_items``),
+        until the watch says the re-check is over (``SerialWatch.recheck_over``: the calls
+        overshot, or ran on time long enough)."""
+        fn, source, perf, cpu = self._fn, self._source, self._wall_clock, self._cpu_clock
+        watch = self._watch
+        assert watch is not None
+        step = watch.recheck_step_items()
+        while len(timed) < n_items:
+            n_before, n_step = len(timed), min(step, n_items - len(timed))
+            single = source.single_batch(n_step)
+            if single is not None:
+                timed.extend(map(fn, single[0]))  # C speed, as the timed groups
+            else:
+                for args in source.iter_up_to(n_step):
+                    timed.append(fn(*args))
+            if len(timed) - n_before < n_step:
+                return  # the input ended
+            if watch.recheck_over(perf() - started_s, cpu() - started_cpu_s, len(timed)):
+                return
+
     def _behind_prediction(self, watch: SerialWatch, elapsed_s: float, n_items: int) -> bool:
         """Count a part's time; whether the run is behind its prediction by more than the
         watch's margin (the watch then starts over)."""
@@ -220,7 +252,7 @@ class SerialRun:
             self._source.n_pulled,
             format_seconds(stretch_s_per_item),
         )
-        watch.rebase(watch.s_per_item)
+        watch.start_recheck()
         return True
 
     def _checked_calls(self, n_items: int) -> Iterator[Any]:
