@@ -37,7 +37,6 @@ from . import _arg_copies, _fn_cost, _serial_watch
 from ._after_shutdown import after_shutdown_message, serial_after_shutdown
 from ._backend import Backend
 from ._chunk_window import ChunkWindow
-from ._cost_model import CPU_BOUND_SHARE
 from ._fn_for_workers import FnForWorkers
 from ._input import Source
 from ._planning import PlanLimits, Planner
@@ -217,7 +216,7 @@ class MapRun:
             wall_clock=self._clocks.wall,
             cpu_clock=self._clocks.cpu,
             # The clock check of this serial run; none once a pool lost to it.
-            watch=None if self._fell_back else _serial_watch_of(self._plan),
+            watch=None if self._fell_back else _serial_watch.watch_for(self._plan),
         )
         return self._serial.segments(stopped=lambda: window.error is not None)
 
@@ -489,14 +488,4 @@ def _outcome_of(
         n_workers=plan.n_workers,
         switched_to_parallel=switches[0],
         switched_to_serial=switches[1],
-    )
-
-
-def _serial_watch_of(plan: Plan) -> _serial_watch.SerialWatch:
-    """The clock check of a serial run held to ``plan``'s per-item time."""
-    cpu_share = plan.measurements.cpu_share
-    return _serial_watch.SerialWatch(
-        plan.measurements.wall_s_per_item,
-        _serial_watch.overshoot_margin_s(plan.facts),
-        cpu_share=cpu_share if cpu_share >= CPU_BOUND_SHARE else 0.0,
     )

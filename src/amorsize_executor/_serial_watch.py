@@ -27,8 +27,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ._cost_model import predict_start_s
-from ._records import SystemFacts
+from ._cost_model import CPU_BOUND_SHARE, predict_start_s
+from ._records import Plan, SystemFacts
 
 SERIAL_CHECK_S = 1e-3
 """A serial batch between two looks at the clock is at most this much predicted work. One
@@ -161,3 +161,15 @@ class SerialWatch:
         self.s_per_item = s_per_item
         self.excess_s, self.stretch_s, self.stretch_items = 0.0, 0.0, 0
         self.recheck_s = 0.0
+
+
+def watch_for(plan: Plan) -> SerialWatch:
+    """The clock check of a serial run held to ``plan``'s per-item time; calls that compute
+    (their CPU share at least ``CPU_BOUND_SHARE``) are judged by their CPU time when
+    re-checked, so a preemption by another process does not pass for slow calls."""
+    cpu_share = plan.measurements.cpu_share
+    return SerialWatch(
+        plan.measurements.wall_s_per_item,
+        overshoot_margin_s(plan.facts),
+        cpu_share=cpu_share if cpu_share >= CPU_BOUND_SHARE else 0.0,
+    )
