@@ -7,6 +7,7 @@ here asserts a duration: only exit codes, messages and the shape of the reports.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import uuid
@@ -161,7 +162,7 @@ def test_doctor_measure_starts_a_worker_and_stores_the_figure(
     assert (tmp_path / "worker_start.json").is_file()
 
 
-def test_doctor_measure_says_why_a_figure_the_samples_span_is_not_stored(
+def test_doctor_measure_says_why_a_figure_the_samples_say_is_not_stored(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from amorsize_executor import _start_cost_cache
@@ -170,12 +171,14 @@ def test_doctor_measure_says_why_a_figure_the_samples_span_is_not_stored(
     method = json.loads(run_cli(capsys, "doctor", "--json")[1])["machine"]["workers"][
         "start_method"
     ]
-    for seconds in (0.0, 0.0, 0.0, 0.0, 600.0):  # a full set that spans any measurement
+    for seconds in (0.0, 1e-3, 1e-3, 1e-3, 600.0):  # a full set that spans any measurement
         _start_cost_cache.store_worker_start_s(method, seconds)
+    # ... and whose median any measurement is near: the sample says nothing new.
+    monkeypatch.setattr(_start_cost_cache, "_MEDIAN_TOLERANCE", math.inf)
     code, out, err = run_cli(capsys, "doctor", "--measure")
     assert code == 0, err
-    assert "not stored: the cached samples already span it" in out
-    assert _start_cost_cache.worker_start_samples_s(method) == [0.0, 0.0, 0.0, 0.0, 600.0]
+    assert "not stored: the cached samples already say as much" in out
+    assert _start_cost_cache.worker_start_samples_s(method) == [0.0, 1e-3, 1e-3, 1e-3, 600.0]
 
 
 def test_doctor_runs_as_a_real_module() -> None:

@@ -17,8 +17,8 @@ to, and loading it must not run code)::
     }
 
 Each start method keeps its last few samples; loading returns their median, so one run on a
-busy machine does not dominate. A new pool's sample that a full set of samples already spans
-is not written (``record_worker_start_s``).
+busy machine does not dominate. A new pool's sample close to what a full set of samples
+already says is not written (``record_worker_start_s``).
 """
 
 from __future__ import annotations
@@ -201,23 +201,33 @@ def store_worker_start_s(start_method: str, seconds: float, path: Path | None = 
         _LOGGER.debug("cannot write worker start cache %s: %s", cache_path, exc)
 
 
-def record_worker_start_s(start_method: str, seconds: float, path: Path | None = None) -> None:
-    """``store_worker_start_s``, except for a sample that lies within the range of a full
-    set of stored ones (``_N_SAMPLES_KEPT``): what every new pool calls.
+_MEDIAN_TOLERANCE = 0.25
+"""A new pool's sample within this fraction of the stored median leaves the estimate as good
+as it was: not written (``record_worker_start_s``). 25% of a 13 ms fork start is about 3 ms,
+below the run-to-run spread of a start on the 2-core VM (10-17 ms quiet, 2026-12-02)."""
 
-    Such a sample would move the median by less than the stored samples' spread, while the
-    write costs the interpreter 0.8-0.9 ms (idle 2-core VM, 2026-12-02) at the moment a
-    fresh pool delivers its first results: 30 tiny ``submit()`` calls in a fresh pool
-    finished 1.1 ms later with the write than without it (medians of 15, loaded VM). A
-    real change (a slower disk, a new Python) gives samples outside the range, which are
-    stored as before, so the median still follows it within three runs.
+
+def record_worker_start_s(start_method: str, seconds: float, path: Path | None = None) -> None:
+    """``store_worker_start_s``, except for a sample close to what a full set of stored ones
+    already says (within their range and ``_MEDIAN_TOLERANCE`` of their median): what every
+    new pool calls.
+
+    Such a sample would leave the median about where it is, while the write costs the
+    interpreter 0.8-0.9 ms (idle 2-core VM, 2026-12-02) at the moment a fresh pool delivers
+    its first results: 30 tiny ``submit()`` calls in a fresh pool finished 1.1 ms later with
+    the write than without it (medians of 15, loaded VM). Both conditions are needed: a set
+    stored while the machine was loaded (fork starts of 5-44 ms, median 30) spans a quiet
+    start of 12 ms, and skipping on the range alone kept that stale median for good; a
+    sample far from the median is stored, so the median follows a change within three runs.
     """
     if not (math.isfinite(seconds) and seconds >= 0):
         raise ValueError(f"seconds must be a finite number >= 0, got {seconds}")
     cache_path = default_cache_path() if path is None else path
     samples_s = _load_samples(cache_path).get(start_method, [])[-_N_SAMPLES_KEPT:]
     if len(samples_s) == _N_SAMPLES_KEPT and min(samples_s) <= seconds <= max(samples_s):
-        return
+        median_s = statistics.median(samples_s)
+        if abs(seconds - median_s) <= _MEDIAN_TOLERANCE * median_s:
+            return
     store_worker_start_s(start_method, seconds, cache_path)
 
 

@@ -100,10 +100,11 @@ def _context_for(method: str) -> BaseContext | None:
 
 
 _NOT_STORED = (
-    "not stored: the cached samples already span it, or the cache file could not be written"
+    "not stored: the cached samples already say as much (it is within their range and near "
+    "their median), or the cache file could not be written"
 )
 """Why a measurement may leave the cache as it was (``_start_cost_cache.record_worker_start_s``
-skips a sample within the range of a full set)."""
+skips a sample close to what a full set says)."""
 
 
 def _measure_worker_start(method: str, start: _StartChoice) -> dict[str, Any]:
