@@ -4,7 +4,7 @@ asked to do, so dispatch decisions are tested without starting processes."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -12,7 +12,9 @@ from typing import Any
 import cloudpickle
 
 from amorsize_executor._chunk_worker import ChunkPayload, ChunkResult, run_chunk
-from amorsize_executor._records import SystemFacts
+from amorsize_executor._input import Source
+from amorsize_executor._map_run import MapOptions, MapRun, RunClocks
+from amorsize_executor._records import Plan, SystemFacts
 from amorsize_executor._system_facts import fastest_start_prior_s
 
 IN_FAKE_WORKER = False
@@ -183,3 +185,38 @@ class FakeBackend:
     @property
     def items_dispatched(self) -> list[Any]:
         return [args for chunk in self.chunks for args in chunk]
+
+
+def started_map_run(
+    fn: Callable[..., Any],
+    items: Iterable[Any],
+    backend: FakeBackend,
+    clocks: RunClocks,
+    *,
+    read_facts: Callable[[Any], SystemFacts],
+    chunksize: int | None = None,
+    serial_allowed: bool = True,
+    local_machine: bool = False,
+    publish_plan: Callable[[Plan], None] = lambda plan: None,
+) -> MapRun:
+    """One ``map()`` as the executor wires it, started: on the fake backend, with the test's
+    clocks and facts, every other option the default."""
+    run = MapRun(
+        fn,
+        Source((items,)),
+        backend=backend,
+        read_facts=read_facts,
+        options=MapOptions(
+            max_workers=None,
+            chunksize=chunksize,
+            buffersize=None,
+            deadline_s=None,
+            serial_allowed=serial_allowed,
+            drain_on_shutdown=True,
+            local_machine=local_machine,
+        ),
+        publish_plan=publish_plan,
+        clocks=clocks,
+    )
+    run.start()
+    return run

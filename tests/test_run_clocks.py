@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from amorsize_executor._input import Source
-from amorsize_executor._map_run import MapOptions, MapRun, RunClocks
+from amorsize_executor._map_run import RunClocks
 from amorsize_executor._records import Plan, SystemFacts
 
 from . import fakes
@@ -30,24 +29,16 @@ def run_map(
 ) -> tuple[list[Any], Plan]:
     """One ``map()`` as the executor wires it, on given facts, with the scripted clock."""
     plans: list[Plan] = []
-    run = MapRun(
+    run = fakes.started_map_run(
         fn,
-        Source((items,)),
-        backend=backend,
+        items,
+        backend,
+        RunClocks(wall=clock, cpu=clock.cpu, monotonic=clock),
         read_facts=lambda _: facts,
-        options=MapOptions(
-            max_workers=None,
-            chunksize=chunksize,
-            buffersize=None,
-            deadline_s=None,
-            serial_allowed=serial_allowed,
-            drain_on_shutdown=True,
-            local_machine=False,
-        ),
+        chunksize=chunksize,
+        serial_allowed=serial_allowed,
         publish_plan=plans.append,
-        clocks=RunClocks(wall=clock, cpu=clock.cpu, monotonic=clock),
     )
-    run.start()
     results = list(run.results())
     return results, plans[-1]
 

@@ -13,12 +13,12 @@ import pytest
 
 from amorsize_executor import _early_start
 from amorsize_executor import _serial_watch as sw
-from amorsize_executor._input import Source
-from amorsize_executor._map_run import MapOptions, MapRun, RunClocks
+from amorsize_executor._map_run import RunClocks
 from amorsize_executor._records import Plan, SystemFacts
 
+from . import fakes
 from .conftest import make_facts
-from .fakes import FakeBackend
+from .fakes import FakeBackend, started_map_run
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -84,24 +84,15 @@ def run_map(
 ) -> tuple[list[Any], Plan]:
     """One ``map()`` as the executor wires it, every clock of the run the scripted one."""
     plans: list[Plan] = []
-    run = MapRun(
+    run = started_map_run(
         fn,
-        Source((items,)),
-        backend=backend,
-        read_facts=read_facts,  # type: ignore[arg-type]
-        options=MapOptions(
-            max_workers=None,
-            chunksize=None,
-            buffersize=None,
-            deadline_s=None,
-            serial_allowed=True,
-            drain_on_shutdown=True,
-            local_machine=local_machine,
-        ),
+        items,
+        backend,
+        RunClocks(wall=clock, cpu=clock, monotonic=clock),
+        read_facts=read_facts,
+        local_machine=local_machine,
         publish_plan=plans.append,
-        clocks=RunClocks(wall=clock, cpu=clock, monotonic=clock),
     )
-    run.start()
     results = list(run.results())
     return results, plans[-1]
 
@@ -304,8 +295,9 @@ def first_dispatched(
     dispatched = sorted(args[0] for args in backend.items_dispatched)
     if not dispatched:
         return None
-    assert dispatched == list(range(dispatched[0], n_items))
-    return dispatched[0]
+    first: int = dispatched[0]
+    assert dispatched == list(range(first, n_items))
+    return first
 
 
 def test_a_contiguous_slow_stretch_is_caught_within_one_part_and_one_call(
@@ -334,26 +326,15 @@ def test_a_slow_consumer_does_not_pass_for_slow_calls(fake_backend: FakeBackend)
     clock = ScriptedClock()
     machine = make_facts(worker_start_s=0.03, task_roundtrip_s=2e-4, ipc_bytes_per_s=5e8)
     fn = functools.partial(slow_stretch, clock, 10**9, 1)
-    run = MapRun(
+    run = started_map_run(
         fn,
-        Source((range(300),)),
-        backend=fake_backend,
+        range(300),
+        fake_backend,
+        RunClocks(wall=clock, cpu=clock, monotonic=clock),
         read_facts=lambda backend: dataclasses.replace(
             machine, n_warm_workers=backend.n_warm_workers
         ),
-        options=MapOptions(
-            max_workers=None,
-            chunksize=None,
-            buffersize=None,
-            deadline_s=None,
-            serial_allowed=True,
-            drain_on_shutdown=True,
-            local_machine=False,
-        ),
-        publish_plan=lambda plan: None,
-        clocks=RunClocks(wall=clock, cpu=clock, monotonic=clock),
     )
-    run.start()
     results = []
     for result in run.results():
         clock.now_s += 1e-3
@@ -363,27 +344,12 @@ def test_a_slow_consumer_does_not_pass_for_slow_calls(fake_backend: FakeBackend)
     assert fake_backend.prepared == []
 
 
-class TwoClocks:
-    """A wall clock and a CPU clock: a call moves both; a preemption moves the wall only."""
-
-    def __init__(self) -> None:
-        self.wall_s = 1000.0
-        self.cpu_s = 10.0
-
-    def wall(self) -> float:
-        return self.wall_s
-
-    def cpu(self) -> float:
-        return self.cpu_s
-
-
-def computes_then_preempted(clocks: TwoClocks, preempted: frozenset[int], x: int) -> int:
-    """0.2 ms of computing; after the items in ``preempted``, another process takes the
-    core for 50 ms."""
-    clocks.wall_s += 2e-4
-    clocks.cpu_s += 2e-4
+def computes_then_preempted(clocks: fakes.ScriptedClock, preempted: frozenset[int], x: int) -> int:
+    """0.2 ms of computing (the wall and the CPU clock move); after the items in
+    ``preempted``, another process takes the core for 50 ms (the wall clock alone moves)."""
+    clocks.advance(2e-4, 2e-4)
     if x in preempted:
-        clocks.wall_s += 0.05
+        clocks.advance(0.05)
     return 2 * x
 
 
@@ -393,26 +359,15 @@ def test_preemptions_of_computing_calls_do_not_switch_a_serial_run(
     """Two preemptions of 50 ms, one that puts the run behind and one inside the re-check
     that follows: the calls' CPU time shows they were on time, and the run stays serial (a
     re-check on the wall clock alone confirmed it and sent the rest to a pool)."""
-    clocks = TwoClocks()
+    clocks = fakes.ScriptedClock()
     machine = make_facts(worker_start_s=0.03, task_roundtrip_s=2e-4, ipc_bytes_per_s=5e8)
     fn = functools.partial(computes_then_preempted, clocks, frozenset({100, 103, 106}))
-    run = MapRun(
+    run = started_map_run(
         fn,
-        Source((range(300),)),
-        backend=fake_backend,
+        range(300),
+        fake_backend,
+        RunClocks(wall=clocks, cpu=clocks.cpu, monotonic=clocks),
         read_facts=lambda backend: machine,
-        options=MapOptions(
-            max_workers=None,
-            chunksize=None,
-            buffersize=None,
-            deadline_s=None,
-            serial_allowed=True,
-            drain_on_shutdown=True,
-            local_machine=False,
-        ),
-        publish_plan=lambda plan: None,
-        clocks=RunClocks(wall=clocks.wall, cpu=clocks.cpu, monotonic=clocks.wall),
     )
-    run.start()
     assert list(run.results()) == [2 * x for x in range(300)]
     assert fake_backend.items_dispatched == []
