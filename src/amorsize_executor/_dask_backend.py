@@ -259,8 +259,9 @@ class DaskBackend:
         """Dask's ways of losing a task, as the exception a process pool would raise."""
         if isinstance(exc, self._killed_worker):
             error = BrokenProcessPool(
-                "a dask worker died while running this task, and the scheduler stopped "
-                "retrying it on others (distributed.scheduler.allowed-failures): "
+                "a dask worker died while this task was assigned to it (running or queued), "
+                "and the scheduler stopped retrying it on others "
+                "(distributed.scheduler.allowed-failures): "
                 f"{exc}"
             )
         elif isinstance(exc, CancelledError):

@@ -70,14 +70,19 @@ class UnpicklableExceptionError(Exception):
 
 
 class WorkerCrashedError(BrokenProcessPool):
-    """A worker died while running ``map()`` items (a crash, ``os._exit``, a signal, or the
-    OS killing it for memory). ``except BrokenProcessPool`` catches it."""
+    """A worker died (a crash, ``os._exit``, a signal, or the OS killing it for memory) and
+    took ``map()`` items from ``first_index`` on with it: the first chunk, in input order,
+    that was running or queued when the pool broke. The culprit is among those items or
+    later ones in flight; earlier results were delivered. ``except BrokenProcessPool``
+    catches it."""
 
     def __init__(self, first_index: int, last_index: int, detail: str) -> None:
         super().__init__(
-            f"a worker process died while running items {first_index}..{last_index} "
-            f"({detail}). The executor replaces its pool on the next call; if this repeats, "
-            f"look for a crash or excessive memory use in fn for those items."
+            f"a worker process died, and items {first_index}..{last_index} were lost with "
+            f"the pool (they were running or queued when it broke; the item that killed it "
+            f"is among them or later ones in flight: {detail}). The executor replaces its "
+            f"pool on the next call; if this repeats, look for a crash or excessive memory "
+            f"use in fn from those items on."
         )
         self.first_index = first_index
         self.last_index = last_index
