@@ -2,7 +2,8 @@
 point), time the end-to-end call with ``perf_counter``, hash the results, print one JSON line.
 
 Run by ``run.py`` as ``python -m benchmarks._one --workload W --contender C``. Interpreter
-start, imports and building the input are outside the timed region; hashing is after it.
+start, imports and building the input are outside the timed region, and so is the garbage
+collector's debt they leave (``COLLECT_BEFORE_TIMING``); hashing is after the region.
 A contender that raises is reported in the JSON (``"status": "error"``), never as a crash.
 
 ``--warmup`` runs every available contender once on a tiny workload and reports nothing: it
@@ -13,6 +14,7 @@ recorded repetition is not the only one that pays for a cold disk.
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import pickle
@@ -25,6 +27,17 @@ from typing import Any
 from benchmarks import contenders, oracle, workloads
 
 RESULT_MARKER = "@@BENCH-RESULT@@ "
+
+COLLECT_BEFORE_TIMING = True
+"""A full collection runs just before the clock starts. Importing the library leaves about
+12k young objects (152 modules) and the collector's middle generation due: the first few
+hundred objects any run allocates then set off a collection of all of them, 0.6 ms on the
+quiet VM, up to 3 ms under load, inside the timed region of whichever contender imported a
+library (never ``serial``'s). Whether it lands there depended on a few dozen allocations:
+three small classes added to a module moved it in, and ``trivial_50k`` read 25% slower with
+the code they serve switched off (medians of 7 alternating runs, 5.3 against 6.6 ms, 2-core
+VM under load); with the collection first, the change itself read 5% faster. Building a
+workload's input (200k lists) leaves such debt too."""
 
 
 def hash_results(results: Iterable[Any]) -> tuple[str, int]:
@@ -69,6 +82,8 @@ def measure(workload_name: str, runner_name: str, scale: float = 1.0) -> dict[st
         items = workload.items()
         fn = workload.function()
         info: dict[str, Any] = {}
+        if COLLECT_BEFORE_TIMING:
+            gc.collect()
         start = time.perf_counter()
         results = runner(fn, items, info)
         elapsed_s = time.perf_counter() - start
