@@ -42,6 +42,7 @@ LAYERS = {
     "_backend": "mechanism",
     "_start_method": "mechanism",
     "_worker_streams": "mechanism",
+    "_worker_memory": "mechanism",
     "_openblas_maps": "mechanism",
     "_mp_objects": "mechanism",
     "_pool_backend": "mechanism",
@@ -97,7 +98,7 @@ MODULE_ALLOWED = {
     "_pool_backend": {"_system_facts", "_pool_futures", "_recycling_pool"},
     "_probe": {"_meters", "_probe_calls"},
     "_arg_copies": {"_input"},
-    "_chunk_worker": {"_worker_streams", "_fn_transport", "_openblas_maps"},
+    "_chunk_worker": {"_worker_streams", "_worker_memory", "_fn_transport", "_openblas_maps"},
     "_fn_for_workers": {"_fn_transport"},
 }
 

@@ -434,11 +434,54 @@ def test_read_affinity_cores_none_where_psutil_cannot_tell(
 
 
 @pytest.mark.parametrize(("psutil_count", "expected"), [(4, 4), (None, None), (0, None)])
-def test_read_physical_cores(
+def test_read_physical_cores_asks_psutil_without_sysfs(
     monkeypatch: pytest.MonkeyPatch, psutil_count: int | None, expected: int | None
 ) -> None:
+    monkeypatch.setattr(sf, "read_sysfs_physical_cores", lambda root=None: None)
     monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: psutil_count)
     assert sf.read_physical_cores() == expected
+
+
+def test_read_physical_cores_prefers_sysfs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sf, "read_sysfs_physical_cores", lambda root=None: 3)
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 99)
+    assert sf.read_physical_cores() == 3
+
+
+@pytest.mark.parametrize(
+    ("lists", "expected"),
+    [(["0-1\n", "0-1\n", "2-3\n", "2-3\n"], 2), (["0\n", "1\n"], 2), ([], None), (["\n"], None)],
+)
+def test_count_physical_cores_counts_distinct_sibling_lists(
+    lists: list[str], expected: int | None
+) -> None:
+    assert sf.count_physical_cores(lists) == expected
+
+
+def test_read_sysfs_physical_cores_hyperthreaded(tmp_path: Path) -> None:
+    # 4 CPUs, 2 cores of 2 threads; cpufreq and cpuidle are not CPUs.
+    for cpu, siblings in (("cpu0", "0,2"), ("cpu1", "1,3"), ("cpu2", "0,2"), ("cpu3", "1,3")):
+        write(tmp_path, f"sys/devices/system/cpu/{cpu}/topology/core_cpus_list", siblings + "\n")
+    (tmp_path / "sys/devices/system/cpu/cpufreq").mkdir()
+    (tmp_path / "sys/devices/system/cpu/cpuidle").mkdir()
+    assert sf.read_sysfs_physical_cores(tmp_path) == 2
+
+
+def test_read_sysfs_physical_cores_older_kernel_file(tmp_path: Path) -> None:
+    for cpu in ("cpu0", "cpu1"):
+        write(tmp_path, f"sys/devices/system/cpu/{cpu}/topology/thread_siblings_list", "0-1\n")
+    assert sf.read_sysfs_physical_cores(tmp_path) == 1
+
+
+def test_read_sysfs_physical_cores_none_without_the_files(tmp_path: Path) -> None:
+    assert sf.read_sysfs_physical_cores(tmp_path) is None
+    (tmp_path / "sys/devices/system/cpu/cpu0").mkdir(parents=True)
+    assert sf.read_sysfs_physical_cores(tmp_path) is None
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/devices/system/cpu"), reason="Linux sysfs")
+def test_read_sysfs_physical_cores_agrees_with_psutil() -> None:
+    assert sf.read_sysfs_physical_cores() == psutil.cpu_count(logical=False)
 
 
 def test_read_logical_cores_defaults_to_one(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -537,6 +580,7 @@ def fake_machine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """A 16-thread, 8-core machine pinned to 6 CPUs in a 2.5-core, 1 GiB-headroom cgroup."""
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 16 if logical else 8)
+    monkeypatch.setattr(sf, "read_sysfs_physical_cores", lambda root=None: None)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
     fake_virtual_memory(monkeypatch, 32 * GiB)
     mount = make_v2_tree(tmp_path, "/job")

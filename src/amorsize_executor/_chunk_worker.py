@@ -22,6 +22,7 @@ import cloudpickle
 from ._errors import UnpicklableExceptionError
 from ._fn_transport import FnRef, forget_ended, importable, load_shipped, loads_back_as_itself
 from ._openblas_maps import find_forked_openblas
+from ._worker_memory import use_statm_for_loky_memory_check
 from ._worker_streams import enable_crash_reports
 
 THREAD_ENV_VARS = (
@@ -91,7 +92,8 @@ def init_worker(
     initargs: tuple[Any, ...],
 ) -> None:
     """Prepare a new worker: keep its crash reports working under an in-memory
-    ``sys.stderr``, set its native thread pools, then run the user's initializer.
+    ``sys.stderr``, make loky's memory check cheap (``_worker_memory``), set its native
+    thread pools, then run the user's initializer.
 
     ``thread_env`` holds the thread variables the worker must see, exactly: either the
     parent's own (the user set them) or each worker's share of the cores (with
@@ -102,6 +104,7 @@ def init_worker(
     (by a fork, or a forkserver that preloaded ``__main__``) is capped through threadpoolctl.
     """
     enable_crash_reports()
+    use_statm_for_loky_memory_check()
     for name in THREAD_ENV_VARS:
         if name in thread_env:
             os.environ[name] = thread_env[name]

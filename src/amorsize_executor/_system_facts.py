@@ -24,7 +24,7 @@ import functools
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -307,13 +307,54 @@ def read_affinity_cores() -> int | None:
         return None
 
 
+_SYSFS_CPUS = PurePosixPath("sys/devices/system/cpu")
+"""Where Linux lists the CPUs (``cpuN``), relative to ``root``."""
+
+_SIBLINGS_FILES = ("topology/core_cpus_list", "topology/thread_siblings_list")
+"""Per CPU, the CPUs sharing its core, as psutil reads them (the second is the older name
+of the first)."""
+
+
+def count_physical_cores(sibling_lists: Iterable[str]) -> int | None:
+    """The number of physical cores from each CPU's list of the CPUs sharing its core
+    (``"0-1"`` twice for one core with two hyperthreads): the distinct lists; ``None`` for
+    none."""
+    distinct = {text.strip() for text in sibling_lists if text.strip()}
+    return len(distinct) or None
+
+
+def read_sysfs_physical_cores(root: Path = Path("/")) -> int | None:
+    """The physical core count from ``/sys/devices/system/cpu`` under ``root``, as psutil's
+    Linux ``cpu_count(logical=False)`` counts it; ``None`` where the files are missing.
+
+    psutil finds the files with ``glob``, whose first use compiles its pattern: 0.6-1.0 ms
+    of the first ``submit()`` or ``map()`` of every process before its pool could fork,
+    against 0.03-0.05 ms listing the directory here (2-core VM, 2026-12-02).
+    """
+    cpus_dir = root / _SYSFS_CPUS
+    try:
+        names = os.listdir(cpus_dir)
+    except OSError:
+        return None
+    cpus = [name for name in names if name.startswith("cpu") and name[3:].isdigit()]
+    for siblings_file in _SIBLINGS_FILES:
+        texts = [_read_text(cpus_dir / cpu / siblings_file) for cpu in cpus]
+        found = [text for text in texts if text is not None]
+        if found and len(found) == len(cpus):
+            return count_physical_cores(found)
+    return None
+
+
 @functools.lru_cache(maxsize=1)
 def read_physical_cores() -> int | None:
-    """Read the machine's physical core count via psutil, ``None`` when unknown.
+    """Read the machine's physical core count (sysfs on Linux, else psutil), ``None`` when
+    unknown.
 
-    Cached: the hardware does not change while the process runs, and psutil reads many
-    sysfs files to answer (too slow to repeat on every ``map()``).
+    Cached: the hardware does not change while the process runs.
     """
+    from_sysfs = read_sysfs_physical_cores()
+    if from_sysfs is not None:
+        return from_sysfs
     try:
         n_cores: int | None = psutil.cpu_count(logical=False)
     except (OSError, NotImplementedError, psutil.Error):
