@@ -382,8 +382,14 @@ def test_facts_come_from_a_backend_that_reads_its_own() -> None:
 def test_the_thread_backend_counts_as_this_machine() -> None:
     # A job that is serial on any machine is planned on the favourable bound, without
     # reading the facts: threads run on this machine, so the bound holds for them too.
+    # The probe's figures are measured: a preemption on a loaded machine can inflate them
+    # past the bound (then the facts are read, and the plan is still serial), so a few runs
+    # are made; without the thread backend's own start bound none of them is on the bound.
+    sources = []
     with AdaptiveProcessPoolExecutor(backend="threads") as ex:
-        assert list(ex.map(abs, range(-2000, 0))) == list(range(2000, 0, -1))
-        plan = ex.last_plan
-    assert plan is not None and plan.mode == "serial"
-    assert plan.facts.worker_start_source == "bound"
+        for _ in range(5):
+            assert list(ex.map(abs, range(-2000, 0))) == list(range(2000, 0, -1))
+            plan = ex.last_plan
+            assert plan is not None and plan.mode == "serial"
+            sources.append(plan.facts.worker_start_source)
+    assert "bound" in sources, sources
