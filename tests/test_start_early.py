@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import time
 from typing import Any
 
 import pytest
 
-from amorsize_executor import AdaptiveProcessPoolExecutor, _early_start, _probe
+from amorsize_executor import AdaptiveProcessPoolExecutor, _early_start, _fn_cost, _probe
 
 from .conftest import make_facts
 from .fakes import FakeBackend
@@ -231,3 +232,49 @@ def test_the_favourable_bound_costs_no_start_when_workers_are_warm() -> None:
         plan = ex.last_plan
     assert plan is not None
     assert plan.facts.worker_start_source != "bound"  # the machine was read
+
+
+# -- a heavy fn: its load by each worker raises the bar ----------------------------------------
+
+
+def test_a_heavy_fn_needs_a_longer_job_to_start_workers_early() -> None:
+    # 8 ms calls with a 200 MB array bound into fn (about 0.14 s per worker to load): 49
+    # items (0.4 s) started two workers the plan then left idle; 199 items (1.6 s) still do.
+    heavy = {"fastest_call_s": 8e-3, "its_cpu_s": 8e-3, "n_usable_cores": 2}
+    assert early(**heavy, n_items_left=49) == 2  # with a free fn
+    assert early(**heavy, n_items_left=49, fn_load_s_per_worker=0.14) == 0
+    assert early(**heavy, n_items_left=199, fn_load_s_per_worker=0.14) == 2
+    # One worker (the user's cap) saves the caller nothing to pay the load with.
+    assert early(**heavy, n_items_left=199, max_workers=1) == 1
+    assert early(**heavy, n_items_left=199, max_workers=1, fn_load_s_per_worker=0.14) == 0
+
+
+def _weighted(weights: Any, x: int) -> int:
+    time.sleep(0.001)
+    return x + int(weights[0])
+
+
+@pytest.mark.parametrize("heavy", [False, True], ids=["small-fn", "array-in-fn"])
+def test_map_tells_the_early_start_rule_what_loading_fn_costs_a_worker(
+    monkeypatch: pytest.MonkeyPatch, heavy: bool
+) -> None:
+    np = pytest.importorskip("numpy")
+    asked: list[float] = []
+
+    def rule(**values: Any) -> int:
+        asked.append(values["fn_load_s_per_worker"])
+        return 2
+
+    monkeypatch.setattr(_early_start, "workers_to_start_early", rule)
+    weights = np.zeros(4_000_000 if heavy else 4)  # 32 MB
+    fn = functools.partial(_weighted, weights)
+    facts = make_facts(ipc_bytes_per_s=5e8)
+    with AdaptiveProcessPoolExecutor(backend=FakeBackend(), system_facts=facts) as ex:
+        assert list(ex.map(fn, range(20))) == list(range(20))
+    # Asked twice: on the most cores there could be (no fn cost yet), then on the facts.
+    assert len(asked) == 2 and asked[0] == 0.0
+    if heavy:  # in a chunk or mapped once (whichever way it travels): 32 MB at either rate
+        faster = max(facts.ipc_bytes_per_s, _fn_cost.MAPPED_BYTES_PER_S)
+        assert asked[1] >= 32e6 / faster
+    else:  # a few hundred bytes
+        assert 0.0 < asked[1] < 1e-4

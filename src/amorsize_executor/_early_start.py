@@ -55,6 +55,7 @@ def workers_to_start_early(
     n_items_left: int | None,
     n_usable_cores: int,
     max_workers: int | None,
+    fn_load_s_per_worker: float = 0.0,
 ) -> int:
     """How many workers to start during the probe (0: wait for the plan), from the fastest
     of the first ``n_calls_timed`` calls (one or two) and its CPU seconds.
@@ -64,16 +65,32 @@ def workers_to_start_early(
     a lone first call, ``PRESTART_MIN_WARM_CALL_S`` for the faster of two): such work gets
     one worker per usable core, so the guess matches the plan; waiting-bound work's worker
     count depends on figures the probe has not measured yet.
+
+    ``fn_load_s_per_worker`` is what each worker's copy of ``fn`` costs before it runs any
+    item (``_fn_cost.fn_shipping_s`` for one worker: a ``partial`` over a 200 MB array is
+    about 0.14 s). The pool's gain over serial must then cover it as well: the serial rest
+    must be ``PRESTART_MIN_SERIAL_S`` plus the whole pool's load of ``fn`` scaled by what
+    the workers save (``n/(n-1)``), so a job that is all but certain to win with a free
+    ``fn`` is as certain with a heavy one. Without that, 50 calls of 8 ms with such an array
+    forked two workers the plan then left idle (serial was predicted faster), and the job
+    took 4% longer than plain serial code.
     """
     min_call_s = PRESTART_MIN_CALL_S if n_calls_timed < 2 else PRESTART_MIN_WARM_CALL_S
     if n_items_left is None or fastest_call_s < min_call_s or n_usable_cores < 2:
         return 0
-    if n_items_left * fastest_call_s < PRESTART_MIN_SERIAL_S:
-        return 0
     if its_cpu_s / fastest_call_s < CPU_BOUND_SHARE:
         return 0
     n_workers = min(n_usable_cores, n_items_left)
-    return n_workers if max_workers is None else min(n_workers, max_workers)
+    if max_workers is not None:
+        n_workers = min(n_workers, max_workers)
+    needed_s = PRESTART_MIN_SERIAL_S
+    if fn_load_s_per_worker > 0:
+        if n_workers < 2:
+            return 0  # one worker saves the caller nothing to pay fn's load with
+        needed_s += n_workers * fn_load_s_per_worker * n_workers / (n_workers - 1)
+    if n_items_left * fastest_call_s < needed_s:
+        return 0
+    return n_workers
 
 
 def workers_to_prestart_for_stream(

@@ -21,12 +21,23 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from . import _cost_model, _early_start, _meters, _system_facts
+from . import _cost_model, _early_start, _fn_cost, _meters, _system_facts
 from ._fn_for_workers import FnForWorkers
 from ._input import Source
 from ._records import Plan, SystemFacts, WorkMeasurements
 
 logger = logging.getLogger("amorsize_executor")
+
+NO_WORK = WorkMeasurements(
+    n_probed=0,
+    wall_s_per_item=0.0,
+    cpu_s_per_item=0.0,
+    item_bytes=0.0,
+    result_bytes=0.0,
+    pickle_s_per_item=0.0,
+    memory_bytes_per_call=0,
+)
+"""Figures of no work at all, for ``FnForWorkers.with_size`` to add ``fn``'s own to."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +94,7 @@ class Planner:
         if self._started_early or self._prepare is None:
             return
 
-        def workers_for(n_cores: int) -> int:
+        def workers_for(n_cores: int, fn_load_s_per_worker: float = 0.0) -> int:
             return _early_start.workers_to_start_early(
                 fastest_call_s=fastest_call_s,
                 its_cpu_s=its_cpu_s,
@@ -91,6 +102,7 @@ class Planner:
                 n_items_left=self._source.n_remaining,
                 n_usable_cores=n_cores,
                 max_workers=self._limits.max_workers,
+                fn_load_s_per_worker=fn_load_s_per_worker,
             )
 
         # Decided on the most cores there could be first: reading the machine costs more
@@ -102,7 +114,10 @@ class Planner:
         except Exception as exc:
             logger.debug("early start skipped: facts unreadable (%s)", exc)
             return
-        n_workers = workers_for(_cost_model.choose_usable_cores(facts, cpu_bound=True)[0])
+        n_workers = workers_for(
+            _cost_model.choose_usable_cores(facts, cpu_bound=True)[0],
+            self._fn_load_s_per_worker(facts),
+        )
         if n_workers:
             self._started_early = True
             logger.debug("starting %d worker(s) while the probe runs", n_workers)
@@ -110,6 +125,18 @@ class Planner:
                 self._prepare(n_workers)
             except Exception as exc:  # a guess only: the plan starts what it needs
                 logger.debug("early start failed (%s); the plan decides", exc)
+
+    def _fn_load_s_per_worker(self, facts: SystemFacts) -> float:
+        """What one worker's copy of ``fn`` costs before its first item
+        (``_fn_cost.fn_shipping_s`` of one chunk to one worker: a ``fn`` that travels in
+        every chunk reaches each worker at least once); 0 for workers that share the
+        caller's ``fn``, or an ``fn`` that cannot be pickled (the plan finds that out).
+        Pickling it here is the pickling the plan would do anyway; a large ``fn``'s buffers
+        are not copied."""
+        if self._in_process:
+            return 0.0
+        sized = self._fn.with_size(NO_WORK)
+        return _fn_cost.fn_shipping_s(facts, sized, n_chunks=1, n_workers=1)
 
     def memory_if_lone_call_enough(self, call_s: float, its_cpu_s: float) -> int | None:
         """The probe's ``plan_on_lone_call``: an upper bound of the call's memory when its
