@@ -9,6 +9,7 @@ it spent computing: the runtime feedback the parent sizes later chunks from.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import sys
@@ -115,6 +116,12 @@ def init_worker(
         loaded = frozenset(m for m in _NATIVE_POOL_MODULES if m in sys.modules)
         if loaded:
             _limit_native_pools(int(limit), loaded)
+    # What reached this worker's buffers so far (an at-fork hook's print) is written now: a
+    # worker that never gets a task may be killed at shutdown (_pool_backend).
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            if stream is not None:
+                stream.flush()
     if initializer_bytes is not None:
         initializer: Callable[..., object] = cloudpickle.loads(initializer_bytes)
         initializer(*initargs)

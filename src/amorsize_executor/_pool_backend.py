@@ -16,6 +16,8 @@ import concurrent.futures
 import contextlib
 import gc
 import logging
+import os
+import signal
 import sys
 import threading
 import time
@@ -198,6 +200,36 @@ class _StartRecorder:
             self._recorded.set()
 
 
+def _stop_unused_loky_pool(pool: loky.ProcessPoolExecutor) -> None:
+    """``shutdown(wait=True)`` for a loky pool whose workers never got any of the caller's
+    work and hold none: they are killed instead of sent a sentinel and joined.
+
+    Why: a ``with`` block whose workers were started in the background for a job that then
+    ended serially (``_early_start``) waited 2-4.5 ms here for workers that did nothing, most
+    of it the sentinels' trip through loky's queue feeder thread and each worker waking to
+    exit in turn; the kill leaves only the kernel's teardown of the two processes, side by
+    side. loky's own ``kill_workers=True`` is slower still (4.5-5 ms: psutil scans every
+    process of the machine for each worker's children).
+
+    Safe because: nothing of the caller's ran in them, and a worker flushed its standard
+    streams at the end of ``init_worker``, so no output is lost; the order keeps loky's
+    manager thread from reporting a broken pool: ``shutdown(wait=False)`` sets the shutdown
+    flag and writes the manager's wake-up before any worker dies, and the manager checks the
+    wake-up before the workers' ends (``wait_result_broken_or_wakeup``), sees the shutdown,
+    and with no work pending stops without waiting on the workers again; it then only joins
+    them. The caller needs ``first answer done`` for that last point (``_may_stop_unused``).
+    """
+    manager = getattr(pool, "_executor_manager_thread", None)
+    processes: dict[int, Any] = dict(getattr(pool, "_processes", None) or {})
+    pool.shutdown(wait=False)
+    for process in processes.values():
+        # OSError: gone already; TypeError: never started (its pid is None).
+        with contextlib.suppress(OSError, TypeError):
+            os.kill(process.pid, signal.SIGKILL)
+    if isinstance(manager, threading.Thread):
+        manager.join()
+
+
 class PoolBackend:
     """One pool, created on first use, grown by replacement when idle, rebuilt when broken.
 
@@ -246,6 +278,8 @@ class PoolBackend:
         self._closed = False
         self._first_answer: Future[Any] | None = None
         """The pool's own no-op that times the first worker's start (not the user's work)."""
+        self._pool_used = False
+        """Whether any of the caller's work (a chunk, a ``submit()``) went to the live pool."""
         # One per pool started: each writes its pool's start-cost sample.
         self._recorders: list[_StartRecorder] = []
 
@@ -315,7 +349,15 @@ class PoolBackend:
         if old is not None:
             if self._broken:
                 self._kill(old)
-            old.shutdown(wait=True)
+            if (
+                isinstance(old, loky.ProcessPoolExecutor)
+                and not self._broken
+                and not self._pool_used
+                and self._may_stop_unused()
+            ):
+                _stop_unused_loky_pool(old)
+            else:
+                old.shutdown(wait=True)
         started_s = time.perf_counter()
         context = self._next_context()
         if _start_method_of(context) == "fork":
@@ -325,6 +367,7 @@ class PoolBackend:
             self._pool_context = context
             self._pool_size = n_workers
             self._broken = False
+            self._pool_used = False
             method = self.start_method
             logger.debug("started a %s pool of %d worker(s)", method, n_workers)
             # The first no-op answered tells how long a worker takes to start on this
@@ -382,7 +425,7 @@ class PoolBackend:
     def _submit_to_pool(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
         with self._lock:
             try:
-                return self._in_flight.submit(
+                future = self._in_flight.submit(
                     self._current_pool,
                     self._live_pool,
                     self._mark_pool_broken,
@@ -395,6 +438,19 @@ class PoolBackend:
                 if mapped is exc:
                     raise
                 raise mapped from None
+            # After the submit: a pool it started (the first call, a broken pool replaced)
+            # begins unused.
+            self._pool_used = True
+            return future
+
+    def _may_stop_unused(self) -> bool:
+        """Whether the workers of a pool none of the caller's work went to may be killed
+        (``_stop_unused_loky_pool``): no initializer of the user's (it may be running, and
+        what it does must end as the user wrote it), and the start-timing no-op answered,
+        so the pool holds no work at all (loky's manager thread then stops as soon as it
+        sees the shutdown, without waiting for a worker again)."""
+        first_answer = self._first_answer
+        return self._initializer is None and first_answer is not None and first_answer.done()
 
     def _live_pool(self) -> concurrent.futures.Executor | None:
         return self._pool
@@ -469,12 +525,16 @@ class PoolBackend:
             pool, self._pool = self._pool, None
             self._pool_size = 0
             self._closed = True
+            never_used = not self._pool_used
         if pool is None:
             return
         if isinstance(pool, loky.ProcessPoolExecutor):
             if cancel_futures:
                 cancel_unheld(pool, not_counted=self._first_answer)
-            pool.shutdown(wait=wait)
+            if wait and never_used and self._may_stop_unused():
+                _stop_unused_loky_pool(pool)
+            else:
+                pool.shutdown(wait=wait)
         else:
             pool.shutdown(wait=wait, cancel_futures=cancel_futures)
         if wait:

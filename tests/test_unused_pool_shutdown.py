@@ -1,0 +1,110 @@
+"""Shutting down a pool none of the caller's work went to (workers started in the background
+for a job that then ran serially): its workers are killed, not joined, and only then; loky
+reports nothing, nothing the workers wrote is lost. Real processes, no timing."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from amorsize_executor import AdaptiveProcessPoolExecutor
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _noop() -> None:
+    pass
+
+
+def _started(n_workers: int, **options: Any) -> tuple[AdaptiveProcessPoolExecutor, Any]:
+    """An executor whose pool of ``n_workers`` started (its start-timing no-op answered),
+    and that pool's worker processes."""
+    options.setdefault("max_workers", n_workers)
+    executor = AdaptiveProcessPoolExecutor(
+        mp_context=multiprocessing.get_context("fork"), **options
+    )
+    backend: Any = executor._backend
+    backend.prepare(n_workers)
+    backend._first_answer.result(timeout=60)
+    return executor, backend._pool
+
+
+def test_workers_that_never_got_work_are_killed_and_loky_reports_nothing() -> None:
+    executor, pool = _started(2)
+    processes = list(dict(pool._processes).values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        executor.shutdown(wait=True)
+    assert [p.exitcode for p in processes] == [-signal.SIGKILL] * 2
+    assert pool._flags.broken is None  # the manager thread saw a shutdown, not a breakage
+    assert pool._executor_manager_thread is None
+
+
+def test_a_pool_that_ran_the_callers_work_is_joined() -> None:
+    executor, pool = _started(2)
+    processes = list(dict(pool._processes).values())
+    assert executor.submit(abs, -3).result(timeout=60) == 3
+    executor.shutdown(wait=True)
+    assert [p.exitcode for p in processes] == [0, 0]
+
+
+def test_a_pool_with_the_users_initializer_is_joined() -> None:
+    executor, pool = _started(1, initializer=_noop)
+    processes = list(dict(pool._processes).values())
+    executor.shutdown(wait=True)
+    assert [p.exitcode for p in processes] == [0]
+
+
+def test_an_unused_pool_replaced_by_a_bigger_one_is_killed() -> None:
+    executor, small = _started(1, max_workers=2)
+    processes = list(dict(small._processes).values())
+    backend: Any = executor._backend
+    try:
+        backend.prepare(2)
+        assert backend._pool is not small
+        assert [p.exitcode for p in processes] == [-signal.SIGKILL]
+        assert small._flags.broken is None
+        assert executor.submit(abs, -2).result(timeout=60) == 2
+    finally:
+        executor.shutdown(wait=True)
+
+
+def test_what_a_killed_worker_printed_when_it_started_is_not_lost() -> None:
+    # An at-fork hook's print sits in the worker's buffer (its stdout is a pipe): the
+    # worker flushes it once started, before it could be killed.
+    script = textwrap.dedent(
+        """
+        import multiprocessing, os, sys
+        from amorsize_executor import AdaptiveProcessPoolExecutor
+
+        os.register_at_fork(after_in_child=lambda: print("printed in a worker"))
+        executor = AdaptiveProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("fork")
+        )
+        executor._backend.prepare(1)
+        executor._backend._first_answer.result(timeout=60)
+        pool = executor._backend._pool
+        processes = list(dict(pool._processes).values())
+        executor.shutdown(wait=True)
+        print("exit codes", [p.exitcode for p in processes], flush=True)
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    env.pop("PYTHONUNBUFFERED", None)  # buffered, as a program's stdout into a pipe is
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"exit codes [{-signal.SIGKILL}]" in done.stdout
+    assert done.stdout.count("printed in a worker") == 1
