@@ -17,7 +17,8 @@ milliseconds of the caller's thread (``perf_counter`` around the call), per case
 - ``burst``: 40 ``submit()`` calls to a fresh pool, as the host program
   ``after_thread_pool`` makes them (``burst40``), and ``warm40``: 40 more once all are done;
 - ``unused``: ours (and ``base``) only: ``prepare(2)``, 50 ms for the workers to start,
-  then ``shutdown()`` (``shut_unused``): a background start for a job that then ended serially.
+  then ``shutdown()`` (``shut_unused``): a background start for a job that then ended serially;
+- ``unstarted``: the same without the 50 ms: the job ended before the workers answered.
 
 What this module must not do: run in the test suite (it times things).
 """
@@ -37,7 +38,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SIDES = ("stdlib", "loky", "ours")
-CASES = ("first", "idle", "burst", "unused")
+CASES = ("first", "idle", "burst", "unused", "unstarted")
 
 
 def _make_pool(side: str) -> Any:
@@ -70,14 +71,15 @@ def _child(side: str, case: str) -> dict[str, float]:
     out: dict[str, float] = {}
     gc.collect()
     clock = time.perf_counter
-    if case == "unused":
+    if case in ("unused", "unstarted"):
         t0 = clock()
         pool._backend.prepare(2)
         out["prep"] = clock() - t0
-        time.sleep(0.05)
+        if case == "unused":
+            time.sleep(0.05)
         t0 = clock()
         pool.shutdown()
-        out["shut_unused"] = clock() - t0
+        out[f"shut_{case}"] = clock() - t0
         return out
     if case == "burst":
         t0 = clock()
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         for case in args.cases.split(","):
             order = sides if rep % 2 == 0 else sides[::-1]
             for side in order:
-                if case == "unused" and not _ours(side):
+                if case in ("unused", "unstarted") and not _ours(side):
                     continue
                 for key, seconds in run_once(side, case, args.base_src).items():
                     samples.setdefault((key, side), []).append(seconds * 1e3)
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{statistics.median(samples[(key, s)]):>9.2f}" if (key, s) in samples else f"{'':>9}"
             for s in sides
         ]
-        print(f"{key:<12}" + "".join(cells))
+        print(f"{key:<16}" + "".join(cells))
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"load average {load}; Python {sys.version.split()[0]}")
     return 0

@@ -16,8 +16,6 @@ import concurrent.futures
 import contextlib
 import gc
 import logging
-import os
-import signal
 import sys
 import threading
 import time
@@ -223,9 +221,9 @@ def _stop_unused_loky_pool(pool: loky.ProcessPoolExecutor) -> None:
     processes: dict[int, Any] = dict(getattr(pool, "_processes", None) or {})
     pool.shutdown(wait=False)
     for process in processes.values():
-        # OSError: gone already; TypeError: never started (its pid is None).
-        with contextlib.suppress(OSError, TypeError):
-            os.kill(process.pid, signal.SIGKILL)
+        # SIGKILL on POSIX (TerminateProcess on Windows); a process gone already is skipped.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            process.kill()
     if isinstance(manager, threading.Thread):
         manager.join()
 
