@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                     samples.setdefault((key, side), []).append(seconds * 1e3)
     keys = list(dict.fromkeys(key for key, _ in samples))
     print(f"caller ms, medians of {args.reps} fresh interpreters")
-    print(f"{'':<12}" + "".join(f"{side:>9}" for side in sides))
+    print(f"{'':<16}" + "".join(f"{side:>9}" for side in sides))
     for key in keys:
         cells = [
             f"{statistics.median(samples[(key, s)]):>9.2f}" if (key, s) in samples else f"{'':>9}"

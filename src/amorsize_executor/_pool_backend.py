@@ -43,7 +43,7 @@ from ._chunk_worker import (
     scan_native_pools_before_fork,
 )
 from ._close_gate import CloseGate
-from ._pool_futures import RelayFuture, cancel_unheld
+from ._pool_futures import RelayFuture, cancel_unheld, stop_unused_workers
 from ._records import SystemFacts
 from ._recycling_pool import RecyclingProcessPool
 from ._system_facts import fastest_start_prior_s
@@ -198,36 +198,6 @@ class _StartRecorder:
             self._recorded.set()
 
 
-def _stop_unused_loky_pool(pool: loky.ProcessPoolExecutor) -> None:
-    """``shutdown(wait=True)`` for a loky pool whose workers never got any of the caller's
-    work and hold none: they are killed instead of sent a sentinel and joined.
-
-    Why: a ``with`` block whose workers were started in the background for a job that then
-    ended serially (``_early_start``) waited 2-4.5 ms here for workers that did nothing, most
-    of it the sentinels' trip through loky's queue feeder thread and each worker waking to
-    exit in turn; the kill leaves only the kernel's teardown of the two processes, side by
-    side. loky's own ``kill_workers=True`` is slower still (4.5-5 ms: psutil scans every
-    process of the machine for each worker's children).
-
-    Safe because: nothing of the caller's ran in them, and a worker flushed its standard
-    streams at the end of ``init_worker``, so no output is lost; the order keeps loky's
-    manager thread from reporting a broken pool: ``shutdown(wait=False)`` sets the shutdown
-    flag and writes the manager's wake-up before any worker dies, and the manager checks the
-    wake-up before the workers' ends (``wait_result_broken_or_wakeup``), sees the shutdown,
-    and with no work pending stops without waiting on the workers again; it then only joins
-    them. The caller needs ``first answer done`` for that last point (``_may_stop_unused``).
-    """
-    manager = getattr(pool, "_executor_manager_thread", None)
-    processes: dict[int, Any] = dict(getattr(pool, "_processes", None) or {})
-    pool.shutdown(wait=False)
-    for process in processes.values():
-        # SIGKILL on POSIX (TerminateProcess on Windows); a process gone already is skipped.
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            process.kill()
-    if isinstance(manager, threading.Thread):
-        manager.join()
-
-
 class PoolBackend:
     """One pool, created on first use, grown by replacement when idle, rebuilt when broken.
 
@@ -276,8 +246,7 @@ class PoolBackend:
         self._closed = False
         self._first_answer: Future[Any] | None = None
         """The pool's own no-op that times the first worker's start (not the user's work)."""
-        self._pool_used = False
-        """Whether any of the caller's work (a chunk, a ``submit()``) went to the live pool."""
+        self._pool_used = False  # whether any of the caller's work went to the live pool
         # One per pool started: each writes its pool's start-cost sample.
         self._recorders: list[_StartRecorder] = []
 
@@ -347,15 +316,7 @@ class PoolBackend:
         if old is not None:
             if self._broken:
                 self._kill(old)
-            if (
-                isinstance(old, loky.ProcessPoolExecutor)
-                and not self._broken
-                and not self._pool_used
-                and self._may_stop_unused()
-            ):
-                _stop_unused_loky_pool(old)
-            else:
-                old.shutdown(wait=True)
+            self._stop(old, wait=True)
         started_s = time.perf_counter()
         context = self._next_context()
         if _start_method_of(context) == "fork":
@@ -436,19 +397,20 @@ class PoolBackend:
                 if mapped is exc:
                     raise
                 raise mapped from None
-            # After the submit: a pool it started (the first call, a broken pool replaced)
-            # begins unused.
-            self._pool_used = True
+            self._pool_used = True  # after the submit, which may have started a new pool
             return future
 
-    def _may_stop_unused(self) -> bool:
-        """Whether the workers of a pool none of the caller's work went to may be killed
-        (``_stop_unused_loky_pool``): no initializer of the user's (it may be running, and
-        what it does must end as the user wrote it), and the start-timing no-op answered,
-        so the pool holds no work at all (loky's manager thread then stops as soon as it
-        sees the shutdown, without waiting for a worker again)."""
-        first_answer = self._first_answer
-        return self._initializer is None and first_answer is not None and first_answer.done()
+    def _stop(self, pool: concurrent.futures.Executor, *, wait: bool) -> None:
+        """``pool.shutdown(wait=wait)``, but a loky pool none of the caller's work went to, with
+        no initializer of the user's (it may be running), whose start no-op answered (it holds
+        no work at all) has its workers killed, not joined (``stop_unused_workers``)."""
+        first = self._first_answer
+        idle = first is not None and first.done() and not (self._pool_used or self._broken)
+        loky_pool = isinstance(pool, loky.ProcessPoolExecutor)
+        if wait and idle and loky_pool and self._initializer is None:
+            stop_unused_workers(pool)
+        else:
+            pool.shutdown(wait=wait)
 
     def _live_pool(self) -> concurrent.futures.Executor | None:
         return self._pool
@@ -523,16 +485,12 @@ class PoolBackend:
             pool, self._pool = self._pool, None
             self._pool_size = 0
             self._closed = True
-            never_used = not self._pool_used
         if pool is None:
             return
         if isinstance(pool, loky.ProcessPoolExecutor):
             if cancel_futures:
                 cancel_unheld(pool, not_counted=self._first_answer)
-            if wait and never_used and self._may_stop_unused():
-                _stop_unused_loky_pool(pool)
-            else:
-                pool.shutdown(wait=wait)
+            self._stop(pool, wait=wait)
         else:
             pool.shutdown(wait=wait, cancel_futures=cancel_futures)
         if wait:
