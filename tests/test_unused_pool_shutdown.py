@@ -51,6 +51,22 @@ def test_workers_that_never_got_work_are_killed_and_loky_reports_nothing() -> No
     assert pool._executor_manager_thread is None
 
 
+def test_workers_still_starting_are_killed_once_the_first_answered() -> None:
+    executor = AdaptiveProcessPoolExecutor(
+        max_workers=2, mp_context=multiprocessing.get_context("fork")
+    )
+    backend: Any = executor._backend
+    backend.prepare(2)
+    pool, first_answer = backend._pool, backend._first_answer
+    processes = list(dict(pool._processes).values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        executor.shutdown(wait=True)
+    assert first_answer.result() == 0  # the start no-op was waited for, not cancelled
+    assert [p.exitcode for p in processes] == [-signal.SIGKILL] * 2
+    assert pool._flags.broken is None
+
+
 def test_a_pool_that_ran_the_callers_work_is_joined() -> None:
     executor, pool = _started(2)
     processes = list(dict(pool._processes).values())

@@ -402,14 +402,12 @@ class PoolBackend:
 
     def _stop(self, pool: concurrent.futures.Executor, *, wait: bool) -> None:
         """``pool.shutdown(wait=wait)``, but a loky pool none of the caller's work went to, with
-        no initializer of the user's (it may be running), whose start no-op answered (it holds
-        no work at all) has its workers killed, not joined (``stop_unused_workers``)."""
+        no initializer of the user's (it may be running), has its workers killed once its start
+        no-op answered, not joined (``stop_unused_workers``)."""
         first = self._first_answer
-        idle = first is not None and first.done() and not (self._pool_used or self._broken)
+        unused = wait and not (self._pool_used or self._broken) and self._initializer is None
         loky_pool = isinstance(pool, loky.ProcessPoolExecutor)
-        if wait and idle and loky_pool and self._initializer is None:
-            stop_unused_workers(pool)
-        else:
+        if not (unused and first is not None and loky_pool and stop_unused_workers(pool, first)):
             pool.shutdown(wait=wait)
 
     def _live_pool(self) -> concurrent.futures.Executor | None:
