@@ -51,7 +51,7 @@ def test_workers_that_never_got_work_are_killed_and_loky_reports_nothing() -> No
     assert pool._executor_manager_thread is None
 
 
-def test_workers_still_starting_are_killed_once_the_first_answered() -> None:
+def test_workers_still_starting_are_killed_too() -> None:
     executor = AdaptiveProcessPoolExecutor(
         max_workers=2, mp_context=multiprocessing.get_context("fork")
     )
@@ -62,7 +62,7 @@ def test_workers_still_starting_are_killed_once_the_first_answered() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         executor.shutdown(wait=True)
-    assert first_answer.result() == 0  # the start no-op was waited for, not cancelled
+    assert first_answer.done()  # answered, or failed by loky's shutdown: never left pending
     assert [p.exitcode for p in processes] == [-signal.SIGKILL] * 2
     assert pool._flags.broken is None
 

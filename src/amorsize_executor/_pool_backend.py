@@ -402,12 +402,11 @@ class PoolBackend:
 
     def _stop(self, pool: concurrent.futures.Executor, *, wait: bool) -> None:
         """``pool.shutdown(wait=wait)``, but a loky pool none of the caller's work went to, with
-        no initializer of the user's (it may be running), has its workers killed once its start
-        no-op answered, not joined (``stop_unused_workers``)."""
-        first = self._first_answer
+        no initializer of the user's (it may be running), has its workers killed, not joined
+        (``stop_unused_workers``)."""
         unused = wait and not (self._pool_used or self._broken) and self._initializer is None
         loky_pool = isinstance(pool, loky.ProcessPoolExecutor)
-        if not (unused and first is not None and loky_pool and stop_unused_workers(pool, first)):
+        if not (unused and loky_pool and stop_unused_workers(pool)):
             pool.shutdown(wait=wait)
 
     def _live_pool(self) -> concurrent.futures.Executor | None:

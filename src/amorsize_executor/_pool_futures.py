@@ -79,46 +79,40 @@ class RelayFuture(Future[Any]):
         self.set_exception(to_stdlib_error(error))
 
 
-START_ANSWER_WAIT_S = 60.0
-"""Longest ``stop_unused_workers`` waits for a pool's start no-op before it leaves the pool to
-a graceful shutdown (which would wait for the same start): a bound that only turns a worker
-stuck in its start into the graceful path's own wait."""
-
-
-def stop_unused_workers(pool: loky.ProcessPoolExecutor, first_answer: Future[Any]) -> bool:
+def stop_unused_workers(pool: loky.ProcessPoolExecutor) -> bool:
     """``shutdown(wait=True)`` for a loky pool whose workers never got any of the caller's
-    work: once its start no-op (``first_answer``) answered, the pool holds no work at all,
-    and its workers are killed instead of sent a sentinel and joined. Returns ``False``,
-    having done nothing, when the no-op failed (a broken pool: shut it down as usual).
+    work (at most the start no-op): its workers are killed, even while they start, instead
+    of sent a sentinel and joined. Returns ``False``, having done nothing, for a pool whose
+    workers exit on their own after an idle timeout (see below): shut it down as usual.
 
     Why: a ``with`` block whose workers were started in the background for a job that then
     ended serially (``_early_start``) waited 3-4 ms here for workers that did nothing once
-    they had started, 4.4-4.7 ms while they were starting (2-core VM, 2026-12-02), most of it
-    the sentinels' trip through loky's queue feeder thread and each worker waking to exit in
-    turn; the kill leaves the kernel's teardown of the processes, side by side (2.2 and 3.9
-    ms). loky's own ``kill_workers=True`` is slower (4.5-5 ms: psutil scans every process of
-    the machine for each worker's children).
+    they had started, 4.4-4.7 ms while they were starting (2-core VM, 2026-12-02): the
+    start, then the sentinels' trip through loky's queue feeder thread and each worker
+    waking to exit in turn. loky's own ``kill_workers=True`` is slower still (4.5-5 ms:
+    psutil scans every process of the machine for each worker's children).
 
-    Safe because: nothing of the caller's ran in them, no initializer of the user's is
-    running (the caller's condition), and a worker flushes its standard streams at the end of
-    ``init_worker``, so no output is lost; the order keeps loky's manager thread from
-    reporting a broken pool: ``shutdown(wait=False)`` sets the shutdown flag and writes the
-    manager's wake-up before any worker dies, the manager checks the wake-up before the
-    workers' ends (``wait_result_broken_or_wakeup``), sees the shutdown and, with no work
-    pending, stops without waiting on the workers again; it then only joins them.
+    Safe because: nothing of the caller's ran in them and no initializer of the user's
+    is running (the caller's conditions); a worker flushes its standard streams at the end
+    of ``init_worker``. The workers are taken out of loky's hands first (its manager thread
+    then neither waits on them nor sees them die), then ``shutdown(wait=False,
+    kill_workers=True)`` makes the manager fail the start no-op if it is pending (it holds
+    nothing else) and stop; a worker would only report back by itself after an idle
+    timeout, which would make the manager start a replacement, hence the exception.
     """
-    try:
-        if first_answer.exception(timeout=START_ANSWER_WAIT_S) is not None:
-            return False
-    except Exception:  # cancelled, or still starting after the bound
+    if getattr(pool, "_timeout", None) is not None:
         return False
     manager = getattr(pool, "_executor_manager_thread", None)
-    processes: dict[int, Any] = dict(getattr(pool, "_processes", None) or {})
-    pool.shutdown(wait=False)
+    with pool._processes_management_lock:
+        processes: dict[int, Any] = dict(pool._processes)
+        pool._processes.clear()
+    pool.shutdown(wait=False, kill_workers=True)
     for process in processes.values():
         # SIGKILL on POSIX (TerminateProcess on Windows); a process gone already is skipped.
         with contextlib.suppress(OSError, ValueError, AttributeError):
             process.kill()
+    for process in processes.values():
+        process.join()
     if isinstance(manager, threading.Thread):
         manager.join()
     return True
