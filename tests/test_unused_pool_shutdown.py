@@ -67,6 +67,21 @@ def test_workers_still_starting_are_killed_too() -> None:
     assert pool._flags.broken is None
 
 
+@pytest.mark.timeout(60)
+def test_workers_of_lokys_own_start_method_are_killed_too() -> None:
+    # loky's own Popen has no kill(): a kill through it was skipped and the join hung.
+    import loky
+
+    executor = AdaptiveProcessPoolExecutor(
+        max_workers=1, mp_context=loky.backend.get_context("loky")
+    )
+    backend: Any = executor._backend
+    backend.prepare(1)
+    processes = list(dict(backend._pool._processes).values())
+    executor.shutdown(wait=True)
+    assert [p.exitcode for p in processes] == [-signal.SIGKILL]
+
+
 def test_a_pool_that_ran_the_callers_work_is_joined() -> None:
     executor, pool = _started(2)
     processes = list(dict(pool._processes).values())

@@ -11,6 +11,8 @@ nothing observable different.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import threading
 from concurrent.futures import Future
 from typing import Any
@@ -108,11 +110,20 @@ def stop_unused_workers(pool: loky.ProcessPoolExecutor) -> bool:
         pool._processes.clear()
     pool.shutdown(wait=False, kill_workers=True)
     for process in processes.values():
-        # SIGKILL on POSIX (TerminateProcess on Windows); a process gone already is skipped.
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            process.kill()
+        _kill(process)
     for process in processes.values():
         process.join()
     if isinstance(manager, threading.Thread):
         manager.join()
     return True
+
+
+def _kill(process: Any) -> None:
+    """SIGKILL by pid on POSIX: loky's own ``Popen`` (its default ``loky`` start method) has
+    no ``kill()``, so ``process.kill()`` would fail there and the join after it hang; on
+    Windows ``terminate()`` is ``TerminateProcess``. A process gone already is skipped."""
+    with contextlib.suppress(OSError, TypeError):
+        if hasattr(signal, "SIGKILL"):
+            os.kill(process.pid, signal.SIGKILL)
+        else:
+            process.terminate()
