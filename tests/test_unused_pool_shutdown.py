@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from amorsize_executor import AdaptiveProcessPoolExecutor
+from amorsize_executor._pool_futures import _kill
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -139,3 +140,71 @@ def test_what_a_killed_worker_printed_when_it_started_is_not_lost() -> None:
     assert done.returncode == 0, done.stderr
     assert f"exit codes [{-signal.SIGKILL}]" in done.stdout
     assert done.stdout.count("printed in a worker") == 1
+
+
+def _copy_the_managers_view(pool: Any) -> None:
+    # A loky whose manager thread kept its own copy of the workers: taking them out of the
+    # pool's dict would not take them out of the manager's hands.
+    manager = pool._executor_manager_thread
+    manager.processes = dict(manager.processes)
+
+
+def _forget_the_idle_timeout(pool: Any) -> None:
+    del pool._timeout  # a loky that keeps it elsewhere: whether workers exit alone is unknown
+
+
+def _drop_kill_workers(pool: Any) -> None:
+    class _Shutdown(type(pool)):  # type: ignore[misc]
+        def shutdown(self, wait: bool = True) -> None:  # a loky without kill_workers
+            super().shutdown(wait=wait)
+
+    pool.__class__ = _Shutdown
+
+
+@pytest.mark.parametrize(
+    "unexpected", [_copy_the_managers_view, _forget_the_idle_timeout, _drop_kill_workers]
+)
+def test_a_loky_laid_out_otherwise_gets_the_usual_shutdown(unexpected: Any) -> None:
+    executor, pool = _started(2)
+    processes = list(dict(pool._processes).values())
+    unexpected(pool)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            executor.shutdown(wait=True)
+        assert [p.exitcode for p in processes] == [0, 0]
+    finally:
+        for process in processes:
+            if process.exitcode is None:
+                process.kill()
+                process.join()
+
+
+def test_a_shared_warm_pool_is_joined() -> None:
+    executor = AdaptiveProcessPoolExecutor(
+        max_workers=2, keep_warm=30.0, mp_context=multiprocessing.get_context("fork")
+    )
+    shared: Any = executor._backend._backend  # type: ignore[attr-defined]
+    shared.prepare(2)
+    shared._first_answer.result(timeout=60)
+    processes = list(dict(shared._pool._processes).values())
+    executor.shutdown(wait=True)
+    shared.stop()
+    assert [p.exitcode for p in processes] == [0, 0]
+
+
+def test_a_worker_known_to_have_exited_is_not_signalled() -> None:
+    # Its pid may have been reaped and given to another process: that one must live.
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+
+        class _Exited:
+            pid = bystander.pid
+            exitcode = 0
+
+        _kill(_Exited())
+        with pytest.raises(subprocess.TimeoutExpired):  # a SIGKILL would end it at once
+            bystander.wait(timeout=1)
+    finally:
+        bystander.kill()
+        bystander.wait()

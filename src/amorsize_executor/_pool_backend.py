@@ -402,9 +402,11 @@ class PoolBackend:
 
     def _stop(self, pool: concurrent.futures.Executor, *, wait: bool) -> None:
         """``pool.shutdown(wait=wait)``, but a loky pool none of the caller's work went to, with
-        no initializer of the user's (it may be running), has its workers killed, not joined
+        no initializer of the user's (it may be running) and no idle timeout (the shared
+        pools: their workers exit on their own), has its workers killed, not joined
         (``stop_unused_workers``)."""
         unused = wait and not (self._pool_used or self._broken) and self._initializer is None
+        unused = unused and self._idle_timeout_s is None
         loky_pool = isinstance(pool, loky.ProcessPoolExecutor)
         if not (unused and loky_pool and stop_unused_workers(pool)):
             pool.shutdown(wait=wait)

@@ -11,6 +11,8 @@ nothing observable different.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import os
 import signal
 import threading
@@ -84,8 +86,10 @@ class RelayFuture(Future[Any]):
 def stop_unused_workers(pool: loky.ProcessPoolExecutor) -> bool:
     """``shutdown(wait=True)`` for a loky pool whose workers never got any of the caller's
     work (at most the start no-op): its workers are killed, even while they start, instead
-    of sent a sentinel and joined. Returns ``False``, having done nothing, for a pool whose
-    workers exit on their own after an idle timeout (see below): shut it down as usual.
+    of sent a sentinel and joined. Returns ``False``, having done nothing, for a pool not laid
+    out as this expects (``_laid_out_for_takeover``: another loky, a pool whose workers exit
+    on their own after an idle timeout, one whose manager thread is gone): shut it down as
+    usual.
 
     Why: a ``with`` block whose workers were started in the background for a job that then
     ended serially (``_early_start``) waited 3-4 ms here for workers that did nothing once
@@ -96,33 +100,73 @@ def stop_unused_workers(pool: loky.ProcessPoolExecutor) -> bool:
 
     Safe because: nothing of the caller's ran in them and no initializer of the user's
     is running (the caller's conditions); a worker flushes its standard streams at the end
-    of ``init_worker``. The workers are taken out of loky's hands first (its manager thread
-    then neither waits on them nor sees them die), then ``shutdown(wait=False,
-    kill_workers=True)`` makes the manager fail the start no-op if it is pending (it holds
-    nothing else) and stop; a worker would only report back by itself after an idle
-    timeout, which would make the manager start a replacement, hence the exception.
+    of ``init_worker``. The workers are taken out of loky's hands first, under the lock
+    loky's own spawning and reaping take (its manager thread, which waits on the sentinels
+    of that very dict, then neither waits on them nor sees them die), then
+    ``shutdown(wait=False, kill_workers=True)`` makes the manager fail the start no-op if it
+    is pending (it holds nothing else) and stop; it is woken before any worker dies, so it
+    sees a shutdown, never a broken pool. A worker would only report back by itself after an
+    idle timeout, which would make the manager start a replacement, hence that exception.
     """
-    if getattr(pool, "_timeout", None) is not None:
+    if not _laid_out_for_takeover(pool):
         return False
-    manager = getattr(pool, "_executor_manager_thread", None)
+    manager = pool._executor_manager_thread
     with pool._processes_management_lock:
         processes: dict[int, Any] = dict(pool._processes)
+        if not all(_is_started_process(p) for p in processes.values()):
+            return False
         pool._processes.clear()
     pool.shutdown(wait=False, kill_workers=True)
     for process in processes.values():
         _kill(process)
     for process in processes.values():
         process.join()
-    if isinstance(manager, threading.Thread):
-        manager.join()
+    manager.join()
     return True
+
+
+def _laid_out_for_takeover(pool: loky.ProcessPoolExecutor) -> bool:
+    """Whether ``pool`` has the private layout ``stop_unused_workers`` relies on, as loky
+    3.4 to 3.7 have it (read in each): a dict of worker processes by pid with its lock, a
+    live manager thread that waits on that same dict's workers, no idle timeout, and a
+    ``shutdown`` that takes ``kill_workers``. Anything else keeps the usual shutdown."""
+    processes = getattr(pool, "_processes", None)
+    manager = getattr(pool, "_executor_manager_thread", None)
+    return (
+        type(processes) is dict
+        and hasattr(getattr(pool, "_processes_management_lock", None), "__enter__")
+        and isinstance(manager, threading.Thread)
+        and manager.is_alive()
+        and getattr(manager, "processes", None) is processes
+        and "_timeout" in vars(pool)
+        and pool._timeout is None
+        and _shutdown_takes_kill_workers(type(pool).shutdown)
+    )
+
+
+@functools.cache
+def _shutdown_takes_kill_workers(shutdown: Any) -> bool:
+    try:
+        return "kill_workers" in inspect.signature(shutdown).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+def _is_started_process(process: Any) -> bool:
+    return isinstance(getattr(process, "pid", None), int) and callable(
+        getattr(process, "join", None)
+    )
 
 
 def _kill(process: Any) -> None:
     """SIGKILL by pid on POSIX: loky's own ``Popen`` (its default ``loky`` start method) has
     no ``kill()``, so ``process.kill()`` would fail there and the join after it hang; on
-    Windows ``terminate()`` is ``TerminateProcess``. A process gone already is skipped."""
-    with contextlib.suppress(OSError, TypeError):
+    Windows ``terminate()`` is ``TerminateProcess``. A process known to have exited is not
+    signalled (its pid may have been reaped and reused), as the stdlib's ``Popen.kill``
+    does; one gone meanwhile is skipped."""
+    with contextlib.suppress(OSError, ValueError):
+        if process.exitcode is not None:
+            return
         if hasattr(signal, "SIGKILL"):
             os.kill(process.pid, signal.SIGKILL)
         else:
