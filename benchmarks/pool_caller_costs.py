@@ -1,10 +1,12 @@
 """What a fresh pool costs the caller's own thread: starting it (the first ``submit()``, or our
 backend's ``prepare``), a burst of ``submit()`` calls, and ``shutdown()``; the stdlib's
-``ProcessPoolExecutor``, a bare loky pool and ours, on the fork context, side by side.
+``ProcessPoolExecutor``, a bare loky pool and ours, on the fork context (``--method``: another),
+side by side.
 
     python -m benchmarks.pool_caller_costs                 # from the repository root
     python -m benchmarks.pool_caller_costs --reps 15 --cases first,unused
     python -m benchmarks.pool_caller_costs --sides ours --base-src /tmp/base/src   # A/B
+    python -m benchmarks.pool_caller_costs --sides ours --base-src /tmp/base/src --method spawn
 
 Each measurement is a fresh interpreter (a first pool of the process, as in issue 12's host
 programs), the sides interleaved in alternating order, ``--reps`` times; printed: the median
@@ -41,14 +43,14 @@ SIDES = ("stdlib", "loky", "ours")
 CASES = ("first", "idle", "burst", "unused", "unstarted")
 
 
-def _make_pool(side: str) -> Any:
+def _make_pool(side: str, method: str) -> Any:
     import multiprocessing
 
-    fork = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context(method)
     if side == "stdlib":
         from concurrent.futures import ProcessPoolExecutor
 
-        return ProcessPoolExecutor(2, mp_context=fork)
+        return ProcessPoolExecutor(2, mp_context=context)
     if side == "loky":
         import warnings
 
@@ -56,18 +58,18 @@ def _make_pool(side: str) -> Any:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return loky.ProcessPoolExecutor(2, context=loky.backend.get_context("fork"))
+            return loky.ProcessPoolExecutor(2, context=loky.backend.get_context(method))
     from amorsize_executor import AdaptiveProcessPoolExecutor
 
-    return AdaptiveProcessPoolExecutor(max_workers=2, mp_context=fork)
+    return AdaptiveProcessPoolExecutor(max_workers=2, mp_context=context)
 
 
 def _ours(side: str) -> bool:
     return side in ("ours", "base")
 
 
-def _child(side: str, case: str) -> dict[str, float]:
-    pool = _make_pool(side)
+def _child(side: str, case: str, method: str) -> dict[str, float]:
+    pool = _make_pool(side, method)
     out: dict[str, float] = {}
     gc.collect()
     clock = time.perf_counter
@@ -110,12 +112,12 @@ def _child(side: str, case: str) -> dict[str, float]:
     return out
 
 
-def run_once(side: str, case: str, base_src: str = "") -> dict[str, float]:
+def run_once(side: str, case: str, base_src: str = "", method: str = "fork") -> dict[str, float]:
     env = dict(os.environ)
     src = base_src if side == "base" else str(ROOT / "src")
     env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.pool_caller_costs", "--child", side, case],
+        [sys.executable, "-m", "benchmarks.pool_caller_costs", "--child", side, case, method],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -137,7 +139,15 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="a source tree of the library to compare with (adds the side 'base')",
     )
-    parser.add_argument("--child", nargs=2, metavar=("SIDE", "CASE"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--method",
+        default="fork",
+        choices=("fork", "forkserver", "spawn"),
+        help="the start method of every side's pool (default fork)",
+    )
+    parser.add_argument(
+        "--child", nargs=3, metavar=("SIDE", "CASE", "METHOD"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(_child(*args.child)))
@@ -150,10 +160,10 @@ def main(argv: list[str] | None = None) -> int:
             for side in order:
                 if case in ("unused", "unstarted") and not _ours(side):
                     continue
-                for key, seconds in run_once(side, case, args.base_src).items():
+                for key, seconds in run_once(side, case, args.base_src, args.method).items():
                     samples.setdefault((key, side), []).append(seconds * 1e3)
     keys = list(dict.fromkeys(key for key, _ in samples))
-    print(f"caller ms, medians of {args.reps} fresh interpreters")
+    print(f"caller ms, medians of {args.reps} fresh interpreters, {args.method}")
     print(f"{'':<16}" + "".join(f"{side:>9}" for side in sides))
     for key in keys:
         cells = [
