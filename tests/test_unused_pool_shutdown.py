@@ -52,9 +52,11 @@ def test_workers_that_never_got_work_are_killed_and_loky_reports_nothing() -> No
     assert pool._executor_manager_thread is None
 
 
-def test_workers_still_starting_are_killed_too() -> None:
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_workers_still_starting_are_killed_too(method: str) -> None:
+    # Where a start is slow (forkserver, spawn) the usual shutdown waits for all of it.
     executor = AdaptiveProcessPoolExecutor(
-        max_workers=2, mp_context=multiprocessing.get_context("fork")
+        max_workers=2, mp_context=multiprocessing.get_context(method)
     )
     backend: Any = executor._backend
     backend.prepare(2)
