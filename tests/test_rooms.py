@@ -24,7 +24,7 @@ from amorsize_executor._cost_model import plan_map
 from amorsize_executor._errors import UnpicklableItemError
 from amorsize_executor._input import Source
 from amorsize_executor._pool_backend import PoolBackend
-from amorsize_executor._serial_run import SerialRun, timed_group_items
+from amorsize_executor._serial_run import SerialRun, batch_min_items, timed_group_items
 from amorsize_executor._shared_pools import SharedPoolHandle
 from amorsize_executor._thread_backend import ThreadBackend
 from amorsize_executor._worker_probe import WorkerProbe
@@ -200,6 +200,34 @@ def test_the_serial_runner_times_groups_on_its_clock_and_tells_the_run() -> None
     assert all(w == pytest.approx(1e-3) and c == pytest.approx(5e-4) for w, c, _ in timed)
     assert sum(delivered) + runner.n_checked == 100
     assert timed_group_items(1e-3) == 8
+
+
+def test_serial_batches_of_trivial_calls_hold_at_least_a_part_of_work() -> None:
+    clock = ScriptedClock()
+    call_s = 2.0**-23  # 0.12 µs, exact in binary: the groups' figures are exact too
+
+    def fn(x: int) -> int:
+        clock.advance(call_s, call_s)
+        return x + 1
+
+    timed: list[int] = []
+    runner = SerialRun(
+        fn,
+        Source((list(range(100_000)),)),
+        planned_s_per_item=call_s,
+        buffersize=None,
+        on_progress=None,
+        delivered=lambda n: None,
+        on_timed=lambda wall, cpu, n: timed.append(n) is not None,
+        wall_clock=clock,
+        cpu_clock=clock.cpu,
+    )
+    results = [r for segment in runner.segments(stopped=lambda: False) for r in segment]
+    assert results == [x + 1 for x in range(100_000)]
+    # Not 16, 16, 32, ... (13 batches): the first batch holds BATCH_MIN_S (1 ms) of calls,
+    # 8388 of them, and the count doubles from there.
+    assert batch_min_items(call_s) == 8388
+    assert timed == [8388, 8388, 16776, 33552, 67104]
 
 
 def test_the_serial_runner_stops_when_a_pool_takes_over() -> None:

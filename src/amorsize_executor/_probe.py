@@ -52,12 +52,28 @@ MAX_BATCH_ITEMS = 64
 
 TRIVIAL_CALL_S = 0.5e-6
 """Calls faster than this cost less than handing their results on in the caller (about
-0.5 µs a result, measured on the 2-core VM: two clock reads, the collector's pause lifted
-and resumed, a share of the results' sizing): once a full group of them (``MAX_BATCH_ITEMS``,
-128 calls in all) was timed, the probe stops short of the count cap. Their figure is as
-good as the probe gets it (a group of 64 such calls is what every later group repeats), and
-a serial run times groups of its own as the count doubles (``_serial_run``); the other 128
-hand-ons would cost more than twice the calls' own time (x*x+1: 65 of 225 µs of the probe)."""
+1-2 µs a result in a ``map()``, measured on the 2-core VM: two clock reads, the collector's
+pause lifted and resumed, a share of the results' sizing, the input's and the stream's
+generators): once a group of ``TRIVIAL_GROUP_ITEMS`` of them was timed, the probe stops
+short of the count cap. Their figure needs no more: such calls plan serial on any machine (a
+pool's per-item costs alone exceed them), and the serial run times groups of its own, of
+hundreds of calls, as the count doubles (``_serial_run``), and re-plans on those."""
+
+TRIVIAL_GROUP_ITEMS = 16
+"""The group of calls under ``TRIVIAL_CALL_S`` that ends the probe: 32 calls in all (groups
+of 1, 1 traced, 2, 4, 8, 16), 0.8 µs of calls timed together at 50 ns each, where a clock
+read costs about 40 ns and is charged for. Measured on the 2-core VM (x*x+1 over a list, in a
+``map()``): the probe took 300 µs when it stopped after the first full group of 64 (128
+calls), about 2 µs a call, against a 50k-item job's 2.8 ms of serial work."""
+
+METERED_CALL_MIN_S = 50e-6
+"""The second call runs under the memory meter only when the first took at least this long:
+a faster call cannot have grown the resident memory by more than about 1 MiB (fresh pages
+are faulted in at about 2.6 GB/s on the 2-core VM: 64 MiB in 25 ms; memory reused from the
+process's heap does not grow it at all), nothing against a worker's own
+(``_cost_model.WORKER_BASE_BYTES``, 64 MiB), so the plan is the same with 0. The meter's
+three file accesses cost 15 µs in a warm process and 170 µs in a fresh one's first
+``map()``, against 2.8 ms for 50k trivial calls (the 2-core VM, CPython 3.11)."""
 
 WAITING_WORKERS_MIN_S = 0.002
 """With workers warm, the probe stops once it has two calls and this much time: each
@@ -138,10 +154,12 @@ def probe_stream(
     once at the end, as one list (``dumps``), as a chunk is: those of the same sample
     (``_probe_calls.next_in_sample``).
 
-    The second call runs under ``measure_memory`` (peak resident memory by default) to learn
-    how much memory a call needs; its timing is left out of the means because the meter's
-    own file reads would weigh on a fast call. A slow first call still leaves room for that
-    second one (up to twice the budget) so that memory is known whenever there is more input.
+    The second call runs alone under ``measure_memory`` (peak resident memory by default)
+    to learn how much memory a call needs, unless the first call was faster than
+    ``METERED_CALL_MIN_S`` (too fast to need memory that matters: 0 is reported); its timing
+    is left out of the means because the meter's own file reads would weigh on a fast call.
+    A slow first call still leaves room for that second one (up to twice the budget) so that
+    memory is known whenever there is more input.
 
     Exceptions raised by ``fn``, or by ``source`` while producing an item, are caught and
     returned, not raised: the caller delivers them at their position. ``after_timed_call``
@@ -225,8 +243,9 @@ def _probe_items(
         n_pulled += len(batch)
         away_s = hand_ons.wall_s
         switches0 = None if tracing else switches()
+        metered = tracing and timed.first_call_may_need_memory
         error, wall_s, cpu_s, n_bytes = yield from hand_ons.timed(
-            fn, batch, meter if tracing else None
+            fn, batch, meter if metered else None
         )
         if tracing:
             traced, memory_bytes = True, n_bytes
@@ -380,9 +399,12 @@ class _TimedCalls:
     cold_first: bool = False
     n_last_group: int = 0
     """Calls in the last group timed."""
+    last_group: tuple[float, float, int | None] = (0.0, 0.0, None)
+    """Wall and CPU seconds and voluntary switches of the last group timed."""
 
     def add_group(self, n_calls: int, wall_s: float, cpu_s: float, n_switches: int | None) -> None:
         self.n_last_group = n_calls
+        self.last_group = (wall_s, cpu_s, n_switches)
         if self.first_call is None:
             self.first_call = (wall_s / n_calls, cpu_s / n_calls, n_switches)
         self.group_means_s.append(wall_s / n_calls)
@@ -394,8 +416,15 @@ class _TimedCalls:
 
     @property
     def ends_on_trivial_calls(self) -> bool:
-        """The last group timed was a full one of calls faster than ``TRIVIAL_CALL_S``."""
-        return self.n_last_group == MAX_BATCH_ITEMS and self.group_means_s[-1] < TRIVIAL_CALL_S
+        """The last group timed held ``TRIVIAL_GROUP_ITEMS`` calls or more, each faster than
+        ``TRIVIAL_CALL_S`` on average."""
+        return self.n_last_group >= TRIVIAL_GROUP_ITEMS and self.group_means_s[-1] < TRIVIAL_CALL_S
+
+    @property
+    def first_call_may_need_memory(self) -> bool:
+        """The first timed call took ``METERED_CALL_MIN_S`` or longer (or was not timed):
+        the traced call is worth the memory meter."""
+        return self.first_call is None or self.first_call[0] >= METERED_CALL_MIN_S
 
     def add_traced(self, wall_s: float, cpu_s: float) -> None:
         self.traced_call = (wall_s, cpu_s)
@@ -414,11 +443,19 @@ class _TimedCalls:
     def per_call(self) -> tuple[float, float, float | None, float]:
         """``(wall s, CPU s, voluntary switches or None, the cold first call's extra s)``
         per call, planned from the calls after a cold first one: the timed ones, else the
-        traced one."""
+        traced one. A probe that ended on trivial calls (``ends_on_trivial_calls``) plans on
+        its last group alone: each call of the smaller groups before it carries the clock
+        reads and hand-on steps that the reads' calibration misses (about 0.1-0.3 µs, more
+        than the call), which the largest group spreads thinnest (x*x+1, 32 calls probed:
+        0.25 µs over all of them, 0.11 µs over the last group, as over 128 calls)."""
         wall_s, cpu_s, n_calls, n_switches = self.wall_s, self.cpu_s, self.n_calls, self.n_switches
         extra_s = 0.0
         first, traced = self.first_call, self.traced_call
-        if self.cold_first and first is not None and traced is not None:
+        if self.ends_on_trivial_calls:
+            (wall_s, cpu_s, n_switches), n_calls = self.last_group, self.n_last_group
+            if self.cold_first and first is not None:
+                extra_s = max(0.0, first[0] - wall_s / n_calls)
+        elif self.cold_first and first is not None and traced is not None:
             wall_s, cpu_s, n_calls = wall_s - first[0], cpu_s - first[1], n_calls - 1
             if n_switches is not None and first[2] is not None:
                 n_switches -= first[2]
@@ -472,8 +509,9 @@ def probe_is_done(
             the chunk size, and a second probe chunk would keep the other workers idle).
         workers_waiting: warm workers are there while the probe runs (idle, or busy with
             other work): two calls and ``WAITING_WORKERS_MIN_S`` are enough.
-        trivial_calls: the last sample was a full group of calls faster than
-            ``TRIVIAL_CALL_S`` (in the caller, where handing each result on costs more).
+        trivial_calls: the last sample was a group of ``TRIVIAL_GROUP_ITEMS`` calls or more
+            faster than ``TRIVIAL_CALL_S`` (in the caller, where handing each result on costs
+            more).
     """
     if n_items >= max_items:
         return True
