@@ -4,6 +4,7 @@ steering, the serial runner, the chunk window, the backend contract and the fact
 from __future__ import annotations
 
 import inspect
+import threading
 import weakref
 from collections import deque
 from typing import Any
@@ -348,6 +349,27 @@ def test_the_window_records_an_unpicklable_item_at_its_position() -> None:
     assert isinstance(window.error, UnpicklableItemError) and window.error_index == 2
     head, outcome = window.take_head()
     assert head is chunk and outcome is not None and outcome.results == [1, 2]
+
+
+def test_a_run_that_stays_in_the_caller_makes_no_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The window's completions make their Event (and its Condition) for the first chunk
+    # sent: a trivial serial map() does not pay for one it never waits on.
+    made: list[int] = []
+    real_event = threading.Event
+
+    def counting_event() -> threading.Event:
+        made.append(1)
+        return real_event()
+
+    monkeypatch.setattr(threading, "Event", counting_event)
+    with AdaptiveProcessPoolExecutor(backend=FakeBackend()) as ex:
+        assert list(ex.map(abs, range(-300, 0))) == list(range(300, 0, -1))
+        assert ex.last_plan is not None and ex.last_plan.mode == "serial"
+    assert made == []
+    # A window that sends chunks makes one, and is woken by them.
+    with AdaptiveProcessPoolExecutor(backend=FakeBackend(), isolate=True) as ex:
+        assert list(ex.map(abs, range(-300, 0), chunksize=50)) == list(range(300, 0, -1))
+    assert made
 
 
 def test_the_window_waits_no_longer_than_its_deadline_on_its_clock() -> None:
