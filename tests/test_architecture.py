@@ -27,6 +27,7 @@ LAYERS = {
     "_arg_copies": "mechanism",
     "_probe": "mechanism",
     "_probe_calls": "mechanism",
+    "_probe_figures": "mechanism",
     "_meters": "mechanism",
     "_system_facts": "mechanism",
     "_cgroup_text": "mechanism",
@@ -84,7 +85,8 @@ ALLOWED = {
 # dask backend reports what its cluster's facts module reads, and the system facts read
 # the files whose text the cgroup parsers turn into numbers, and a process pool's fastest
 # start is the smallest of the start-cost priors, the probe reads the meters of a call and
-# hands its calls' results on through _probe_calls, and
+# hands its calls' results on through _probe_calls and adds up their figures in
+# _probe_figures, and
 # the pool backend gives its futures the stdlib's semantics (_pool_futures) and runs
 # max_tasks_per_child on a stdlib pool that replaces its workers (_recycling_pool), the
 # worker's entry point keeps crash reports working under an in-memory stderr and loads
@@ -96,7 +98,7 @@ MODULE_ALLOWED = {
     "_dask_backend": {"_dask_facts"},
     "_system_facts": {"_cgroup_text"},
     "_pool_backend": {"_system_facts", "_pool_futures", "_recycling_pool"},
-    "_probe": {"_meters", "_probe_calls"},
+    "_probe": {"_meters", "_probe_calls", "_probe_figures"},
     "_arg_copies": {"_input"},
     "_chunk_worker": {"_worker_streams", "_worker_memory", "_fn_transport", "_openblas_maps"},
     "_fn_for_workers": {"_fn_transport"},
