@@ -18,15 +18,17 @@ from amorsize_executor import _pool_backend, _start_cost_cache, _start_recorder
 from amorsize_executor._pool_backend import PoolBackend
 
 
-def test_the_first_result_arrives_before_the_start_cost_record_runs_and_shutdown_writes_it(
+def test_the_first_result_arrives_before_the_start_cost_record_runs_and_shutdown_starts_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(_start_recorder, "RECORD_DELAY_S", 60.0)
     recording = threading.Event()
+    release = threading.Event()
     recorded: list[str] = []
 
     def record(start_method: str, seconds: float) -> None:
         recording.set()
+        release.wait(60)
         recorded.append(start_method)
 
     # One worker: it answers the backend's start probe first, then the call submitted here,
@@ -45,7 +47,10 @@ def test_the_first_result_arrives_before_the_start_cost_record_runs_and_shutdown
         assert future.result(timeout=30) == 3
         assert not recording.wait(0.2)  # waiting for the delay, or for the shutdown
     finally:
-        backend.shutdown()
+        backend.shutdown()  # returns while the record runs: it waits for none
+    assert recording.wait(30) and not recorded
+    release.set()
+    _start_recorder.finish_pending_records()
     assert recorded == ["loky"]
 
 

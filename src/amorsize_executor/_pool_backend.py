@@ -414,16 +414,12 @@ class PoolBackend:
             self._closed = True
         if pool is None:
             return
-        for recorder in self._recorders:
-            recorder.write_now()  # while the workers exit
         if isinstance(pool, loky.ProcessPoolExecutor):
             if cancel_futures:
                 cancel_unheld(pool, not_counted=self._first_answer)
             pool.shutdown(wait=wait)
         else:
             pool.shutdown(wait=wait, cancel_futures=cancel_futures)
-        if wait:
-            # The pool's result thread has stopped, so no record starts after this; waiting
-            # for the ones under way lets a caller read the sample its pool stored (doctor).
-            for recorder in self._recorders:
-                recorder.close()
+        # Written now, without holding up this call; see _start_recorder.RECORD_DELAY_S.
+        for recorder in self._recorders:
+            recorder.write_now()

@@ -23,13 +23,15 @@ logger = logging.getLogger("amorsize_executor")
 
 RECORD_DELAY_S = 1.0
 """How long after a new pool's first answer its start-cost record waits before writing,
-unless the pool shuts down first (it then writes at once, while the workers exit). The first
-answer comes while the workers are starting and the first results flow: a record there took
-0.5-0.9 ms of the caller's CPU (reading and writing the on-disk cache, and a thread), which
-on the 2-core VM two starting workers needed (mp_objects, a fresh pool with 30 short
-``submit()`` calls: 12.96 against 12.50 ms of the caller's CPU and 17.7 against 16.8 ms to
-its 30th result, medians of 13 interleaved runs under load 2, 2026-12-02). A second covers the
-start of every host program of ``benchmarks/hosts.py``; a pool that runs longer writes then."""
+unless the pool stops first (it then writes at once, without holding up ``shutdown()``). The
+first answer comes while the workers are starting and the first results flow: a record there
+took 0.5-1 ms of the caller's CPU (reading and writing the on-disk cache, and a thread),
+which on the 2-core VM the two starting workers needed (a fresh pool's first result in a
+program with a thread: 8.2 against 7.1 ms of the caller's CPU, medians of 11 interleaved runs
+under load 4, 2026-12-02). Written during ``shutdown(wait=True)`` instead, while the workers
+exit, it made that call 1.7 ms slower (4.3 against 2.6 ms, medians of 15, load 5). A second
+covers the start of every host program of ``benchmarks/hosts.py``; a pool that runs longer
+writes then."""
 
 EXIT_RECORD_WAIT_S = 0.5
 """Longest the interpreter's exit waits for one start-cost record (a write takes
@@ -37,15 +39,17 @@ milliseconds): a program that never shut its executor down still stores its samp
 hung cache directory delays its exit by at most this much per pool."""
 
 RECORD_JOIN_TIMEOUT_S = 10.0
-"""Longest ``shutdown(wait=True)`` waits for a start-cost record still being written: the
-write takes milliseconds (4-12 ms on the loaded 2-core VM); the bound only keeps a hung file
-system (a stale network home directory) from hanging ``shutdown``."""
+"""Longest ``finish_pending_records`` waits for one start-cost record by default (``doctor``
+reads the sample its pool stored): the write takes milliseconds (4-12 ms on the loaded
+2-core VM); the bound only keeps a hung file system (a stale network home directory) from
+hanging the caller."""
 
 
 class StartRecorder:
     """Records a new pool's start cost (``record(start_method, seconds)``) from a thread of
     its own, started by the first answer's done-callback without waiting for it to run; the
-    thread writes ``RECORD_DELAY_S`` later, or as soon as the pool shuts down (``close``).
+    thread writes ``RECORD_DELAY_S`` later, or as soon as the pool has stopped
+    (``write_now``).
 
     That callback runs on the pool's thread that delivers results: a record that wrote the
     on-disk start-cost cache there (4-12 ms on the loaded 2-core VM, 2026-12-02) held back
@@ -57,8 +61,8 @@ class StartRecorder:
 
     Such a thread is a daemon: a cache directory that hangs (a stale network home) must not
     hang the exit. At interpreter shutdown, when no thread can start, nothing is recorded (a
-    cache can afford it); ``shutdown(wait=True)`` waits for a record under way (``close``),
-    and the interpreter's exit for one still waiting (``write_start_records_at_exit``).
+    cache can afford it); the interpreter's exit waits for a record not written yet
+    (``write_start_records_at_exit``), and so does ``finish_pending_records``.
     """
 
     def __init__(
@@ -91,7 +95,7 @@ class StartRecorder:
             )
 
     def write_now(self) -> None:
-        """Let a record waiting for ``RECORD_DELAY_S`` write at once (the pool is stopping)."""
+        """Let a record waiting for ``RECORD_DELAY_S`` write at once (the pool has stopped)."""
         self._write_now.set()
 
     def close(self, timeout_s: float = RECORD_JOIN_TIMEOUT_S) -> None:
@@ -130,11 +134,18 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pending_records_in_child)
 
 
-def write_start_records_at_exit() -> None:
-    """At interpreter exit, write the start-cost records still waiting for their pool's
-    first second to pass (``StartRecorder``), waiting at most ``EXIT_RECORD_WAIT_S`` for
-    each: a short program that never shut its executor down keeps its sample."""
+def finish_pending_records(timeout_s: float = RECORD_JOIN_TIMEOUT_S) -> None:
+    """Write every start-cost record of this process not written yet (``StartRecorder``)
+    now, and wait for each at most ``timeout_s``: for a caller that reads the sample its
+    pool stored (``doctor --measure``)."""
     with _pending_records_lock:
         pending = list(_pending_records)
     for recorder in pending:
-        recorder.close(timeout_s=EXIT_RECORD_WAIT_S)
+        recorder.close(timeout_s=timeout_s)
+
+
+def write_start_records_at_exit() -> None:
+    """At interpreter exit, write the start-cost records still waiting for their pool's
+    first second to pass, waiting at most ``EXIT_RECORD_WAIT_S`` for each: a program that
+    exits sooner keeps its sample."""
+    finish_pending_records(EXIT_RECORD_WAIT_S)
