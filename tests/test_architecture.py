@@ -49,6 +49,7 @@ LAYERS = {
     "_pool_backend": "mechanism",
     "_recycling_pool": "mechanism",
     "_pool_futures": "mechanism",
+    "_start_recorder": "mechanism",
     "_shared_pools": "mechanism",
     "_dask_backend": "mechanism",
     "_dask_facts": "mechanism",
@@ -88,7 +89,8 @@ ALLOWED = {
 # hands its calls' results on through _probe_calls and adds up their figures in
 # _probe_figures, and
 # the pool backend gives its futures the stdlib's semantics (_pool_futures) and runs
-# max_tasks_per_child on a stdlib pool that replaces its workers (_recycling_pool), the
+# max_tasks_per_child on a stdlib pool that replaces its workers (_recycling_pool) and
+# records its start cost off its threads (_start_recorder), the
 # worker's entry point keeps crash reports working under an in-memory stderr and loads
 # a large fn through the transport that shipped it, which the run's FnForWorkers drives,
 # and fn's arguments in the caller are copies read through the input layer's Source.
@@ -97,7 +99,7 @@ MODULE_ALLOWED = {
     "_machine": {"_system_facts", "_start_cost_cache"},
     "_dask_backend": {"_dask_facts"},
     "_system_facts": {"_cgroup_text"},
-    "_pool_backend": {"_system_facts", "_pool_futures", "_recycling_pool"},
+    "_pool_backend": {"_system_facts", "_pool_futures", "_recycling_pool", "_start_recorder"},
     "_probe": {"_meters", "_probe_calls", "_probe_figures"},
     "_arg_copies": {"_input"},
     "_chunk_worker": {"_worker_streams", "_worker_memory", "_fn_transport", "_openblas_maps"},
