@@ -27,6 +27,7 @@ LAYERS = {
     "_arg_copies": "mechanism",
     "_probe": "mechanism",
     "_probe_calls": "mechanism",
+    "_probe_figures": "mechanism",
     "_meters": "mechanism",
     "_system_facts": "mechanism",
     "_cgroup_text": "mechanism",
@@ -48,6 +49,7 @@ LAYERS = {
     "_pool_backend": "mechanism",
     "_recycling_pool": "mechanism",
     "_pool_futures": "mechanism",
+    "_start_recorder": "mechanism",
     "_shared_pools": "mechanism",
     "_dask_backend": "mechanism",
     "_dask_facts": "mechanism",
@@ -84,9 +86,11 @@ ALLOWED = {
 # dask backend reports what its cluster's facts module reads, and the system facts read
 # the files whose text the cgroup parsers turn into numbers, and a process pool's fastest
 # start is the smallest of the start-cost priors, the probe reads the meters of a call and
-# hands its calls' results on through _probe_calls, and
+# hands its calls' results on through _probe_calls and adds up their figures in
+# _probe_figures, and
 # the pool backend gives its futures the stdlib's semantics (_pool_futures) and runs
-# max_tasks_per_child on a stdlib pool that replaces its workers (_recycling_pool), the
+# max_tasks_per_child on a stdlib pool that replaces its workers (_recycling_pool) and
+# records its start cost off its threads (_start_recorder), the
 # worker's entry point keeps crash reports working under an in-memory stderr and loads
 # a large fn through the transport that shipped it, which the run's FnForWorkers drives,
 # and fn's arguments in the caller are copies read through the input layer's Source.
@@ -95,8 +99,8 @@ MODULE_ALLOWED = {
     "_machine": {"_system_facts", "_start_cost_cache"},
     "_dask_backend": {"_dask_facts"},
     "_system_facts": {"_cgroup_text"},
-    "_pool_backend": {"_system_facts", "_pool_futures", "_recycling_pool"},
-    "_probe": {"_meters", "_probe_calls"},
+    "_pool_backend": {"_system_facts", "_pool_futures", "_recycling_pool", "_start_recorder"},
+    "_probe": {"_meters", "_probe_calls", "_probe_figures"},
     "_arg_copies": {"_input"},
     "_chunk_worker": {"_worker_streams", "_worker_memory", "_fn_transport", "_openblas_maps"},
     "_fn_for_workers": {"_fn_transport"},

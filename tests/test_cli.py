@@ -10,6 +10,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,16 @@ def test_doctor_reports_the_environment_cap(
 def test_doctor_measure_starts_a_worker_and_stores_the_figure(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    from amorsize_executor import _start_cost_cache
+
     monkeypatch.setenv("AMORSIZE_CACHE_DIR", str(tmp_path))
+    record = _start_cost_cache.record_worker_start_s
+
+    def slow_record(start_method: str, seconds: float) -> None:
+        time.sleep(0.3)  # the pool's record is written after its shutdown: doctor waits
+        record(start_method, seconds)
+
+    monkeypatch.setattr(_start_cost_cache, "record_worker_start_s", slow_record)
     code, out, err = run_cli(capsys, "doctor", "--measure", "--json")
     assert code == 0, err
     workers = json.loads(out)["machine"]["workers"]

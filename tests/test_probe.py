@@ -275,11 +275,12 @@ def test_fast_calls_are_timed_in_groups_so_clock_reads_do_not_dominate() -> None
 
 def test_an_input_error_inside_a_group_comes_after_the_items_before_it() -> None:
     def source() -> Iterator[tuple[Any, ...]]:
-        yield from ((i,) for i in range(40))
+        # Inside the group of 16 (items 16-31), which a trivial probe ends with.
+        yield from ((i,) for i in range(20))
         raise OSError("disk gone")
 
     outcome = _probe.probe(lambda x: x, source())
-    assert outcome.results == list(range(40))
+    assert outcome.results == list(range(20))
     assert isinstance(outcome.error, OSError)
 
 
@@ -350,15 +351,53 @@ def test_one_stopping_rule_stops_on_trust_count_or_budget() -> None:
 
 @pytest.mark.parametrize(
     ("call_s", "n_probed"),
-    [(2.0**-23, 128), (2.0**-20, _probe.PROBE_MAX_ITEMS)],
+    [(2.0**-23, 32), (2.0**-20, _probe.PROBE_MAX_ITEMS)],
     ids=["trivial: 0.12 µs", "fast: 0.95 µs"],
 )
-def test_trivial_calls_end_the_probe_after_a_full_group(call_s: float, n_probed: int) -> None:
+def test_trivial_calls_end_the_probe_after_a_group_of_16(call_s: float, n_probed: int) -> None:
     clock = ScriptedClock()
     outcome = run(timed_fn(clock, lambda x: call_s), items(10_000), clock)
-    # Groups of 1 (timed), 1 (traced), 2, 4, ... 32, then the first full one of 64: 128.
+    # Groups of 1 (timed), 1 (traced), 2, 4, 8, then the first of TRIVIAL_GROUP_ITEMS: 32.
     assert outcome.measurements.n_probed == n_probed
     assert outcome.measurements.wall_s_per_item == call_s
+
+
+def test_a_probe_ending_on_trivial_calls_plans_on_its_last_group() -> None:
+    clock, cpu = ScriptedClock(), ScriptedClock()
+    # A cold first call (20 µs), then calls of the small groups carrying 0.3 µs each that
+    # the group of 16 does not (as clock reads and hand-on steps do): over the timed calls
+    # after the cold one the figure would be 0.24 µs; the last group's is the calls' own.
+    fn = timed_fn(clock, lambda x: 20e-6 if x == 0 else 0.4e-6 if x < 16 else 0.1e-6, cpu=cpu)
+    outcome = run(fn, items(1000), clock, cpu)
+    m = outcome.measurements
+    assert m.n_probed == 32
+    assert m.wall_s_per_item == pytest.approx(0.1e-6)
+    assert m.first_call_extra_s == pytest.approx(20e-6 - 0.1e-6)
+
+
+@pytest.mark.parametrize(
+    ("call_s", "n_metered"),
+    [(_probe.METERED_CALL_MIN_S / 2, 0), (_probe.METERED_CALL_MIN_S, 1)],
+    ids=["fast first call: not metered", "slow enough: metered"],
+)
+def test_the_second_call_is_metered_only_after_a_first_call_that_could_need_memory(
+    call_s: float, n_metered: int
+) -> None:
+    clock = ScriptedClock()
+    metered: list[int] = []
+
+    def meter(call: Callable[[], Any]) -> tuple[Any, int]:
+        metered.append(1)
+        return call(), 4096
+
+    fn = timed_fn(clock, lambda x: call_s)
+    outcome = _probe.probe(
+        fn, items(10), wall_clock=clock, cpu_clock=ScriptedClock(), measure_memory=meter
+    )
+    assert len(metered) == n_metered
+    assert outcome.measurements.memory_bytes_per_call == 4096 * n_metered
+    # Metered or not, the second call runs alone: the figures are the same.
+    assert outcome.measurements.wall_s_per_item == pytest.approx(call_s)
 
 
 def test_warm_workers_end_the_probe_after_two_calls() -> None:

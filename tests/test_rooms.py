@@ -4,6 +4,7 @@ steering, the serial runner, the chunk window, the backend contract and the fact
 from __future__ import annotations
 
 import inspect
+import threading
 import weakref
 from collections import deque
 from typing import Any
@@ -24,7 +25,7 @@ from amorsize_executor._cost_model import plan_map
 from amorsize_executor._errors import UnpicklableItemError
 from amorsize_executor._input import Source
 from amorsize_executor._pool_backend import PoolBackend
-from amorsize_executor._serial_run import SerialRun, timed_group_items
+from amorsize_executor._serial_run import SerialRun, batch_min_items, timed_group_items
 from amorsize_executor._shared_pools import SharedPoolHandle
 from amorsize_executor._thread_backend import ThreadBackend
 from amorsize_executor._worker_probe import WorkerProbe
@@ -202,6 +203,34 @@ def test_the_serial_runner_times_groups_on_its_clock_and_tells_the_run() -> None
     assert timed_group_items(1e-3) == 8
 
 
+def test_serial_batches_of_trivial_calls_hold_at_least_a_part_of_work() -> None:
+    clock = ScriptedClock()
+    call_s = 2.0**-23  # 0.12 µs, exact in binary: the groups' figures are exact too
+
+    def fn(x: int) -> int:
+        clock.advance(call_s, call_s)
+        return x + 1
+
+    timed: list[int] = []
+    runner = SerialRun(
+        fn,
+        Source((list(range(100_000)),)),
+        planned_s_per_item=call_s,
+        buffersize=None,
+        on_progress=None,
+        delivered=lambda n: None,
+        on_timed=lambda wall, cpu, n: timed.append(n) is not None,
+        wall_clock=clock,
+        cpu_clock=clock.cpu,
+    )
+    results = [r for segment in runner.segments(stopped=lambda: False) for r in segment]
+    assert results == [x + 1 for x in range(100_000)]
+    # Not 16, 16, 32, ... (13 batches): the first batch holds BATCH_MIN_S (1 ms) of calls,
+    # 8388 of them, and the count doubles from there.
+    assert batch_min_items(call_s) == 8388
+    assert timed == [8388, 8388, 16776, 33552, 67104]
+
+
 def test_the_serial_runner_stops_when_a_pool_takes_over() -> None:
     source = Source((list(range(100)),))
     runner = SerialRun(
@@ -320,6 +349,27 @@ def test_the_window_records_an_unpicklable_item_at_its_position() -> None:
     assert isinstance(window.error, UnpicklableItemError) and window.error_index == 2
     head, outcome = window.take_head()
     assert head is chunk and outcome is not None and outcome.results == [1, 2]
+
+
+def test_a_run_that_stays_in_the_caller_makes_no_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The window's completions make their Event (and its Condition) for the first chunk
+    # sent: a trivial serial map() does not pay for one it never waits on.
+    made: list[int] = []
+    real_event = threading.Event
+
+    def counting_event() -> threading.Event:
+        made.append(1)
+        return real_event()
+
+    monkeypatch.setattr(threading, "Event", counting_event)
+    with AdaptiveProcessPoolExecutor(backend=FakeBackend()) as ex:
+        assert list(ex.map(abs, range(-300, 0))) == list(range(300, 0, -1))
+        assert ex.last_plan is not None and ex.last_plan.mode == "serial"
+    assert made == []
+    # A window that sends chunks makes one, and is woken by them.
+    with AdaptiveProcessPoolExecutor(backend=FakeBackend(), isolate=True) as ex:
+        assert list(ex.map(abs, range(-300, 0), chunksize=50)) == list(range(300, 0, -1))
+    assert made
 
 
 def test_the_window_waits_no_longer_than_its_deadline_on_its_clock() -> None:

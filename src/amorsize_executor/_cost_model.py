@@ -32,7 +32,7 @@ import math
 from collections.abc import Iterable
 
 from ._fn_cost import fn_shipping_s
-from ._records import Plan, SystemFacts, WorkMeasurements
+from ._records import CoreFacts, Plan, SystemFacts, WorkMeasurements
 from ._serial_reasons import best_pool_reason, floor_reason, with_unknown_length
 
 PARALLEL_MARGIN = 0.10
@@ -94,7 +94,7 @@ def effective_cpu_share(measurements: WorkMeasurements) -> float:
     return measurements.cpu_share
 
 
-def choose_usable_cores(facts: SystemFacts, *, cpu_bound: bool) -> tuple[int, str]:
+def choose_usable_cores(facts: SystemFacts | CoreFacts, *, cpu_bound: bool) -> tuple[int, str]:
     """How many cores the work can use, and which constraint set that number.
 
     The smallest of the OS count, the affinity mask, the cgroup CPU quota (rounded up: a

@@ -179,7 +179,7 @@ class AdaptiveProcessPoolExecutor(Executor):
 
     def _default_workers(self) -> int:
         """Pool size for ``submit()`` before any plan: the usable cores, capped."""
-        facts = self._system_facts or _machine.machine_facts()
+        facts = self._system_facts or _machine.core_facts()
         n_cores, _ = _cost_model.choose_usable_cores(facts, cpu_bound=False)
         return min(n_cores, self._max_workers or n_cores)
 
@@ -189,7 +189,7 @@ class AdaptiveProcessPoolExecutor(Executor):
         user_set = {name: os.environ[name] for name in THREAD_ENV_VARS if name in os.environ}
         if user_set:
             return user_set
-        facts = self._system_facts or _machine.machine_facts()
+        facts = self._system_facts or _machine.core_facts()
         n_cores, _ = _cost_model.choose_usable_cores(facts, cpu_bound=True)
         share = str(_worker_policy.choose_threads_per_worker(n_cores, n_workers))
         return dict.fromkeys(THREAD_ENV_VARS, share)

@@ -4,6 +4,7 @@ Mechanism layer. The executor, its ``map()`` runs and the CLI all ask here:
 
 - ``machine_facts()``: this machine's cores and memory, shared by every executor in the
   process and re-read when older than ``FACTS_MAX_AGE_S``;
+- ``core_facts()``: the cores alone, for a pool sized without a plan (``submit()``'s);
 - ``facts_for(backend)``: the facts of where ``backend``'s workers run, its own when it
   reads them itself (a cluster, threads), else this machine's with the backend's start
   method (and why it is that one, for ``explain()``), its start cost (measured and cached
@@ -22,7 +23,7 @@ from collections.abc import Callable
 
 from . import _start_cost_cache, _system_facts
 from ._backend import Backend
-from ._records import SystemFacts
+from ._records import CoreFacts, SystemFacts
 
 FACTS_MAX_AGE_S = 1.0
 """Machine facts (free memory above all) are re-read when older than this: fresh enough for
@@ -30,6 +31,7 @@ memory that changes over seconds, and it keeps a burst of small ``map()`` calls 
 about 0.4 ms each to read cgroup files."""
 
 _machine_facts_cache: tuple[float, SystemFacts] | None = None
+_core_facts_cache: tuple[float, CoreFacts] | None = None
 _machine_facts_lock = threading.Lock()
 
 _start_cost_memo: dict[tuple[str, str], tuple[tuple[int, int, int], float | None]] = {}
@@ -50,6 +52,29 @@ def machine_facts() -> SystemFacts:
         if _machine_facts_cache is None or now_s - _machine_facts_cache[0] >= FACTS_MAX_AGE_S:
             _machine_facts_cache = (now_s, _system_facts.read_system_facts("loky"))
         return _machine_facts_cache[1]
+
+
+def core_facts() -> CoreFacts:
+    """The cores this process may use, for sizing a pool without a plan: from the shared
+    ``machine_facts()`` while they are fresh, else read alone (no memory files) and kept as
+    long (a fresh executor's first ``submit()`` asks twice before its pool forks: its size,
+    its workers' thread share)."""
+    global _core_facts_cache
+    with _machine_facts_lock:
+        now_s = time.monotonic()
+        full = _machine_facts_cache
+        if full is not None and now_s - full[0] < FACTS_MAX_AGE_S:
+            facts = full[1]
+            return CoreFacts(
+                n_logical_cores=facts.n_logical_cores,
+                n_physical_cores=facts.n_physical_cores,
+                n_affinity_cores=facts.n_affinity_cores,
+                cpu_quota_cores=facts.cpu_quota_cores,
+                env_core_limit=facts.env_core_limit,
+            )
+        if _core_facts_cache is None or now_s - _core_facts_cache[0] >= FACTS_MAX_AGE_S:
+            _core_facts_cache = (now_s, _system_facts.read_core_facts())
+        return _core_facts_cache[1]
 
 
 def _no_reason(method: str) -> str:

@@ -11,7 +11,6 @@ Which start method to use is the facade's decision, passed in as ``choose_contex
 
 from __future__ import annotations
 
-import _thread
 import concurrent.futures
 import contextlib
 import gc
@@ -46,6 +45,7 @@ from ._close_gate import CloseGate
 from ._pool_futures import RelayFuture, cancel_unheld, stop_unused_workers
 from ._records import SystemFacts
 from ._recycling_pool import RecyclingProcessPool
+from ._start_recorder import StartRecorder, write_start_records_at_exit
 from ._system_facts import fastest_start_prior_s
 
 logger = logging.getLogger("amorsize_executor")
@@ -110,9 +110,14 @@ def _kill_workers_on_ctrl_c() -> None:
             backend._kill(pool)
 
 
+def _exit_hooks() -> None:
+    _kill_workers_on_ctrl_c()
+    write_start_records_at_exit()
+
+
 def _register_exit_hook_once() -> None:
-    """Register ``_kill_workers_on_ctrl_c``, after the first pool started (which registers
-    loky's own exit hook, the one it must run before)."""
+    """Register ``_kill_workers_on_ctrl_c`` and ``write_start_records_at_exit``, after the
+    first pool started (which registers loky's own exit hook, the one they must run before)."""
     global _exit_hook_registered
     with _exit_hook_lock:
         if _exit_hook_registered:
@@ -121,7 +126,7 @@ def _register_exit_hook_once() -> None:
         if register is None:  # not CPython: nothing to run before
             return
         try:
-            register(_kill_workers_on_ctrl_c)
+            register(_exit_hooks)
         except RuntimeError:  # the interpreter is already shutting down
             return
         _exit_hook_registered = True
@@ -134,68 +139,6 @@ def _in_loky_worker() -> bool:
 
 def _no_record(start_method: str, seconds: float) -> None:
     """Default for ``record_start_s``: measurements are not kept."""
-
-
-RECORD_JOIN_TIMEOUT_S = 10.0
-"""Longest ``shutdown(wait=True)`` waits for a start-cost record still being written: the
-write takes milliseconds (4-12 ms on the loaded 2-core VM); the bound only keeps a hung file
-system (a stale network home directory) from hanging ``shutdown``."""
-
-
-class _StartRecorder:
-    """Records a new pool's start cost (``record(start_method, seconds)``) from a thread of
-    its own, started by the first answer's done-callback without waiting for it to run.
-
-    That callback runs on the pool's thread that delivers results: a record that wrote the
-    on-disk start-cost cache there (4-12 ms on the loaded 2-core VM, 2026-12-02) held back
-    the first result of every fresh pool by as much. A ``threading.Thread`` started there was
-    still on that path, since ``start()`` waits until the new thread runs: 0.5-1.5 ms once the
-    new workers held the cores (30 tiny ``submit()`` calls in a fresh pool finished 1.4 ms
-    later than with no record at all, medians of 15), and up to 3 ms when started before the
-    fork on the loaded VM instead. ``_thread.start_new_thread`` returns at once.
-
-    Such a thread is a daemon: a cache directory that hangs (a stale network home) must not
-    hang the exit. At interpreter shutdown, when no thread can start, nothing is recorded (a
-    cache can afford it); ``shutdown(wait=True)`` waits for a record under way (``close``).
-    """
-
-    def __init__(
-        self, record: Callable[[str, float], None], start_method: str, started_s: float
-    ) -> None:
-        self._record = record
-        self._start_method = start_method
-        self._started_s = started_s
-        self._recording = False
-        self._recorded = threading.Event()
-
-    def on_answer(self, future: Future[Any]) -> None:
-        """The first answer's done-callback: start the record of how long it took."""
-        if future.cancelled() or future.exception() is not None:
-            return
-        seconds = time.perf_counter() - self._started_s
-        try:
-            _thread.start_new_thread(self._run, (seconds,))
-        except RuntimeError:  # the interpreter is shutting down
-            logger.debug(
-                "start cost of a %s pool not recorded: interpreter shutting down",
-                self._start_method,
-            )
-            return
-        self._recording = True
-
-    def close(self) -> None:
-        """Wait for a record under way, at most ``RECORD_JOIN_TIMEOUT_S`` (the pool has
-        stopped: its callback ran, or never will)."""
-        if self._recording:
-            self._recorded.wait(RECORD_JOIN_TIMEOUT_S)
-
-    def _run(self, seconds: float) -> None:
-        try:
-            self._record(self._start_method, seconds)
-        except Exception as exc:  # a cache must never reach the user
-            logger.debug("start cost of a %s pool not recorded: %r", self._start_method, exc)
-        finally:
-            self._recorded.set()
 
 
 class PoolBackend:
@@ -248,7 +191,7 @@ class PoolBackend:
         """The pool's own no-op that times the first worker's start (not the user's work)."""
         self._pool_used = False  # whether any of the caller's work went to the live pool
         # One per pool started: each writes its pool's start-cost sample.
-        self._recorders: list[_StartRecorder] = []
+        self._recorders: list[StartRecorder] = []
 
     # -- what the backend contract declares (see ``_backend.Backend``) ----------------------
 
@@ -335,7 +278,7 @@ class PoolBackend:
             self._first_answer = first_answer
         _LIVE_BACKENDS.add(self)
         _register_exit_hook_once()
-        recorder = _StartRecorder(self._record_start_s, method, started_s)
+        recorder = StartRecorder(self._record_start_s, method, started_s)
         self._recorders.append(recorder)
         first_answer.add_done_callback(recorder.on_answer)
 
@@ -492,8 +435,6 @@ class PoolBackend:
             self._stop(pool, wait=wait)
         else:
             pool.shutdown(wait=wait, cancel_futures=cancel_futures)
-        if wait:
-            # The pool's result thread has stopped, so no record starts after this; waiting
-            # for the ones under way lets a caller read the sample its pool stored (doctor).
-            for recorder in self._recorders:
-                recorder.close()
+        # Written now, without holding up this call; see _start_recorder.RECORD_DELAY_S.
+        for recorder in self._recorders:
+            recorder.write_now()

@@ -26,6 +26,12 @@ import cloudpickle
 
 from ._meters import count_voluntary_switches, measure_peak_memory
 from ._probe_calls import HandOns, PickledSize, in_sample
+from ._probe_figures import COLD_CALL_FACTOR as COLD_CALL_FACTOR
+from ._probe_figures import METERED_CALL_MIN_S as METERED_CALL_MIN_S
+from ._probe_figures import TRIVIAL_CALL_S as TRIVIAL_CALL_S
+from ._probe_figures import TRIVIAL_GROUP_ITEMS as TRIVIAL_GROUP_ITEMS
+from ._probe_figures import TimedCalls
+from ._probe_figures import first_call_is_cold as first_call_is_cold
 from ._records import WorkMeasurements
 
 PROBE_BUDGET_S = 0.03
@@ -50,28 +56,12 @@ reads and a context-switch count cost about 1-2 µs, which would swamp a 0.1 µs
 
 MAX_BATCH_ITEMS = 64
 
-TRIVIAL_CALL_S = 0.5e-6
-"""Calls faster than this cost less than handing their results on in the caller (about
-0.5 µs a result, measured on the 2-core VM: two clock reads, the collector's pause lifted
-and resumed, a share of the results' sizing): once a full group of them (``MAX_BATCH_ITEMS``,
-128 calls in all) was timed, the probe stops short of the count cap. Their figure is as
-good as the probe gets it (a group of 64 such calls is what every later group repeats), and
-a serial run times groups of its own as the count doubles (``_serial_run``); the other 128
-hand-ons would cost more than twice the calls' own time (x*x+1: 65 of 225 µs of the probe)."""
-
 WAITING_WORKERS_MIN_S = 0.002
 """With workers warm, the probe stops once it has two calls and this much time: each
 further call in the caller is one the workers could have run. 2 ms still measures hundreds of
 fast calls (their figure is stable by then); a slow call's figure is corrected by the chunks'
 own. Measured: 30 items of 10 ms in a program whose pool was already warm, the probe's third
 call made the job about 6% slower than the stdlib pool."""
-
-COLD_CALL_FACTOR = 3.0
-"""A first call more than this many times slower than the call after it was cold (a first
-import, caches filling, a lazy set-up), not a sign of the work to come. The numpy example
-here: 21 ms for the first call of a 200x200 solve, 3-4 ms for every later one. Items whose
-cost varies this much from one to the next are rare, and dropping a genuinely heavy first
-item only errs towards serial, the safe side."""
 
 STABLE_RELATIVE_ERROR = 0.10
 """The probe may stop once the standard error of the mean per-item time is this share of the
@@ -138,10 +128,12 @@ def probe_stream(
     once at the end, as one list (``dumps``), as a chunk is: those of the same sample
     (``_probe_calls.next_in_sample``).
 
-    The second call runs under ``measure_memory`` (peak resident memory by default) to learn
-    how much memory a call needs; its timing is left out of the means because the meter's
-    own file reads would weigh on a fast call. A slow first call still leaves room for that
-    second one (up to twice the budget) so that memory is known whenever there is more input.
+    The second call runs alone under ``measure_memory`` (peak resident memory by default)
+    to learn how much memory a call needs, unless the first call was faster than
+    ``METERED_CALL_MIN_S`` (too fast to need memory that matters: 0 is reported); its timing
+    is left out of the means because the meter's own file reads would weigh on a fast call.
+    A slow first call still leaves room for that second one (up to twice the budget) so that
+    memory is known whenever there is more input.
 
     Exceptions raised by ``fn``, or by ``source`` while producing an item, are caught and
     returned, not raised: the caller delivers them at their position. ``after_timed_call``
@@ -202,7 +194,7 @@ def _probe_items(
     plan_on_lone_call: Callable[[float, float], int | None] | None = None,
 ) -> Generator[Any, None, ProbeOutcome]:
     wall_clock = hand_ons.wall_clock
-    timed = _TimedCalls()
+    timed = TimedCalls()
     probed_args: list[tuple[Any, ...]] = []
     memory_bytes = 0
     traced = False
@@ -225,8 +217,9 @@ def _probe_items(
         n_pulled += len(batch)
         away_s = hand_ons.wall_s
         switches0 = None if tracing else switches()
+        metered = tracing and timed.first_call_may_need_memory
         error, wall_s, cpu_s, n_bytes = yield from hand_ons.timed(
-            fn, batch, meter if tracing else None
+            fn, batch, meter if metered else None
         )
         if tracing:
             traced, memory_bytes = True, n_bytes
@@ -359,88 +352,6 @@ class _EarlyReports:
         return self.wall_clock() - started_s
 
 
-@dataclass
-class _TimedCalls:
-    """The calls a probe timed, and the per-call figures they add up to. A first call that
-    the memory-metered call after it shows to have been cold (``first_call_is_cold``) is
-    left out of the means; what it took beyond a warm call is ``per_call``'s last figure."""
-
-    group_means_s: list[float] = field(default_factory=list)
-    """Wall seconds per call of each timed group, in order (the first group is one call)."""
-    wall_s: float = 0.0
-    cpu_s: float = 0.0
-    n_calls: int = 0
-    n_switches: int | None = 0
-    """Voluntary context switches over the timed calls; ``None`` once one count was missing."""
-    first_call: tuple[float, float, int | None] | None = None
-    """Wall and CPU seconds and voluntary switches of the first timed call."""
-    traced_call: tuple[float, float] | None = None
-    """Wall and CPU seconds of the memory-metered call (the second): an upper bound of a warm
-    call, its wall time carrying the meter's two file reads."""
-    cold_first: bool = False
-    n_last_group: int = 0
-    """Calls in the last group timed."""
-
-    def add_group(self, n_calls: int, wall_s: float, cpu_s: float, n_switches: int | None) -> None:
-        self.n_last_group = n_calls
-        if self.first_call is None:
-            self.first_call = (wall_s / n_calls, cpu_s / n_calls, n_switches)
-        self.group_means_s.append(wall_s / n_calls)
-        self.wall_s += wall_s
-        self.cpu_s += cpu_s
-        self.n_calls += n_calls
-        if self.n_switches is not None:
-            self.n_switches = None if n_switches is None else self.n_switches + n_switches
-
-    @property
-    def ends_on_trivial_calls(self) -> bool:
-        """The last group timed was a full one of calls faster than ``TRIVIAL_CALL_S``."""
-        return self.n_last_group == MAX_BATCH_ITEMS and self.group_means_s[-1] < TRIVIAL_CALL_S
-
-    def add_traced(self, wall_s: float, cpu_s: float) -> None:
-        self.traced_call = (wall_s, cpu_s)
-        first = self.first_call
-        self.cold_first = first is not None and first_call_is_cold(first[0], wall_s)
-
-    @property
-    def warm_means_s(self) -> list[float]:
-        """The groups' means without a cold first call: what stability is judged on."""
-        return self.group_means_s[1:] if self.cold_first else self.group_means_s
-
-    @property
-    def n_warm_samples(self) -> int:
-        return len(self.warm_means_s)
-
-    def per_call(self) -> tuple[float, float, float | None, float]:
-        """``(wall s, CPU s, voluntary switches or None, the cold first call's extra s)``
-        per call, planned from the calls after a cold first one: the timed ones, else the
-        traced one."""
-        wall_s, cpu_s, n_calls, n_switches = self.wall_s, self.cpu_s, self.n_calls, self.n_switches
-        extra_s = 0.0
-        first, traced = self.first_call, self.traced_call
-        if self.cold_first and first is not None and traced is not None:
-            wall_s, cpu_s, n_calls = wall_s - first[0], cpu_s - first[1], n_calls - 1
-            if n_switches is not None and first[2] is not None:
-                n_switches -= first[2]
-            else:
-                n_switches = None
-            if n_calls == 0:
-                wall_s, cpu_s, n_calls, n_switches = traced[0], traced[1], 1, None
-            extra_s = max(0.0, first[0] - wall_s / n_calls)
-        if n_calls == 0:
-            return 0.0, 0.0, None, extra_s
-        switches = None if n_switches is None else n_switches / n_calls
-        return wall_s / n_calls, cpu_s / n_calls, switches, extra_s
-
-
-def first_call_is_cold(first_call_s: float, next_call_s: float) -> bool:
-    """Whether a first call of ``first_call_s`` was cold, given that the call after it took
-    ``next_call_s``: slower by more than ``COLD_CALL_FACTOR``. A cold first call says how
-    long a process's first call takes (each new worker pays that once), not how long the
-    work takes, so the plan must not rest on it."""
-    return first_call_s > COLD_CALL_FACTOR * max(0.0, next_call_s)
-
-
 def probe_is_done(
     *,
     n_items: int,
@@ -472,8 +383,9 @@ def probe_is_done(
             the chunk size, and a second probe chunk would keep the other workers idle).
         workers_waiting: warm workers are there while the probe runs (idle, or busy with
             other work): two calls and ``WAITING_WORKERS_MIN_S`` are enough.
-        trivial_calls: the last sample was a full group of calls faster than
-            ``TRIVIAL_CALL_S`` (in the caller, where handing each result on costs more).
+        trivial_calls: the last sample was a group of ``TRIVIAL_GROUP_ITEMS`` calls or more
+            faster than ``TRIVIAL_CALL_S`` (in the caller, where handing each result on costs
+            more).
     """
     if n_items >= max_items:
         return True

@@ -21,6 +21,18 @@ so an unpicklable item's infinite size stays infinite in the model's arithmetic.
 
 
 @dataclass(frozen=True)
+class CoreFacts:
+    """The cores this process may use (the core fields of ``SystemFacts``): all a pool sized
+    without a plan (``submit()``'s) needs, read without the memory files."""
+
+    n_logical_cores: int
+    n_physical_cores: int | None
+    n_affinity_cores: int | None
+    cpu_quota_cores: float | None
+    env_core_limit: int | None = None
+
+
+@dataclass(frozen=True)
 class SystemFacts:
     """What this machine offers to a process pool, as read or measured by mechanism code.
 

@@ -19,6 +19,7 @@ tells the run what happened through ``delivered`` and ``on_timed``.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from itertools import repeat, starmap
@@ -28,7 +29,7 @@ from . import _probe
 from ._arg_copies import CallerItems
 from ._input import Source
 from ._records import format_seconds
-from ._serial_watch import RECHECK_MAX_ITEMS, SerialWatch
+from ._serial_watch import RECHECK_MAX_ITEMS, SERIAL_CHECK_S, SerialWatch
 
 logger = logging.getLogger("amorsize_executor")
 
@@ -43,6 +44,15 @@ SERIAL_TIMED_CALLS = 8
 """While running serially, at least this many calls per batch are timed (as one group) for
 the re-plan; the rest run untimed."""
 
+BATCH_MIN_S = SERIAL_CHECK_S
+"""A batch holds at least this much predicted work, wherever the count doubles: each batch
+costs about 15-30 µs of Python besides its calls (a timed group handed on, the re-plan's
+test, the watch's rebase, a part's slice and look at the clock), which on trivial calls
+outweighed the early batches' own work (x*x+1 over 50k ints, the 2-core VM: ten batches
+from 64 items on, 0.3 ms of a 2.8 ms job). No shorter than one part of the clock check
+(``_serial_watch.SERIAL_CHECK_S``), so a slow stretch is seen no later than before; calls
+slower than a few µs are unaffected (twice the items pulled is the larger)."""
+
 PROGRESS_INTERVAL_S = 0.1
 """With a progress callback, serial work reports at least this often (in predicted time)."""
 
@@ -52,6 +62,14 @@ def timed_group_items(planned_s_per_item: float) -> int:
     if planned_s_per_item <= 0:
         return SERIAL_TIMED_CALLS
     return max(SERIAL_TIMED_CALLS, min(4096, int(_probe.FAST_CALL_S / planned_s_per_item)))
+
+
+def batch_min_items(s_per_item: float) -> int:
+    """Items of a batch at least: ``BATCH_MIN_S`` of calls at ``s_per_item`` (none when
+    the figure is 0, as on a scripted clock)."""
+    if s_per_item <= 0 or not math.isfinite(s_per_item):
+        return 0
+    return int(BATCH_MIN_S / s_per_item)
 
 
 def progress_batch_items(planned_s_per_item: float) -> int:
@@ -110,8 +128,9 @@ class SerialRun:
         """Results handed out one by one by the checked loop (not told to ``delivered``)."""
 
     def segments(self, stopped: Callable[[], bool]) -> Iterator[Iterable[Any]]:
-        """Run the rest in the caller as segments, re-planning whenever the count doubles,
-        while ``stopped()`` is false (an error is recorded).
+        """Run the rest in the caller as segments, re-planning whenever the count doubles (at
+        least ``BATCH_MIN_S`` of calls apart), while ``stopped()`` is false (an error is
+        recorded).
 
         This is the hot path of small jobs: each batch runs its first few calls timed as a
         group, for the re-plan; the rest is handed out as a ``map``/``starmap`` over the
@@ -124,7 +143,9 @@ class SerialRun:
         checkpoint = max(2 * source.n_pulled, 16)
         perf, cpu = self._wall_clock, self._cpu_clock
         progress = self._on_progress
+        rate_s = self._planned_s_per_item  # the latest figure: the plan's, then each group's
         while not source.exhausted and not stopped():
+            checkpoint = max(checkpoint, source.n_pulled + batch_min_items(rate_s))
             n_batch = checkpoint - source.n_pulled
             if progress is not None:
                 n_batch = min(n_batch, progress_batch_items(self._planned_s_per_item))
@@ -164,6 +185,8 @@ class SerialRun:
             if source.input_error is not None:
                 raise source.input_error
             per_item_s = timed_s / n_timed if n_timed else 0.0
+            if n_timed:
+                rate_s = per_item_s
             checkpoint *= 2
             # Re-plan on fresh figures, before the bulk of the batch runs, so a switch to a
             # pool takes that bulk with it.

@@ -23,6 +23,7 @@ from .. import (
     _machine,
     _start_cost_cache,
     _start_method,
+    _start_recorder,
     _system_facts,
     _worker_policy,
 )
@@ -121,6 +122,7 @@ def _measure_worker_start(method: str, start: _StartChoice) -> dict[str, Any]:
         error = None
     except Exception as exc:
         elapsed_s, error = None, f"{type(exc).__name__}: {exc}"
+    _start_recorder.finish_pending_records()  # the pool's sample, written after its shutdown
     samples_after = _start_cost_cache.worker_start_samples_s(measured_method)
     stored = error is None and samples_after != samples_before and bool(samples_after)
     return {
